@@ -1,0 +1,1 @@
+"""siloflow's services: ingest, router, workers, and the core package they share."""

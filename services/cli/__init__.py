@@ -1,0 +1,1 @@
+"""The `siloflow` command line."""

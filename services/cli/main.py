@@ -1,0 +1,100 @@
+"""`siloflow`: the entry point and its top-level commands (bootstrap, migrate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.cli.placement import placement
+from services.cli.tenant import tenant
+from services.core import migrate as migrate_mod
+from services.core.bootstrap import bootstrap as bootstrap_op
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SILOFLOW_CONFIG",
+    help="A TOML settings file (environment variables SILOFLOW_* override it).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """siloflow: agents' reports, routed to each tenant's own database."""
+    ctx.obj = AppContext(config)
+
+
+@cli.command()
+@click.option(
+    "--admin-dsn",
+    required=True,
+    help="A superuser DSN, e.g. postgresql://postgres@127.0.0.1/postgres. Used only here.",
+)
+@json_option
+@pass_app
+def bootstrap(app: AppContext, admin_dsn: str, as_json: bool) -> None:
+    """Create the provisioner role and the control-plane databases (once, as a superuser)."""
+    report = run(bootstrap_op(app.settings, admin_dsn))
+    if as_json:
+        print_json(
+            {
+                "provisioner_role": report.provisioner_role,
+                "databases": report.databases,
+                "created": report.created,
+                "kept": report.kept,
+            }
+        )
+        return
+    for item in report.created:
+        click.echo(f"created {item}")
+    for item in report.kept:
+        click.echo(f"kept    {item} (already there)")
+    click.echo("next: siloflow migrate")
+
+
+@cli.command()
+@click.option("--status", "show_status", is_flag=True, help="Show each database's revision.")
+@click.option("--dry-run", is_flag=True, help="Show what would be applied; change nothing.")
+@json_option
+@pass_app
+def migrate(app: AppContext, show_status: bool, dry_run: bool, as_json: bool) -> None:
+    """Upgrade the registry and shared chains, then every tenant database.
+
+    A tenant whose database fails is reported and the others still migrate; the exit status is 1
+    if any failed.
+    """
+    if show_status and dry_run:
+        raise click.UsageError("--status and --dry-run are two views of the same plan: pick one")
+    read_only = show_status or dry_run
+    report = run(migrate_mod.plan(app.settings) if read_only else migrate_mod.migrate(app.settings))
+    if as_json:
+        print_json({"targets": [t.as_json() for t in report.targets], "failed": len(report.failed)})
+    else:
+        rows = []
+        for t in report.targets:
+            if t.error is not None:
+                state = f"FAILED: {t.error}"
+            elif t.skipped is not None:
+                state = f"skipped ({t.skipped})"
+            elif t.applied:
+                state = f"applied {', '.join(t.applied)}"
+            elif t.pending:
+                state = ("would apply " if dry_run else "pending ") + ", ".join(t.pending)
+            else:
+                state = "at head"
+            rows.append((t.label, t.database, t.current or "-", t.head, state))
+        print_table(None, ("target", "database", "revision", "head", "state"), rows)
+    if report.failed:
+        raise click.ClickException(
+            f"{len(report.failed)} database(s) failed: " + ", ".join(t.label for t in report.failed)
+        )
+
+
+cli.add_command(tenant)
+cli.add_command(placement)
+
+
+def main() -> None:
+    cli(prog_name="siloflow")

@@ -1,0 +1,131 @@
+"""`siloflow tenant ...`: create, list, show, suspend, resume, delete."""
+
+from __future__ import annotations
+
+import click
+
+from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.core import registry, tenants
+from services.core.errors import TenantNotFound
+from services.core.registry import TenantRecord
+
+
+def _rows(records: list[TenantRecord]) -> list[tuple[object, ...]]:
+    return [
+        (
+            r.slug,
+            r.name,
+            r.status,
+            r.db_name,
+            "-"
+            if r.placement is None
+            else f"{r.placement.name} ({r.placement.host}:{r.placement.port})",
+            r.schema_revision or "-",
+        )
+        for r in records
+    ]
+
+
+_COLUMNS = ("slug", "name", "status", "database", "placement", "schema")
+
+
+@click.group()
+def tenant() -> None:
+    """Tenants: each with its own database (its silo)."""
+
+
+@tenant.command("create")
+@click.argument("slug")
+@click.option("--name", help="A display name (defaults to the slug).")
+@click.option(
+    "--placement", help="Which PostgreSQL server holds its database (default: 'default')."
+)
+@json_option
+@pass_app
+def create(
+    app: AppContext, slug: str, name: str | None, placement: str | None, as_json: bool
+) -> None:
+    """Provision a tenant; run it again to resume one that was interrupted."""
+    result = run(tenants.create_tenant(app.settings, slug, name=name, placement=placement))
+    if as_json:
+        print_json({**result.tenant.as_json(), "resumed": result.resumed})
+        return
+    verb = "resumed and finished" if result.resumed else "created"
+    click.echo(
+        f"{verb} tenant {slug}: database {result.tenant.db_name}, "
+        f"schema {result.tenant.schema_revision}"
+    )
+
+
+@tenant.command("list")
+@json_option
+@pass_app
+def list_(app: AppContext, as_json: bool) -> None:
+    """All tenants with status, placement and schema revision."""
+
+    async def fetch() -> list[TenantRecord]:
+        async with tenants.registry_connection(app.settings) as conn:
+            return await registry.list_tenants(conn)
+
+    records = run(fetch())
+    if as_json:
+        print_json([r.as_json() for r in records])
+    else:
+        print_table(None, _COLUMNS, _rows(records))
+
+
+@tenant.command("show")
+@click.argument("slug")
+@json_option
+@pass_app
+def show(app: AppContext, slug: str, as_json: bool) -> None:
+    """One tenant."""
+
+    async def fetch() -> TenantRecord:
+        async with tenants.registry_connection(app.settings) as conn:
+            record = await registry.get_tenant(conn, slug)
+        if record is None:
+            raise TenantNotFound(slug)
+        return record
+
+    record = run(fetch())
+    if as_json:
+        print_json(record.as_json())
+    else:
+        for key, value in record.as_json().items():
+            click.echo(f"{key:22} {value}")
+
+
+@tenant.command("suspend")
+@click.argument("slug")
+@json_option
+@pass_app
+def suspend(app: AppContext, slug: str, as_json: bool) -> None:
+    """Stop committing this tenant's reports (they are held back, not lost)."""
+    record = run(tenants.set_tenant_status(app.settings, slug, "suspended"))
+    print_json(record.as_json()) if as_json else click.echo(f"tenant {slug} is suspended")
+
+
+@tenant.command("resume")
+@click.argument("slug")
+@json_option
+@pass_app
+def resume(app: AppContext, slug: str, as_json: bool) -> None:
+    """Make a suspended tenant active again."""
+    record = run(tenants.set_tenant_status(app.settings, slug, "active"))
+    print_json(record.as_json()) if as_json else click.echo(f"tenant {slug} is active")
+
+
+@tenant.command("delete")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Really drop the tenant's database and roles.")
+@pass_app
+def delete(app: AppContext, slug: str, yes: bool) -> None:
+    """Drop a tenant's database and roles, then its registry rows. Needs --yes."""
+    if not yes:
+        raise click.UsageError(
+            f"deleting tenant {slug!r} drops its database and every report in it; "
+            "add --yes to confirm"
+        )
+    record = run(tenants.delete_tenant(app.settings, slug))
+    click.echo(f"deleted tenant {slug} (database {record.db_name} dropped)")

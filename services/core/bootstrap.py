@@ -1,0 +1,84 @@
+"""`siloflow bootstrap`: the one step that uses a superuser. It creates the least-privilege
+provisioner role and the control-plane databases; everything after runs as the provisioner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sqlalchemy import text
+
+from services.core.db import asyncpg_url, one_connection, provisioner_url, server_of
+from services.core.errors import InvalidArgument, ProvisioningError
+from services.core.names import Names
+from services.core.pgadmin import database_exists, ensure_database, ident, is_superuser, literal
+from services.core.settings import Settings
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass
+class BootstrapReport:
+    """What bootstrap found and did, for the CLI to print."""
+
+    provisioner_role: str
+    databases: list[str]
+    created: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def _same_server(a: str, b: str) -> bool:
+    sa, sb = server_of(a), server_of(b)
+    hosts_match = sa.host == sb.host or (sa.host in _LOOPBACK and sb.host in _LOOPBACK)
+    return hosts_match and sa.port == sb.port
+
+
+def check_admin_dsn(admin_dsn: str, settings: Settings) -> None:
+    parts = urlsplit(admin_dsn)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise InvalidArgument(
+            f"--admin-dsn {admin_dsn!r} is not a postgresql://user@host:port/database URL"
+        )
+    if not _same_server(admin_dsn, settings.registry_url):
+        registry = server_of(settings.registry_url)
+        raise InvalidArgument(
+            f"--admin-dsn points at {parts.hostname}:{parts.port or 5432} but the registry "
+            f"(SILOFLOW_REGISTRY_DSN) lives on {registry.host}:{registry.port}; bootstrap the "
+            "registry's server"
+        )
+
+
+async def bootstrap(settings: Settings, admin_dsn: str) -> BootstrapReport:
+    """Create (or bring up to date) the provisioner role and the registry and shared databases."""
+    check_admin_dsn(admin_dsn, settings)
+    names = Names(settings.namespace)
+    role = names.provisioner_role
+    password = provisioner_url(settings).password
+    databases = [settings.registry_database]
+    if settings.multitenant:
+        databases.append(names.shared_database)
+    report = BootstrapReport(provisioner_role=role, databases=databases)
+
+    async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
+        if not await is_superuser(conn):
+            raise ProvisioningError(
+                "-", "--admin-dsn must be a superuser: bootstrap creates the provisioner role"
+            )
+        # The provisioner may create databases and roles, and nothing more: never superuser,
+        # never replication, never bypassing row security.
+        attributes = "login createdb createrole nosuperuser noreplication nobypassrls"
+        if password is not None:
+            attributes += f" password {literal(password)}"
+        exists = await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
+        if exists.first() is None:
+            await conn.execute(text(f"create role {ident(role)} {attributes}"))
+            report.created.append(f"role {role}")
+        else:
+            await conn.execute(text(f"alter role {ident(role)} {attributes}"))
+            report.kept.append(f"role {role}")
+        for database in databases:
+            existed = await database_exists(conn, database)
+            await ensure_database(conn, database, owner=role)
+            await conn.execute(text(f"alter database {ident(database)} owner to {ident(role)}"))
+            (report.kept if existed else report.created).append(f"database {database}")
+    return report

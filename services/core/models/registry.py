@@ -1,0 +1,100 @@
+"""The `registry_*` partition: tenants, where their databases live, which host belongs to which
+tenant, and enrollment tokens. Foreign keys stay inside this partition."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+    func,
+)
+
+metadata = MetaData()
+
+TENANT_STATUSES = ("provisioning", "active", "suspended", "deleting")
+
+placements = Table(
+    "registry_placements",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("port between 1 and 65535", name="registry_placements_port_range"),
+)
+
+tenants = Table(
+    "registry_tenants",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("slug", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    # Nullable on purpose: a tenant whose placement was never recorded must be refused by the
+    # routing seam, not crash it.
+    Column("placement", Text, ForeignKey("registry_placements.name"), nullable=True),
+    Column("db_name", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "status in ('provisioning', 'active', 'suspended', 'deleting')",
+        name="registry_tenants_status_known",
+    ),
+)
+
+tenant_schema = Table(
+    "registry_tenant_schema",
+    metadata,
+    Column(
+        "tenant_id", Uuid, ForeignKey("registry_tenants.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("revision", Text, nullable=True),
+    Column("migrated_at", DateTime(timezone=True), nullable=True),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+host_tenant = Table(
+    "registry_host_tenant",
+    metadata,
+    Column("host_id", Uuid, primary_key=True),
+    Column(
+        "tenant_id",
+        Uuid,
+        ForeignKey("registry_tenants.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("bound_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+enrollment_tokens = Table(
+    "registry_enrollment_tokens",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "tenant_id",
+        Uuid,
+        ForeignKey("registry_tenants.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("uses_total", Integer, nullable=False),
+    Column("uses_left", Integer, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("uses_left between 0 and uses_total", name="registry_tokens_uses_in_range"),
+)

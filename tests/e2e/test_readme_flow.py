@@ -1,0 +1,42 @@
+"""The README's first steps, as a new user runs them: bootstrap, migrate, create a tenant,
+list it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+
+from services.core import migrator
+from services.core.settings import Settings
+
+Siloflow = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_bootstrap_migrate_create_and_list(siloflow: Siloflow, e2e_settings: Settings) -> None:
+    admin = "postgresql://postgres@127.0.0.1/postgres"
+    first = siloflow("bootstrap", "--admin-dsn", admin)
+    assert "created role" in first.stdout
+    again = siloflow("bootstrap", "--admin-dsn", admin)  # safe to repeat
+    assert "kept" in again.stdout and "created" not in again.stdout
+
+    siloflow("migrate")
+    siloflow("tenant", "create", "acme")
+    listed = json.loads(siloflow("tenant", "list", "--json").stdout)
+    assert [t["slug"] for t in listed] == ["acme"]
+    [acme] = listed
+    assert acme["status"] == "active"
+    assert acme["database"] == f"{e2e_settings.namespace}_tenant_acme"
+    assert acme["placement"] == {"name": "default", "host": "127.0.0.1", "port": 5432}
+    assert acme["schema_revision"] == migrator.head_revision("tenant")
+
+    status = json.loads(siloflow("migrate", "--status", "--json").stdout)
+    assert {t["target"] for t in status["targets"]} == {"registry", "shared", "tenant acme"}
+    assert all(t["current"] == t["head"] for t in status["targets"])
+
+    duplicate = siloflow("tenant", "create", "acme", check=False)
+    assert duplicate.returncode == 1
+    assert "already exists" in duplicate.stderr
+
+    siloflow("tenant", "delete", "acme", "--yes")
+    assert json.loads(siloflow("tenant", "list", "--json").stdout) == []

@@ -1,0 +1,50 @@
+"""Real PostgreSQL on loopback: a bootstrapped, migrated multi-tenant deployment shared by the
+session, and fresh namespaces on demand; each removed afterwards."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from services.core import migrate
+from services.core.bootstrap import bootstrap
+from services.core.settings import Settings
+from tests.support import ADMIN_DSN, drop_namespace, new_namespace, settings_for
+
+
+@pytest.fixture(scope="session")
+async def deployment() -> AsyncIterator[Settings]:
+    """A multi-tenant deployment, bootstrapped and migrated, for the whole session."""
+    namespace = new_namespace()
+    settings = settings_for(namespace)
+    try:
+        await bootstrap(settings, ADMIN_DSN)
+        report = await migrate.migrate(settings)
+        assert not report.failed
+        yield settings
+    finally:
+        await drop_namespace(namespace)
+
+
+@pytest.fixture
+async def fresh_namespace() -> AsyncIterator[Callable[..., Settings]]:
+    """Settings for brand-new namespaces (nothing created yet); all removed after the test."""
+    made: list[str] = []
+
+    def make(**overrides: Any) -> Settings:
+        namespace = new_namespace()
+        made.append(namespace)
+        return settings_for(namespace, **overrides)
+
+    yield make
+    for namespace in made:
+        await drop_namespace(namespace)
+
+
+@pytest.fixture
+def slug() -> str:
+    """A tenant slug no other test uses."""
+    return f"t-{secrets.token_hex(4)}"

@@ -1,0 +1,88 @@
+"""Test helpers shared by the integration and end-to-end suites: throwaway namespaces on the real
+PostgreSQL server, and their removal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from typing import Any
+
+import asyncpg
+from click.testing import CliRunner, Result
+
+from services.cli.main import cli
+from services.core.settings import Settings, load_settings
+
+ADMIN_DSN = os.environ.get(
+    "SILOFLOW_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+# Test namespaces start with this, so a leftover is recognisable as a test's.
+TEST_PREFIX = "sft"
+
+
+def new_namespace() -> str:
+    return f"{TEST_PREFIX}{secrets.token_hex(5)}"  # 13 characters, under the 16 allowed
+
+
+def registry_dsn_for(namespace: str) -> str:
+    base = os.environ.get("SILOFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+    return f"{base}/{namespace}_registry"
+
+
+def settings_for(namespace: str, **overrides: Any) -> Settings:
+    return load_settings(
+        namespace=namespace,
+        registry_dsn=registry_dsn_for(namespace),
+        connect_timeout_s=3,
+        **overrides,
+    )
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The environment a `siloflow` subprocess needs to act on this deployment."""
+    env = dict(os.environ)
+    env.update(
+        SILOFLOW_NAMESPACE=settings.namespace,
+        SILOFLOW_REGISTRY_DSN=settings.registry_url,
+        SILOFLOW_MULTITENANT=str(settings.multitenant).lower(),
+        SILOFLOW_LOG_FORMAT="json",
+    )
+    return env
+
+
+async def admin_fetch(query: str, *args: Any, database: str = "postgres") -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}")
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def drop_namespace(namespace: str) -> None:
+    """Remove every database and role a deployment with this namespace created."""
+    assert namespace.startswith(TEST_PREFIX), "only test namespaces are ever dropped"
+    pattern = namespace.replace("_", r"\_") + r"\_%"
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        for row in await conn.fetch(
+            "select datname from pg_database where datname like $1", pattern
+        ):
+            await conn.execute(f'drop database if exists "{row["datname"]}" with (force)')
+        roles = await conn.fetch("select rolname from pg_roles where rolname like $1", pattern)
+        # Member roles first: owners and logins before the provisioner that created them.
+        for row in sorted(roles, key=lambda r: r["rolname"].endswith("_provisioner")):
+            await conn.execute(f'drop owned by "{row["rolname"]}"')
+            await conn.execute(f'drop role if exists "{row["rolname"]}"')
+    finally:
+        await conn.close()
+
+
+def drop_namespace_sync(namespace: str) -> None:
+    asyncio.run(drop_namespace(namespace))
+
+
+async def invoke_cli(args: list[str], settings: Settings) -> Result:
+    """Run the `siloflow` CLI in-process against this deployment. It runs its own event loop, so
+    it runs in a thread, out of the test's loop."""
+    return await asyncio.to_thread(CliRunner().invoke, cli, args, env=env_for(settings))

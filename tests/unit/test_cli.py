@@ -1,0 +1,65 @@
+"""The CLI refuses bad requests with a message that says what is wrong, before touching anything
+(these run with no database: a refusal that needed one would fail here)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from services.cli.main import cli
+
+# Nothing listens here: if a command got past its checks it would fail to connect, not exit 2.
+NOWHERE = {
+    "SILOFLOW_REGISTRY_DSN": "postgresql://nobody@127.0.0.1:1/none",
+    "SILOFLOW_NAMESPACE": "clitest",
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["tenant", "create", "Bad_Slug"], {}, "invalid tenant slug 'Bad_Slug'"),
+        (["tenant", "create", "a"], {}, "invalid tenant slug"),
+        (["tenant", "delete", "acme"], {}, "add --yes to confirm"),
+        (["tenant", "create", "acme"], {"SILOFLOW_MULTITENANT": "false"}, "exactly one tenant"),
+        (
+            ["tenant", "delete", "default", "--yes"],
+            {"SILOFLOW_MULTITENANT": "false"},
+            "exactly one tenant",
+        ),
+        (["migrate", "--status", "--dry-run"], {}, "pick one"),
+        (["placement", "add", "eu", "--host", "db1", "--port", "70000"], {}, "70000"),
+        (["bootstrap", "--admin-dsn", "mysql://root@127.0.0.1/x"], {}, "not a postgresql://"),
+        (
+            ["bootstrap", "--admin-dsn", "postgresql://postgres@10.9.9.9/postgres"],
+            {},
+            "bootstrap the registry's server",
+        ),
+        (["tenant", "frobnicate"], {}, "No such command"),
+    ],
+)
+def test_bad_requests_are_refused_with_exit_2(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = CliRunner().invoke(cli, args, env={**NOWHERE, **env})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_bad_settings_fail_by_name() -> None:
+    result = CliRunner().invoke(cli, ["tenant", "list"], env={"SILOFLOW_NAMESPACE": "No-Good"})
+    assert result.exit_code == 1
+    assert "SILOFLOW_NAMESPACE" in result.output
+
+
+def test_an_unreachable_registry_is_a_clear_failure() -> None:
+    result = CliRunner().invoke(cli, ["tenant", "list"], env=NOWHERE)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "Error:" in result.output
+
+
+def test_help_needs_no_settings() -> None:
+    result = CliRunner().invoke(cli, ["--help"], env={"SILOFLOW_NAMESPACE": "No-Good"})
+    assert result.exit_code == 0
+    assert "tenant" in result.output
