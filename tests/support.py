@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 import asyncpg
+import httpx
 from click.testing import CliRunner, Result
 
 from services.cli.main import cli
@@ -25,18 +26,46 @@ def new_namespace() -> str:
     return f"{TEST_PREFIX}{secrets.token_hex(5)}"  # 13 characters, under the 16 allowed
 
 
+AMQP_BASE = os.environ.get("SILOFLOW_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
+MANAGEMENT = os.environ.get("SILOFLOW_TEST_MANAGEMENT", "http://127.0.0.1:15672")
+MANAGEMENT_AUTH = ("guest", "guest")
+
+
+def ensure_vhost(namespace: str) -> None:
+    """Each test namespace gets a broker virtual host of its own."""
+    with httpx.Client(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH, timeout=30) as api:
+        api.put(f"/vhosts/{namespace}").raise_for_status()
+        api.put(
+            f"/permissions/{namespace}/guest", json={"configure": ".*", "write": ".*", "read": ".*"}
+        ).raise_for_status()
+
+
+def delete_vhost(namespace: str) -> None:
+    with httpx.Client(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH, timeout=30) as api:
+        response = api.delete(f"/vhosts/{namespace}")
+        if response.status_code != 404:
+            response.raise_for_status()
+
+
 def registry_dsn_for(namespace: str) -> str:
     base = os.environ.get("SILOFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
     return f"{base}/{namespace}_registry"
 
 
 def settings_for(namespace: str, **overrides: Any) -> Settings:
-    return load_settings(
-        namespace=namespace,
-        registry_dsn=registry_dsn_for(namespace),
-        connect_timeout_s=3,
-        **overrides,
-    )
+    """Settings of a test deployment; its vhost is created here (and removed by drop_namespace)."""
+    ensure_vhost(namespace)
+    values: dict[str, Any] = {
+        "namespace": namespace,
+        "registry_dsn": registry_dsn_for(namespace),
+        "amqp_url": f"{AMQP_BASE}/{namespace}",
+        "management_url": MANAGEMENT,
+        "connect_timeout_s": 3,
+        "batch_wait_s": 0.01,
+        "retry_max_s": 1.0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -45,6 +74,8 @@ def env_for(settings: Settings) -> dict[str, str]:
     env.update(
         SILOFLOW_NAMESPACE=settings.namespace,
         SILOFLOW_REGISTRY_DSN=settings.registry_url,
+        SILOFLOW_AMQP_URL=settings.amqp_url,
+        SILOFLOW_MANAGEMENT_URL=settings.management_api,
         SILOFLOW_MULTITENANT=str(settings.multitenant).lower(),
         SILOFLOW_LOG_FORMAT="json",
     )
@@ -60,8 +91,9 @@ async def admin_fetch(query: str, *args: Any, database: str = "postgres") -> lis
 
 
 async def drop_namespace(namespace: str) -> None:
-    """Remove every database and role a deployment with this namespace created."""
+    """Remove every database, role and the vhost a deployment with this namespace created."""
     assert namespace.startswith(TEST_PREFIX), "only test namespaces are ever dropped"
+    await asyncio.to_thread(delete_vhost, namespace)
     pattern = namespace.replace("_", r"\_") + r"\_%"
     conn = await asyncpg.connect(ADMIN_DSN)
     try:

@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.cli.host import host
 from services.cli.placement import placement
+from services.cli.run import run_group
 from services.cli.tenant import tenant
 from services.core import migrate as migrate_mod
 from services.core.bootstrap import bootstrap as bootstrap_op
@@ -94,6 +96,8 @@ def migrate(app: AppContext, show_status: bool, dry_run: bool, as_json: bool) ->
 
 cli.add_command(tenant)
 cli.add_command(placement)
+cli.add_command(host)
+cli.add_command(run_group)
 
 
 def main() -> None:

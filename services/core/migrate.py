@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy import URL
 
-from services.core import migrator, registry
+from services.core import migrator, registry, topology
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url, server_of
 from services.core.errors import DatabaseUnavailable
 from services.core.names import DEFAULT_PLACEMENT, Names
@@ -86,6 +86,15 @@ async def _migrate_one(
         )
 
 
+async def _ensure_broker_topology(settings: Settings) -> None:
+    """The broker's side of the control plane: exchanges, the fixed queues, the policies."""
+    connection = await topology.connect(settings, name="migrate")
+    try:
+        await topology.ensure_topology(settings, connection)
+    finally:
+        await connection.close()
+
+
 async def plan(settings: Settings) -> MigrationReport:
     """What `migrate` would do, changing nothing."""
     return await _run(settings, apply=False)
@@ -117,6 +126,7 @@ async def _run(settings: Settings, *, apply: bool) -> MigrationReport:
         return report
 
     if apply:
+        await _ensure_broker_topology(settings)
         server = server_of(settings.registry_url)
         async with registry_connection(settings) as conn:
             await registry.ensure_placement(

@@ -82,3 +82,67 @@ class Names:
     def role_prefix(self) -> str:
         """Every role and database of this deployment starts with this (used by clean-ups)."""
         return f"{self.namespace}_"
+
+    # -- RabbitMQ --------------------------------------------------------------------------------
+    # Dots separate words so the console's Queues tab reads as a tree: `<ns>.intake`,
+    # `<ns>.router`, `<ns>.tenant.<slug>`, `<ns>.dlq.<reason>`.
+
+    @property
+    def agents_exchange(self) -> str:
+        """The topic exchange agents publish to (`report.<kind>`, later `register`)."""
+        return f"{self.namespace}.agents"
+
+    @property
+    def unmatched_exchange(self) -> str:
+        """Alternate exchange of `agents`: a publish matching no binding lands in intake, which
+        dead-letters it with a reason, instead of being dropped by the broker."""
+        return f"{self.namespace}.agents.unmatched"
+
+    @property
+    def dead_exchange(self) -> str:
+        """Where every dead letter goes, routed by DLQ name (`invalid`, `unrouted`, `failed`)."""
+        return f"{self.namespace}.dead"
+
+    @property
+    def intake_queue(self) -> str:
+        return f"{self.namespace}.intake"
+
+    @property
+    def router_queue(self) -> str:
+        return f"{self.namespace}.router"
+
+    @property
+    def tenant_queue_prefix(self) -> str:
+        return f"{self.namespace}.tenant."
+
+    def tenant_queue(self, slug: str) -> str:
+        return f"{self.tenant_queue_prefix}{slug}"
+
+    def slug_of_queue(self, queue: str) -> str | None:
+        """The tenant slug a queue name belongs to, if it is a tenant queue."""
+        if queue.startswith(self.tenant_queue_prefix):
+            return queue[len(self.tenant_queue_prefix) :]
+        return None
+
+    def dlq(self, which: str) -> str:
+        """A dead-letter queue: `which` is one of `DLQS`."""
+        if which not in DLQS:
+            raise ValueError(f"unknown dead-letter queue {which!r}; expected one of {DLQS}")
+        return f"{self.namespace}.dlq.{which}"
+
+    def policy(self, which: str) -> str:
+        """Broker policies carry what operators tune (delivery limit, dead-lettering)."""
+        return f"{self.namespace}.{which}"
+
+    # -- PostgreSQL LISTEN/NOTIFY ----------------------------------------------------------------
+
+    @property
+    def registry_channel(self) -> str:
+        """Registry triggers NOTIFY here when a binding or a tenant changes (per database, so the
+        namespace is already implied; kept here so nothing spells it twice)."""
+        return "siloflow_registry_changes"
+
+
+# The three dead-letter queues, by what went wrong: failed validation, no tenant could be
+# resolved, a worker could not commit.
+DLQS = ("invalid", "unrouted", "failed")

@@ -192,6 +192,72 @@ async def record_migration(
     await conn.execute(statement.on_conflict_do_update(index_elements=["tenant_id"], set_=values))
 
 
+# -- host bindings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A host's membership in a tenant."""
+
+    host_id: uuid.UUID
+    tenant_slug: str
+    bound_at: datetime
+    revoked_at: datetime | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "host_id": str(self.host_id),
+            "tenant": self.tenant_slug,
+            "bound_at": self.bound_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def _binding_query() -> Select[Any]:
+    return select(
+        host_tenant.c.host_id, tenants.c.slug, host_tenant.c.bound_at, host_tenant.c.revoked_at
+    ).join(tenants, tenants.c.id == host_tenant.c.tenant_id)
+
+
+async def get_binding(conn: AsyncConnection, host_id: uuid.UUID) -> Binding | None:
+    row = (await conn.execute(_binding_query().where(host_tenant.c.host_id == host_id))).first()
+    return None if row is None else Binding(*row)
+
+
+async def list_bindings(conn: AsyncConnection, *, tenant_slug: str | None = None) -> list[Binding]:
+    query = _binding_query().order_by(tenants.c.slug, host_tenant.c.bound_at)
+    if tenant_slug is not None:
+        query = query.where(tenants.c.slug == tenant_slug)
+    return [Binding(*row) for row in await conn.execute(query)]
+
+
+async def bind_host(conn: AsyncConnection, host_id: uuid.UUID, tenant_id: uuid.UUID) -> bool:
+    """Bind an unbound host; returns False (and changes nothing) if it is bound already."""
+    result = await conn.execute(
+        pg_insert(host_tenant)
+        .values(host_id=host_id, tenant_id=tenant_id)
+        .on_conflict_do_nothing(index_elements=["host_id"])
+        .returning(host_tenant.c.host_id)
+    )
+    return result.first() is not None
+
+
+async def move_host(conn: AsyncConnection, host_id: uuid.UUID, tenant_id: uuid.UUID) -> None:
+    """Point an existing binding at another tenant (and clear any revocation)."""
+    await conn.execute(
+        update(host_tenant)
+        .where(host_tenant.c.host_id == host_id)
+        .values(tenant_id=tenant_id, bound_at=func.now(), revoked_at=None)
+    )
+
+
+async def unbind_host(conn: AsyncConnection, host_id: uuid.UUID) -> bool:
+    result = await conn.execute(
+        delete(host_tenant).where(host_tenant.c.host_id == host_id).returning(host_tenant.c.host_id)
+    )
+    return result.first() is not None
+
+
 async def delete_tenant(conn: AsyncConnection, tenant_id: uuid.UUID) -> None:
     """Remove the tenant's registry rows (bindings, tokens and schema rows cascade)."""
     await conn.execute(delete(tenants).where(tenants.c.id == tenant_id))

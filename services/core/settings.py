@@ -7,7 +7,7 @@ import contextvars
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -54,6 +54,33 @@ class Settings(BaseSettings):
     engine_idle_s: Annotated[float, Field(gt=0)] = 300.0
     tenant_pool_size: Annotated[int, Field(ge=1, le=100)] = 2
 
+    # -- the broker ------------------------------------------------------------------------------
+    # The management HTTP API (policies, status). None means: the AMQP host on port 15672 with the
+    # AMQP credentials.
+    management_url: str | None = None
+    # Deliveries of one message before it is dead-lettered (a broker policy; tune it there).
+    delivery_limit: Annotated[int, Field(ge=2, le=1000)] = 10
+
+    # -- the pipeline ----------------------------------------------------------------------------
+    # Larger messages are dead-lettered unparsed (match the broker's max_message_size).
+    max_report_bytes: Annotated[int, Field(ge=1024, le=128 * 1024 * 1024)] = 8 * 1024 * 1024
+    # A report stamped further ahead than this is refused (the agent's clock is wrong) ...
+    max_clock_skew_s: Annotated[float, Field(ge=0)] = 300.0
+    # ... and one older than this is refused as stale (30 days).
+    max_report_age_s: Annotated[float, Field(gt=0)] = 30 * 24 * 3600.0
+    # Unacknowledged deliveries per consumer: the window of pipelined confirms.
+    prefetch: Annotated[int, Field(ge=1, le=65_535)] = 256
+    # Workers commit up to this many reports per transaction, waiting at most batch_wait_s.
+    batch_max: Annotated[int, Field(ge=1, le=10_000)] = 200
+    batch_wait_s: Annotated[float, Field(gt=0, le=10)] = 0.05
+    # A transient failure (database down) is retried with backoff up to this interval.
+    retry_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Router: host -> tenant entries kept, and how long one may live without a change notice.
+    router_cache_size: Annotated[int, Field(ge=1)] = 1_000_000
+    router_cache_ttl_s: Annotated[float, Field(gt=0)] = 300.0
+    # Worker processes of `siloflow run workers` (0: one per CPU).
+    worker_processes: Annotated[int, Field(ge=0, le=1024)] = 0
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -73,6 +100,13 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
             raise ValueError("must be an amqp:// or amqps:// URL with a host")
+        return value
+
+    @field_validator("management_url")
+    @classmethod
+    def _check_management_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL (the management plugin's API)")
         return value
 
     @field_validator("registry_dsn", "provisioner_dsn")
@@ -104,6 +138,22 @@ class Settings(BaseSettings):
         if self.registry_dsn is not None:
             return self.registry_dsn
         return f"postgresql://postgres@127.0.0.1:5432/{self.namespace}_registry"
+
+    @property
+    def management_api(self) -> str:
+        """The management HTTP API's base URL, credentials included."""
+        if self.management_url is not None:
+            return self.management_url.rstrip("/")
+        amqp = urlsplit(self.amqp_url)
+        user = amqp.username or "guest"
+        password = amqp.password or "guest"
+        return f"http://{user}:{password}@{amqp.hostname}:15672"
+
+    @property
+    def vhost(self) -> str:
+        """The broker virtual host, from the AMQP URL's path (`/` when it has none)."""
+        path = urlsplit(self.amqp_url).path
+        return unquote(path[1:]) if len(path) > 1 else "/"
 
     @property
     def registry_database(self) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core import migrator, registry
+from services.core import migrator, registry, topology
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
 from services.core.errors import (
     InvalidArgument,
@@ -111,6 +111,9 @@ async def create_tenant(
         owner = names.tenant_owner_role(slug)
         await _ensure_role_and_database(settings, server, database, owner)
         revision = await migrate_tenant_database(settings, server, database, owner)
+        # The queue exists before the tenant is active: the router never routes to a tenant
+        # whose queue is missing.
+        await tenant_queue(settings, slug, declare=True)
         await registry.record_migration(conn, tenant_id, revision=revision, error=None)
         await registry.set_status(conn, tenant_id, "active")
         await conn.commit()
@@ -186,6 +189,19 @@ async def migrate_tenant_database(
         return await migrator.upgrade(conn, "tenant")
 
 
+async def tenant_queue(settings: Settings, slug: str, *, declare: bool) -> None:
+    """Declare (or delete) the tenant's queue; both are idempotent."""
+    names = Names(settings.namespace)
+    connection = await topology.connect(settings, name="provisioner")
+    try:
+        if declare:
+            await topology.declare_tenant_queue(connection, names, slug)
+        else:
+            await topology.delete_tenant_queue(connection, names, slug)
+    finally:
+        await connection.close()
+
+
 async def ensure_default_tenant(settings: Settings) -> registry.TenantRecord:
     """Single-tenant mode: the one tenant lives in the registry's own database, its tables owned
     by its own role (not the provisioner), like any tenant's."""
@@ -210,6 +226,7 @@ async def ensure_default_tenant(settings: Settings) -> registry.TenantRecord:
         await ensure_owner_role(conn, owner)
         await conn.exec_driver_sql(f"grant connect on database {ident(database)} to {ident(owner)}")
         await conn.exec_driver_sql(f"grant usage, create on schema public to {ident(owner)}")
+    await tenant_queue(settings, DEFAULT_TENANT, declare=True)
     async with registry_connection(settings) as conn:
         record = await registry.get_tenant(conn, DEFAULT_TENANT)
         assert record is not None and record.placement is not None
@@ -261,6 +278,7 @@ async def delete_tenant(settings: Settings, slug: str) -> registry.TenantRecord:
             async with one_connection(url, settings, autocommit=True) as admin:
                 await drop_database(admin, record.db_name)
                 await drop_role(admin, names.tenant_owner_role(slug))
+        await tenant_queue(settings, slug, declare=False)
         await registry.delete_tenant(conn, record.id)
         await conn.commit()
     log.info("tenant.deleted", tenant=slug, database=record.db_name)

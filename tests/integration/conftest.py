@@ -12,6 +12,8 @@ import pytest
 from services.core import migrate
 from services.core.bootstrap import bootstrap
 from services.core.settings import Settings
+from services.core.tenants import create_tenant
+from tests.integration.pipeline import Env
 from tests.support import ADMIN_DSN, drop_namespace, new_namespace, settings_for
 
 
@@ -41,6 +43,21 @@ async def fresh_namespace() -> AsyncIterator[Callable[..., Settings]]:
 
     yield make
     for namespace in made:
+        await drop_namespace(namespace)
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[Env]:
+    """A deployment of its own for one module of pipeline tests, with tenants acme and globex."""
+    namespace = new_namespace()
+    settings = settings_for(namespace)
+    try:
+        await bootstrap(settings, ADMIN_DSN)
+        await migrate.migrate(settings)
+        a = (await create_tenant(settings, "acme")).tenant
+        b = (await create_tenant(settings, "globex")).tenant
+        yield Env(settings, a, b)
+    finally:
         await drop_namespace(namespace)
 
 

@@ -3,9 +3,26 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, MetaData, Table, Text, Uuid, func
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Uuid,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
+TS = DateTime(timezone=True)
 
 hosts = Table(
     "hosts",
@@ -18,8 +35,15 @@ hosts = Table(
     Column("kernel", Text, nullable=True),
     Column("arch", Text, nullable=True),
     Column("status", Text, nullable=False, server_default="unknown"),
-    Column("first_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("last_seen_at", DateTime(timezone=True), nullable=True),
+    Column("first_seen_at", TS, nullable=False, server_default=func.now()),
+    Column("last_seen_at", TS, nullable=True),
+    Column("ipv4", ARRAY(Text), nullable=True),
+    Column("ipv6", ARRAY(Text), nullable=True),
+    Column("agent_version", Text, nullable=True),
+    Column("uptime_s", BigInteger, nullable=True),
+    Column("load_1", Float, nullable=True),
+    Column("load_5", Float, nullable=True),
+    Column("load_15", Float, nullable=True),
 )
 
 # One row per committed report: its message_id primary key is what makes redelivery harmless.
@@ -29,9 +53,65 @@ agent_messages = Table(
     Column("message_id", Uuid, primary_key=True),
     Column("host_id", Uuid, nullable=False),
     Column("kind", Text, nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=True),
-    Column("committed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", TS, nullable=False),
+    Column("received_at", TS, nullable=True),
+    Column("committed_at", TS, nullable=False, server_default=func.now()),
     Index("agent_messages_host_kind_sent", "host_id", "kind", "sent_at"),
     Index("agent_messages_committed_at", "committed_at"),
+)
+
+# The newest report of each kind per host (`compliance:<benchmark>` for compliance): a report
+# older than this is recorded but never overwrites newer state.
+host_report_state = Table(
+    "host_report_state",
+    metadata,
+    Column("host_id", Uuid, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("sent_at", TS, nullable=False),
+    Column("message_id", Uuid, nullable=False),
+    PrimaryKeyConstraint("host_id", "kind"),
+)
+
+host_hardware = Table(
+    "host_hardware",
+    metadata,
+    Column("host_id", Uuid, primary_key=True),
+    Column("cpu_vendor", Text, nullable=False),
+    Column("cpu_model", Text, nullable=False),
+    Column("cpu_cores", Integer, nullable=False),
+    Column("cpu_threads", Integer, nullable=False),
+    Column("cpu_mhz", Float, nullable=False),
+    Column("memory_mb", BigInteger, nullable=False),
+    Column("disks", JSONB, nullable=False),
+    Column("nics", JSONB, nullable=False),
+    Column("sent_at", TS, nullable=False),
+)
+
+host_packages = Table(
+    "host_packages",
+    metadata,
+    Column("host_id", Uuid, nullable=False),
+    Column("manager", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("arch", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("sent_at", TS, nullable=False),
+    PrimaryKeyConstraint("host_id", "name", "arch", "version"),
+    Index("host_packages_name", "name", "version"),
+)
+
+compliance_results = Table(
+    "compliance_results",
+    metadata,
+    Column("host_id", Uuid, nullable=False),
+    Column("benchmark_id", Text, nullable=False),
+    Column("rule_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("sent_at", TS, nullable=False),
+    PrimaryKeyConstraint("host_id", "benchmark_id", "rule_id"),
+    CheckConstraint(
+        "status in ('pass', 'fail', 'error', 'notapplicable')",
+        name="compliance_results_status_known",
+    ),
 )

@@ -1,0 +1,156 @@
+"""Protocol v1 reports. Each kind is an envelope `{"schema": "<kind>/v1", "host_id", "sent_at",
+"data"}` around its own data model; see docs/protocol.md."""
+
+from __future__ import annotations
+
+import uuid
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from schemas.common import Name, OptionalText, ShortText, WireModel
+
+MAX_PACKAGES = 20_000
+MAX_RULES = 20_000
+MAX_ADDRESSES = 256
+MAX_DEVICES = 1_024
+
+NonNegative = Annotated[float, Field(ge=0, le=1e9)]
+Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+Mac = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")]
+
+
+# -- heartbeat -----------------------------------------------------------------------------------
+
+
+class HeartbeatData(WireModel):
+    status: Literal["ok", "degraded", "critical"]
+    agent_version: ShortText
+    uptime_s: Count
+    load_1: NonNegative
+    load_5: NonNegative
+    load_15: NonNegative
+
+
+# -- system_info ---------------------------------------------------------------------------------
+
+
+class SystemInfoData(WireModel):
+    hostname: Name
+    fqdn: Name
+    os_name: Name
+    os_version: Name
+    kernel: Name
+    arch: ShortText
+    ipv4: list[IPv4Address] = Field(max_length=MAX_ADDRESSES)
+    ipv6: list[IPv6Address] = Field(max_length=MAX_ADDRESSES)
+
+
+# -- hardware ------------------------------------------------------------------------------------
+
+
+class Cpu(WireModel):
+    vendor: Name
+    model: Name
+    cores: Annotated[int, Field(ge=1, le=100_000)]
+    threads: Annotated[int, Field(ge=1, le=100_000)]
+    mhz: NonNegative
+
+
+class Disk(WireModel):
+    device: Name
+    size_gb: NonNegative
+    mount: OptionalText | None = None
+    fs: OptionalText | None = None
+
+
+class Nic(WireModel):
+    name: Name
+    mac: Mac | None = None
+    addresses: list[IPv4Address | IPv6Address] = Field(max_length=MAX_ADDRESSES)
+
+
+class HardwareData(WireModel):
+    cpu: Cpu
+    memory_mb: Count
+    disks: list[Disk] = Field(max_length=MAX_DEVICES)
+    nics: list[Nic] = Field(max_length=MAX_DEVICES)
+
+
+# -- packages ------------------------------------------------------------------------------------
+
+
+class Package(WireModel):
+    name: Name
+    version: Name
+    arch: ShortText
+
+
+class PackagesData(WireModel):
+    """A full snapshot: it replaces the host's whole set."""
+
+    manager: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+    packages: list[Package] = Field(max_length=MAX_PACKAGES)
+
+
+# -- compliance ----------------------------------------------------------------------------------
+
+
+class RuleResult(WireModel):
+    rule_id: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    status: Literal["pass", "fail", "error", "notapplicable"]
+    severity: Literal["info", "low", "medium", "high", "critical", "unknown"]
+
+
+class ComplianceData(WireModel):
+    """One run of one benchmark: it replaces the host's results for that benchmark."""
+
+    benchmark_id: Name
+    results: list[RuleResult] = Field(max_length=MAX_RULES)
+
+
+# -- envelopes -----------------------------------------------------------------------------------
+
+
+class _Envelope(WireModel):
+    host_id: uuid.UUID
+    sent_at: AwareDatetime
+
+
+class HeartbeatReport(_Envelope):
+    schema_: Literal["heartbeat/v1"] = Field(alias="schema")
+    data: HeartbeatData
+
+
+class SystemInfoReport(_Envelope):
+    schema_: Literal["system_info/v1"] = Field(alias="schema")
+    data: SystemInfoData
+
+
+class HardwareReport(_Envelope):
+    schema_: Literal["hardware/v1"] = Field(alias="schema")
+    data: HardwareData
+
+
+class PackagesReport(_Envelope):
+    schema_: Literal["packages/v1"] = Field(alias="schema")
+    data: PackagesData
+
+
+class ComplianceReport(_Envelope):
+    schema_: Literal["compliance/v1"] = Field(alias="schema")
+    data: ComplianceData
+
+
+Report = HeartbeatReport | SystemInfoReport | HardwareReport | PackagesReport | ComplianceReport
+
+# The kinds of protocol v1 and their envelope models: the one list ingest validates against.
+REPORT_MODELS: dict[str, type[Report]] = {
+    "heartbeat": HeartbeatReport,
+    "system_info": SystemInfoReport,
+    "hardware": HardwareReport,
+    "packages": PackagesReport,
+    "compliance": ComplianceReport,
+}
+KINDS = tuple(REPORT_MODELS)

@@ -1,0 +1,112 @@
+"""`siloflow run ingest|router|workers|all`: the services, alone or together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import click
+
+from services.cli.common import AppContext, pass_app
+from services.cli.common import run as run_coro
+from services.core.runtime import stop_on_signals
+from services.core.supervisor import Child, supervise
+from services.ingest import app as ingest_app
+from services.router import app as router_app
+from services.workers import app as workers_app
+from services.workers.assignment import Shard
+
+burst_option = click.option(
+    "--burst", is_flag=True, help="Drain the queues, then exit (for tests and one-off catch-up)."
+)
+
+
+@click.group("run")
+def run_group() -> None:
+    """Run siloflow's services."""
+
+
+@run_group.command("ingest")
+@burst_option
+@pass_app
+def ingest(app: AppContext, burst: bool) -> None:
+    """Validate agents' reports; hand valid ones to the router, dead-letter the rest."""
+    run_coro(ingest_app.run(app.settings, burst=burst))
+
+
+@run_group.command("router")
+@burst_option
+@pass_app
+def router(app: AppContext, burst: bool) -> None:
+    """Resolve each report's host to its tenant and forward it to the tenant's queue."""
+    run_coro(router_app.run(app.settings, burst=burst))
+
+
+def _shard(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@run_group.command("workers")
+@click.option("--tenant", "tenants", multiple=True, help="Pin this process to these tenants.")
+@click.option("--shard", callback=_shard, help="Pin this process to its share: INDEX/COUNT.")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 1024),
+    help="Worker processes to supervise (default: SILOFLOW_WORKER_PROCESSES, else CPUs).",
+)
+@burst_option
+@pass_app
+def workers(
+    app: AppContext,
+    tenants: tuple[str, ...],
+    shard: Shard | None,
+    processes: int | None,
+    burst: bool,
+) -> None:
+    """Commit tenants' reports to their databases.
+
+    With --tenant or --shard this process consumes those tenants itself. Without, it supervises
+    worker processes, each pinned to a stable share of the active tenants.
+    """
+    if tenants and shard:
+        raise click.UsageError("--tenant and --shard both pin the process: pick one")
+    if tenants or shard:
+        run_coro(
+            workers_app.run(app.settings, tenants=set(tenants) or None, shard=shard, burst=burst)
+        )
+        return
+    count = processes or app.settings.worker_processes or os.cpu_count() or 1
+    children = [
+        Child(
+            f"workers-{i}",
+            ["run", "workers", "--shard", f"{i}/{count}", *(["--burst"] if burst else [])],
+        )
+        for i in range(count)
+    ]
+    _supervise(app, children, burst)
+
+
+@run_group.command("all")
+@burst_option
+@pass_app
+def all_(app: AppContext, burst: bool) -> None:
+    """Ingest, router and the worker supervisor, each as its own process."""
+    app.settings  # fail on bad settings before starting anything  # noqa: B018
+    flag = ["--burst"] if burst else []
+    children = [Child(name, ["run", name, *flag]) for name in ("ingest", "router", "workers")]
+    _supervise(app, children, burst)
+
+
+def _supervise(app: AppContext, children: list[Child], burst: bool) -> None:
+    async def main() -> int:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        return await supervise(children, burst=burst, stop=stop)
+
+    if run_coro(main()) != 0:
+        raise click.ClickException("a service exited with an error (see its log above)")

@@ -1,0 +1,134 @@
+"""Publishing with the guarantees the pipeline relies on: every publish is confirmed by the
+broker, a publish no queue takes raises (`Unroutable`), and a message moved on keeps its
+message_id, properties and body. Dead letters are published here, in one place."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from services.core import wire
+from services.core.errors import Permanent
+from services.core.names import Names
+from services.core.outcomes import Reason, Stage, dlq_for
+
+log = structlog.get_logger(__name__)
+
+MAX_DETAIL_CHARS = 1_000
+
+
+class Unroutable(Permanent):
+    """Raised when the broker returned a mandatory publish: no queue is bound for it."""
+
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        super().__init__(f"no queue takes {routing_key!r} on exchange {exchange or '(default)'!r}")
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+async def publishing_channel(connection: AbstractConnection) -> AbstractChannel:
+    """A channel whose publishes are confirmed and whose returns raise."""
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+
+def forward(incoming: AbstractIncomingMessage, *, headers: dict[str, Any]) -> aio_pika.Message:
+    """The same message (body, message_id and properties) with headers added, persistent."""
+    merged = dict(incoming.headers or {})
+    merged.pop(wire.DELIVERY_COUNT, None)  # the broker's count on the queue it came from
+    merged.update(headers)
+    return aio_pika.Message(
+        body=incoming.body,
+        headers=merged,
+        content_type=incoming.content_type,
+        content_encoding=incoming.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=incoming.priority,
+        correlation_id=incoming.correlation_id,
+        reply_to=incoming.reply_to,
+        message_id=incoming.message_id,
+        timestamp=incoming.timestamp,
+        type=incoming.type,
+        user_id=None,  # the broker checks user_id against the publishing user: never copy it
+        app_id=incoming.app_id,
+    )
+
+
+async def publish(
+    channel: AbstractChannel, exchange: str, routing_key: str, message: aio_pika.Message
+) -> None:
+    """Publish and wait for the broker's confirm; `Unroutable` if no queue took it."""
+    target = (
+        channel.default_exchange
+        if exchange == ""
+        else await channel.get_exchange(exchange, ensure=False)
+    )
+    try:
+        await target.publish(message, routing_key=routing_key, mandatory=True)
+    except aiormq.exceptions.PublishError:  # a Basic.Return: no queue was bound for it
+        raise Unroutable(exchange, routing_key) from None
+
+
+class DeadLetters:
+    """Sends a message to its dead-letter queue with the reason headers, and logs it loudly."""
+
+    def __init__(self, channel: AbstractChannel, names: Names, stage: Stage) -> None:
+        self._channel = channel
+        self._names = names
+        self._stage = stage
+
+    async def send(
+        self, incoming: AbstractIncomingMessage, reason: Reason, detail: str, **context: Any
+    ) -> None:
+        """Publish the dead letter (confirmed). The caller acks the original afterwards."""
+        detail = detail[:MAX_DETAIL_CHARS]
+        dead_at = datetime.now(UTC).isoformat()
+        message = forward(
+            incoming,
+            headers={
+                wire.REASON: reason.value,
+                wire.DETAIL: detail,
+                wire.STAGE: self._stage.value,
+                wire.DEAD_AT: dead_at,
+            },
+        )
+        which = dlq_for(reason)
+        await publish(self._channel, self._names.dead_exchange, which, message)
+        log.error(
+            "report.dead_lettered",
+            message_id=incoming.message_id,
+            host_id=wire.header_text((incoming.headers or {}).get(wire.HOST_ID)),
+            reason=reason.value,
+            detail=detail,
+            stage=self._stage.value,
+            dlq=self._names.dlq(which),
+            **context,
+        )
+
+
+async def settle(message: AbstractIncomingMessage, *, requeue: bool | None = None) -> bool:
+    """Ack (default) or, with `requeue`, nack the message. On a channel that is already gone this
+    does nothing: the broker returns unacked messages by itself. Returns whether it was settled."""
+    try:
+        if requeue is None:
+            await message.ack()
+        else:
+            await message.nack(requeue=requeue)
+    except (
+        aiormq.exceptions.AMQPError,
+        aio_pika.exceptions.ChannelInvalidStateError,
+        ConnectionError,
+        RuntimeError,
+    ) as exc:
+        log.warning("amqp.settle_failed", message_id=message.message_id, error=str(exc))
+        return False
+    return True
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

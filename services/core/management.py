@@ -1,0 +1,121 @@
+"""The RabbitMQ management HTTP API: policies (what operators tune), virtual hosts (test
+isolation) and queue statistics. The AMQP protocol cannot set policies, hence this client."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from services.core.errors import SiloflowError
+
+
+class ManagementError(SiloflowError):
+    """Raised when the management API refuses a request or cannot be reached."""
+
+
+class Management:
+    """A small async client of the management API."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
+        parts = urlsplit(base_url)
+        auth = (parts.username or "guest", parts.password or "guest")
+        netloc = parts.hostname or "127.0.0.1"
+        if parts.port:
+            netloc += f":{parts.port}"
+        self._client = httpx.AsyncClient(
+            base_url=f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}/api",
+            auth=auth,
+            timeout=timeout_s,
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Management:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ManagementError(
+                f"the RabbitMQ management API at {self._client.base_url} is unreachable: {exc} "
+                "(is the rabbitmq_management plugin enabled?)"
+            ) from exc
+        return response
+
+    @staticmethod
+    def _vhost(vhost: str) -> str:
+        return quote(vhost, safe="")
+
+    async def get_policy(self, vhost: str, name: str) -> dict[str, Any] | None:
+        response = await self._request("GET", f"/policies/{self._vhost(vhost)}/{quote(name)}")
+        if response.status_code == 404:
+            return None
+        self._check(response, f"read policy {name}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def put_policy(
+        self,
+        vhost: str,
+        name: str,
+        *,
+        pattern: str,
+        definition: dict[str, Any],
+        priority: int = 0,
+        apply_to: str = "queues",
+    ) -> None:
+        body = {
+            "pattern": pattern,
+            "definition": definition,
+            "priority": priority,
+            "apply-to": apply_to,
+        }
+        response = await self._request(
+            "PUT", f"/policies/{self._vhost(vhost)}/{quote(name)}", json=body
+        )
+        self._check(response, f"set policy {name}")
+
+    async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
+        response = await self._request("PUT", f"/vhosts/{self._vhost(vhost)}")
+        self._check(response, f"create vhost {vhost}")
+        response = await self._request(
+            "PUT",
+            f"/permissions/{self._vhost(vhost)}/{quote(user)}",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        )
+        self._check(response, f"grant {user} on {vhost}")
+
+    async def delete_vhost(self, vhost: str) -> None:
+        response = await self._request("DELETE", f"/vhosts/{self._vhost(vhost)}")
+        if response.status_code != 404:
+            self._check(response, f"delete vhost {vhost}")
+
+    async def queue(self, vhost: str, name: str) -> dict[str, Any] | None:
+        response = await self._request(
+            "GET", f"/queues/{self._vhost(vhost)}/{quote(name, safe='')}"
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response, f"read queue {name}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def queues(self, vhost: str) -> list[dict[str, Any]]:
+        response = await self._request("GET", f"/queues/{self._vhost(vhost)}")
+        self._check(response, "list queues")
+        result: list[dict[str, Any]] = response.json()
+        return result
+
+    @staticmethod
+    def _check(response: httpx.Response, what: str) -> None:
+        if response.status_code >= 400:
+            raise ManagementError(
+                f"RabbitMQ refused to {what}: HTTP {response.status_code} {response.text[:300]}"
+            )

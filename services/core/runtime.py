@@ -1,0 +1,120 @@
+"""What every service's lifespan shares: stop on SIGTERM/SIGINT, count work in flight, and the
+`--burst` mode that drains the queues, then exits (tests run without sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from services.core.topology import QueueSpec, consumable
+
+log = structlog.get_logger(__name__)
+
+BURST_CHECK_S = 0.1
+# Consecutive idle checks before a burst ends: a delivery already on the wire shows in neither
+# the queue's ready count nor our in-flight count, so one idle look is not enough.
+BURST_IDLE_CHECKS = 3
+
+
+class InFlight:
+    """Counts messages being handled, so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> InFlight:
+        self._count += 1
+        self._idle.clear()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._idle.set()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (the service then drains and exits)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests): no signals
+            return
+
+
+async def ready_count(channel: AbstractChannel, queue: str) -> int:
+    """Messages waiting in a queue (not counting deliveries in flight). Asked of the broker each
+    time: aio-pika's robust channel keeps the first declaration's answer for a queue."""
+    underlay = await channel.get_underlay_channel()
+    declared = await underlay.queue_declare(queue, passive=True)
+    return int(declared.message_count or 0)
+
+
+async def wait_drained(
+    channel: AbstractChannel, queues: Iterable[str], busy: list[InFlight] | InFlight
+) -> None:
+    """Return once the queues are empty and nothing is in flight, several checks in a row."""
+    counters = busy if isinstance(busy, list) else [busy]
+    idle_checks = 0
+    while idle_checks < BURST_IDLE_CHECKS:
+        await asyncio.sleep(BURST_CHECK_S)
+        waiting = 0
+        for queue in list(queues):
+            waiting += await ready_count(channel, queue)
+        if waiting == 0 and all(c.count == 0 for c in counters):
+            idle_checks += 1
+        else:
+            idle_checks = 0
+
+
+async def consume_until_stopped(
+    channel: AbstractChannel,
+    spec: QueueSpec,
+    callback: Callable[[AbstractIncomingMessage], Awaitable[None]],
+    in_flight: InFlight,
+    *,
+    stop: asyncio.Event,
+    burst: bool,
+    drain_timeout_s: float = 30.0,
+) -> None:
+    """Consume one queue until `stop` is set (or, in burst mode, until it is drained), then
+    stop intake and wait for the messages in hand to finish."""
+    queue_name = spec.name
+    queue = await consumable(channel, spec)
+    tag = await queue.consume(callback)
+    try:
+        if burst:
+            drained = asyncio.create_task(wait_drained(channel, [queue_name], in_flight))
+            stopped = asyncio.create_task(stop.wait())
+            done, pending = await asyncio.wait(
+                {drained, stopped}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            for task in done:
+                task.result()
+        else:
+            await stop.wait()
+    finally:
+        if not channel.is_closed:
+            await queue.cancel(tag)
+        if not await in_flight.wait_idle(drain_timeout_s):
+            log.warning("shutdown.in_flight_abandoned", queue=queue_name, count=in_flight.count)

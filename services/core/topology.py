@@ -1,0 +1,289 @@
+"""The broker topology: exchanges, quorum queues and bindings (declared idempotently by every
+service at start-up), and the policies that carry what operators tune. Queue arguments hold only
+what cannot change after declaration (queue type, single active consumer)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue, ExchangeType
+
+from services.core.errors import SiloflowError, Transient
+from services.core.management import Management
+from services.core.names import DLQS, Names
+from services.core.settings import Settings
+from services.core.wire import REPORT_BINDING
+
+log = structlog.get_logger(__name__)
+
+QUORUM = {"x-queue-type": "quorum"}
+# One worker at a time owns a tenant: ordering per tenant, and hot standbys when several worker
+# processes consume the same queue.
+TENANT_QUEUE_ARGS = {**QUORUM, "x-single-active-consumer": True}
+
+
+class TopologyConflict(SiloflowError):
+    """Raised when an exchange or queue already exists with other arguments than siloflow's."""
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, Any]
+    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    pattern: str
+    definition: dict[str, Any]
+    priority: int = 0
+
+
+def exchanges(names: Names) -> list[ExchangeSpec]:
+    return [
+        ExchangeSpec(names.unmatched_exchange, "fanout"),
+        ExchangeSpec(
+            names.agents_exchange, "topic", {"alternate-exchange": names.unmatched_exchange}
+        ),
+        ExchangeSpec(names.dead_exchange, "direct"),
+    ]
+
+
+def intake(names: Names) -> QueueSpec:
+    """Every report agents publish, and (through the alternate exchange) every publish that
+    matched nothing, so ingest can dead-letter it with a reason."""
+    return QueueSpec(
+        names.intake_queue,
+        QUORUM,
+        ((names.agents_exchange, REPORT_BINDING), (names.unmatched_exchange, "")),
+    )
+
+
+def router_inbox(names: Names) -> QueueSpec:
+    return QueueSpec(names.router_queue, QUORUM)
+
+
+def queues(names: Names) -> list[QueueSpec]:
+    """The queues that exist whatever the tenants: intake, router inbox, dead letters."""
+    result = [intake(names), router_inbox(names)]
+    # Dead-letter queues have no delivery limit and no policy: looking at them never destroys.
+    result += [QueueSpec(names.dlq(d), QUORUM, ((names.dead_exchange, d),)) for d in DLQS]
+    return result
+
+
+def tenant_queue(names: Names, slug: str) -> QueueSpec:
+    return QueueSpec(names.tenant_queue(slug), TENANT_QUEUE_ARGS)
+
+
+def policies(names: Names, settings: Settings) -> list[PolicySpec]:
+    """Delivery limit and at-least-once dead-lettering for every queue where messages wait to be
+    processed; each stage's poison messages land in that stage's dead-letter queue."""
+    ns = re.escape(names.namespace)
+
+    def limited(dlq: str) -> dict[str, Any]:
+        return {
+            "delivery-limit": settings.delivery_limit,
+            "dead-letter-exchange": names.dead_exchange,
+            "dead-letter-routing-key": dlq,
+            "dead-letter-strategy": "at-least-once",
+            "overflow": "reject-publish",  # at-least-once dead-lettering requires it
+        }
+
+    return [
+        PolicySpec(names.policy("intake"), rf"^{ns}\.intake$", limited("invalid")),
+        PolicySpec(names.policy("router"), rf"^{ns}\.router$", limited("unrouted")),
+        PolicySpec(names.policy("tenants"), rf"^{ns}\.tenant\.", limited("failed")),
+    ]
+
+
+# -- declaring -----------------------------------------------------------------------------------
+
+
+async def _declare_exchange(channel: AbstractChannel, spec: ExchangeSpec) -> None:
+    await channel.declare_exchange(
+        spec.name, ExchangeType(spec.type), durable=True, arguments=spec.arguments
+    )
+
+
+async def _declare_queue(channel: AbstractChannel, spec: QueueSpec) -> None:
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    for exchange, key in spec.bindings:
+        await queue.bind(exchange, routing_key=key)
+
+
+async def _declare_all(
+    connection: AbstractConnection, items: list[ExchangeSpec | QueueSpec]
+) -> None:
+    for spec in items:
+        # A conflicting declaration closes the channel, so each gets a fresh one to fail on.
+        channel = await connection.channel()
+        try:
+            if isinstance(spec, ExchangeSpec):
+                await _declare_exchange(channel, spec)
+            else:
+                await _declare_queue(channel, spec)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            kind = "exchange" if isinstance(spec, ExchangeSpec) else "queue"
+            raise TopologyConflict(
+                f"{kind} {spec.name!r} already exists with other arguments than siloflow "
+                f"declares ({spec.arguments}); the broker said: {exc}. Another deployment may "
+                "use the same namespace, or it was created by hand: move its messages away and "
+                "delete it in the management console, or pick another SILOFLOW_NAMESPACE"
+            ) from None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+
+async def consumable(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+    """The queue, declared on the consuming channel itself (same arguments, so idempotent): a
+    robust channel restores consumers only of queues it declared, after a reconnection."""
+    return await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+
+
+async def declare_base(connection: AbstractConnection, names: Names) -> None:
+    """Exchanges, intake, router inbox and dead-letter queues, with their bindings."""
+    await _declare_all(connection, [*exchanges(names), *queues(names)])
+
+
+async def declare_tenant_queue(connection: AbstractConnection, names: Names, slug: str) -> None:
+    await _declare_all(connection, [tenant_queue(names, slug)])
+
+
+async def delete_tenant_queue(connection: AbstractConnection, names: Names, slug: str) -> None:
+    channel = await connection.channel()
+    try:
+        await channel.queue_delete(names.tenant_queue(slug))
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def ensure_policies(settings: Settings, *, overwrite: bool = False) -> list[str]:
+    """Create missing policies (existing ones are operators' to tune and are kept unless
+    `overwrite`). Returns the names written."""
+    names = Names(settings.namespace)
+    written = []
+    async with Management(settings.management_api) as api:
+        for spec in policies(names, settings):
+            if not overwrite and await api.get_policy(settings.vhost, spec.name) is not None:
+                continue
+            await api.put_policy(
+                settings.vhost,
+                spec.name,
+                pattern=spec.pattern,
+                definition=spec.definition,
+                priority=spec.priority,
+            )
+            written.append(spec.name)
+    if written:
+        log.info("topology.policies_written", policies=written, vhost=settings.vhost)
+    return written
+
+
+# aio-pika waits 5 s between reconnection attempts by default; a restarted broker is usually
+# back sooner than that.
+RECONNECT_INTERVAL_S = 1.0
+
+
+class BrokerUnavailable(Transient):
+    """Raised when RabbitMQ cannot be reached (or refuses the login) at start-up."""
+
+
+async def connect(settings: Settings, *, name: str) -> aio_pika.abc.AbstractRobustConnection:
+    """A robust (self-reconnecting) connection, named for the management console."""
+    try:
+        return await aio_pika.connect_robust(
+            settings.amqp_url,
+            client_properties={"connection_name": f"siloflow {name}"},
+            reconnect_interval=RECONNECT_INTERVAL_S,
+        )
+    except (OSError, aiormq.exceptions.AMQPError) as exc:
+        url = urlsplit(settings.amqp_url)
+        raise BrokerUnavailable(
+            f"RabbitMQ at {url.hostname}:{url.port or 5672} (vhost {settings.vhost!r}) is "
+            f"unreachable: {exc or type(exc).__name__}"
+        ) from exc
+
+
+async def ensure_topology(settings: Settings, connection: AbstractConnection) -> None:
+    """Everything a service needs to exist before it consumes or publishes."""
+    await declare_base(connection, Names(settings.namespace))
+    await ensure_policies(settings)
+
+
+# -- the operator's copy -------------------------------------------------------------------------
+
+
+def definitions(settings: Settings, tenant_slugs: Sequence[str] = ()) -> dict[str, Any]:
+    """The topology as a management-console definitions document (Overview > Import)."""
+    names = Names(settings.namespace)
+    vhost = settings.vhost
+    doc: dict[str, Any] = {
+        "vhosts": [{"name": vhost}],
+        "exchanges": [],
+        "queues": [],
+        "bindings": [],
+        "policies": [],
+    }
+    for ex in exchanges(names):
+        doc["exchanges"].append(
+            {
+                "name": ex.name,
+                "vhost": vhost,
+                "type": ex.type,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": ex.arguments,
+            }
+        )
+    for q in [*queues(names), *(tenant_queue(names, s) for s in tenant_slugs)]:
+        doc["queues"].append(
+            {
+                "name": q.name,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": q.arguments,
+            }
+        )
+        for exchange, key in q.bindings:
+            doc["bindings"].append(
+                {
+                    "source": exchange,
+                    "vhost": vhost,
+                    "destination": q.name,
+                    "destination_type": "queue",
+                    "routing_key": key,
+                    "arguments": {},
+                }
+            )
+    for p in policies(names, settings):
+        doc["policies"].append(
+            {
+                "name": p.name,
+                "vhost": vhost,
+                "pattern": p.pattern,
+                "apply-to": "queues",
+                "definition": p.definition,
+                "priority": p.priority,
+            }
+        )
+    return doc

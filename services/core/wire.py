@@ -1,0 +1,42 @@
+"""Protocol names on the wire: routing keys, AMQP headers, and the headers siloflow adds on the
+way. One place, so no service spells them itself (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Agents publish reports with routing key `report.<kind>`; intake binds them all.
+REPORT_PREFIX = "report."
+REPORT_BINDING = "report.#"
+CONTENT_TYPE = "application/json"
+
+# Headers an agent sets.
+HOST_ID = "host_id"
+SIGNATURE = "signature"  # verified from the enrollment issue on; the seam is `Verifier`
+
+# Headers siloflow adds.
+KIND = "x-siloflow-kind"
+RECEIVED_AT = "x-siloflow-received-at"  # when intake accepted it (epoch milliseconds)
+TENANT = "x-siloflow-tenant"  # set by the router on tenant-queue publishes; never seen by agents
+# Dead-letter headers: a stable reason code, human detail, which stage, when.
+REASON = "x-siloflow-reason"
+DETAIL = "x-siloflow-detail"
+STAGE = "x-siloflow-stage"
+DEAD_AT = "x-siloflow-dead-at"
+# Replays are counted by siloflow itself: newer RabbitMQ no longer counts republishes in x-death.
+REPLAYS = "x-siloflow-replays"
+# RabbitMQ's own: quorum queues count redeliveries here.
+DELIVERY_COUNT = "x-delivery-count"
+
+
+def header_text(value: Any) -> str | None:
+    """An AMQP header value as text (clients may hand strings over as bytes)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def report_routing_key(kind: str) -> str:
+    return f"{REPORT_PREFIX}{kind}"

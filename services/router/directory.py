@@ -1,0 +1,163 @@
+"""The router's view of the registry: host -> binding and tenant -> state, cached in memory and
+kept fresh by the registry's NOTIFY on every change (a new binding or a suspension takes effect
+within moments). While the notice channel is down nothing is cached, so nothing goes stale."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import structlog
+
+from services.core.errors import DatabaseUnavailable
+from services.core.names import Names
+from services.core.notices import CONNECTION_ERRORS, NoticeListener
+from services.core.settings import Settings
+from services.router.handlers import HostBinding, TenantState
+
+log = structlog.get_logger(__name__)
+
+_BINDING_SQL = """
+    select h.tenant_id, h.revoked_at is not null as revoked, t.slug, t.status
+    from registry_host_tenant h left join registry_tenants t on t.id = h.tenant_id
+    where h.host_id = $1
+"""
+_TENANT_SQL = "select id, slug, status from registry_tenants where id = $1"
+_UNBOUND = object()  # cache marker: the registry said this host has no binding
+
+
+class RouterDirectory:
+    """Bounded cache of bindings and tenant states, invalidated by registry notices."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._dsn = settings.registry_url
+        self._timeout_s = settings.connect_timeout_s
+        self._max_hosts = settings.router_cache_size
+        self._refresh_s = settings.router_cache_ttl_s
+        self._channel = Names(settings.namespace).registry_channel
+        self._hosts: dict[uuid.UUID, HostBinding | object] = {}
+        self._tenants: dict[uuid.UUID, TenantState] = {}
+        # Bumped on every invalidation: a lookup that raced with one does not cache its answer.
+        self._epoch = 0
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._notices = NoticeListener(
+            self._dsn,
+            self._channel,
+            on_notice=self._on_notice,
+            on_reset=self._clear,
+            name="router",
+            timeout_s=self._timeout_s,
+        )
+        self._cleared_at = time.monotonic()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._hosts)
+
+    @property
+    def listening(self) -> bool:
+        return self._notices.listening
+
+    async def start(self) -> None:
+        self._notices.start()
+
+    async def close(self) -> None:
+        await self._notices.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def wait_listening(self, timeout_s: float) -> bool:
+        return await self._notices.wait_listening(timeout_s)
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    async def lookup(self, host_id: uuid.UUID) -> tuple[HostBinding | None, TenantState | None]:
+        """The host's binding and its tenant's state (None, None when unbound). Raises
+        `DatabaseUnavailable` when the registry cannot be asked."""
+        self._maybe_refresh()
+        cached = self._hosts.get(host_id)
+        if cached is not None:
+            if cached is _UNBOUND:
+                self.hits += 1
+                return None, None
+            assert isinstance(cached, HostBinding)
+            tenant = self._tenants.get(cached.tenant_id)
+            if tenant is not None:
+                self.hits += 1
+                return cached, tenant
+        self.misses += 1
+        epoch = self._epoch
+        row = await self._fetchrow(_BINDING_SQL, host_id)
+        if row is None:
+            self._remember(epoch, host_id, _UNBOUND, None)
+            return None, None
+        binding = HostBinding(host_id, row["tenant_id"], row["revoked"])
+        tenant = (
+            None
+            if row["slug"] is None
+            else TenantState(row["tenant_id"], row["slug"], row["status"])
+        )
+        self._remember(epoch, host_id, binding, tenant)
+        return binding, tenant
+
+    def _remember(
+        self,
+        epoch: int,
+        host_id: uuid.UUID,
+        binding: HostBinding | object,
+        tenant: TenantState | None,
+    ) -> None:
+        if not self._notices.listening or epoch != self._epoch:
+            return
+        if len(self._hosts) >= self._max_hosts:
+            # Oldest inserted first out: cheap, and a hot host comes straight back.
+            self._hosts.pop(next(iter(self._hosts)))
+        self._hosts[host_id] = binding
+        if tenant is not None:
+            self._tenants[tenant.id] = tenant
+
+    def _maybe_refresh(self) -> None:
+        if time.monotonic() - self._cleared_at > self._refresh_s:
+            self._clear("periodic refresh")
+
+    def _clear(self, why: str) -> None:
+        self._epoch += 1
+        self._hosts.clear()
+        self._tenants.clear()
+        self._cleared_at = time.monotonic()
+        log.info("router.cache_cleared", why=why)
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        try:
+            async with self._pool_lock:  # concurrent first lookups must not open two pools
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=4,
+                        timeout=self._timeout_s,
+                        server_settings={"application_name": "siloflow router"},
+                    )
+            return await self._pool.fetchrow(sql, *args, timeout=self._timeout_s)
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable("the registry", str(exc) or type(exc).__name__) from exc
+
+    # -- notices ---------------------------------------------------------------------------------
+
+    def _on_notice(self, payload: str) -> None:
+        self._epoch += 1
+        try:
+            notice = json.loads(payload)
+            if "host_id" in notice:
+                self._hosts.pop(uuid.UUID(notice["host_id"]), None)
+            elif "tenant_id" in notice:
+                self._tenants.pop(uuid.UUID(notice["tenant_id"]), None)
+        except (ValueError, KeyError, TypeError):
+            self._clear(f"unreadable notice {payload[:100]!r}")

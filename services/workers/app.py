@@ -1,0 +1,180 @@
+"""A worker process: consumes the queues of the tenants it is pinned to (named with --tenant, or
+its rendezvous share with --shard), holding connections only to their databases, and follows
+tenants being created, suspended and deleted through the registry's notices."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.core import registry
+from services.core.amqp import DeadLetters, publishing_channel
+from services.core.credentials import StaticCredentials
+from services.core.db import registry_engine
+from services.core.errors import DatabaseUnavailable
+from services.core.names import Names
+from services.core.notices import NoticeListener
+from services.core.outcomes import Stage
+from services.core.registry import TenantRecord
+from services.core.runtime import stop_on_signals, wait_drained
+from services.core.settings import Settings
+from services.core.tenancy import RegistryDirectory, TenantDatabases
+from services.core.topology import connect, declare_tenant_queue, ensure_topology
+from services.workers.assignment import Shard, owner
+from services.workers.consumer import TenantConsumer
+
+log = structlog.get_logger(__name__)
+
+RECONCILE_INTERVAL_S = 5.0
+
+
+def wanted(
+    records: list[TenantRecord], tenants: set[str] | None, shard: Shard | None
+) -> dict[str, TenantRecord]:
+    """The active tenants this process should consume."""
+    return {
+        r.slug: r
+        for r in records
+        if r.status == "active"
+        and (tenants is None or r.slug in tenants)
+        and (shard is None or owner(r.slug, shard.count) == shard.index)
+    }
+
+
+class Pinned:
+    """The tenant consumers of one worker process, kept equal to what the registry says."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        connection: AbstractConnection,
+        consume_channel: AbstractChannel,
+        dead: DeadLetters,
+        engine: AsyncEngine,
+        databases: TenantDatabases,
+        *,
+        tenants: set[str] | None,
+        shard: Shard | None,
+    ) -> None:
+        self._settings = settings
+        self._names = Names(settings.namespace)
+        self._connection = connection
+        self._channel = consume_channel
+        self._dead = dead
+        self._engine = engine
+        self._databases = databases
+        self._tenants = tenants
+        self._shard = shard
+        self.consumers: dict[str, TenantConsumer] = {}
+
+    async def reconcile(self) -> None:
+        """Start consumers for newly wanted tenants, stop those no longer wanted."""
+        try:
+            async with self._engine.connect() as conn:
+                records = await registry.list_tenants(conn, statuses=("active",))
+        except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+            log.warning("workers.registry_unavailable", error=str(exc).splitlines()[0])
+            return  # keep consuming what we have; the next notice or interval tries again
+        target = wanted(records, self._tenants, self._shard)
+        for slug in [s for s in self.consumers if s not in target]:
+            await self.consumers.pop(slug).stop()
+        for slug, record in target.items():
+            if slug in self.consumers:
+                self.consumers[slug].tenant = record  # a new placement takes effect at once
+                continue
+            await declare_tenant_queue(self._connection, self._names, slug)
+            consumer = TenantConsumer(
+                record, self._settings, self._databases, self._channel, self._dead
+            )
+            await consumer.start()
+            self.consumers[slug] = consumer
+
+    async def drained(self) -> None:
+        consumers = list(self.consumers.values())
+        await wait_drained(
+            self._channel, [c.queue_name for c in consumers], [c.in_flight for c in consumers]
+        )
+
+    async def stop(self) -> None:
+        for consumer in self.consumers.values():
+            await consumer.stop()
+        self.consumers.clear()
+
+
+async def run(
+    settings: Settings,
+    *,
+    tenants: set[str] | None = None,
+    shard: Shard | None = None,
+    burst: bool = False,
+    stop: asyncio.Event | None = None,
+) -> None:
+    names = Names(settings.namespace)
+    stop = stop or asyncio.Event()
+    stop_on_signals(stop)
+    label = f"shard {shard.index}/{shard.count}" if shard else ",".join(sorted(tenants or []))
+    label = label or "all"
+    engine = registry_engine(settings)
+    databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
+    changed = asyncio.Event()
+
+    def on_notice(payload: str) -> None:
+        if "tenant_id" in json.loads(payload):
+            changed.set()
+
+    notices = NoticeListener(
+        settings.registry_url,
+        names.registry_channel,
+        on_notice=on_notice,
+        on_reset=lambda _why: changed.set(),
+        name="workers",
+        timeout_s=settings.connect_timeout_s,
+    )
+    notices.start()
+    connection = await connect(settings, name=f"workers {label}")
+    pinned: Pinned | None = None
+    try:
+        await ensure_topology(settings, connection)
+        publish_channel = await publishing_channel(connection)
+        consume_channel = await connection.channel()
+        await consume_channel.set_qos(prefetch_count=settings.prefetch)
+        pinned = Pinned(
+            settings,
+            connection,
+            consume_channel,
+            DeadLetters(publish_channel, names, Stage.WORKER),
+            engine,
+            databases,
+            tenants=tenants,
+            shard=shard,
+        )
+        log.info("workers.started", pinned=label, burst=burst)
+        while not stop.is_set():
+            changed.clear()
+            await pinned.reconcile()
+            if burst:
+                await pinned.drained()
+                break
+            await _first_of(stop, changed, timeout_s=RECONCILE_INTERVAL_S)
+    finally:
+        if pinned is not None:
+            await pinned.stop()
+        await connection.close()
+        await notices.close()
+        await databases.close()
+        await engine.dispose()
+    log.info("workers.stopped", pinned=label)
+
+
+async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
+    tasks = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,231 @@
+"""One tenant's consumer in a worker process: collects deliveries into batches, commits each
+batch in one transaction, then acks. Every outcome is decided in `_settle_batch`: a transient
+failure (database down) holds the batch and retries with backoff, never dead-letters; a batch that
+fails for a permanent reason is retried report by report so only the bad one is dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from sqlalchemy.exc import DBAPIError
+
+from services.core.amqp import DeadLetters, settle
+from services.core.errors import DatabaseUnavailable, ResolutionError
+from services.core.names import Names
+from services.core.notices import CONNECTION_ERRORS
+from services.core.outcomes import Reason
+from services.core.registry import TenantRecord
+from services.core.runtime import InFlight
+from services.core.settings import Settings
+from services.core.tenancy import TenantDatabases
+from services.core.topology import consumable, tenant_queue
+from services.workers.handlers import Report, UnreadableReport, read_report
+from services.workers.store import commit_batch
+
+log = structlog.get_logger(__name__)
+
+# A report that fails alone for a reason that is neither a connection problem nor bad data gets
+# this many tries before it is dead-lettered, so a poison report cannot hold a tenant forever.
+SINGLE_REPORT_TRIES = 3
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's wrappers (or the error itself)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return exc.orig.__cause__ or exc.orig
+    return exc
+
+
+def classify(exc: BaseException) -> str:
+    """`transient` (wait and retry), `rejected` (this data can never commit) or `unknown`."""
+    root = _root(exc)
+    if isinstance(exc, DatabaseUnavailable | ResolutionError) or isinstance(
+        root, CONNECTION_ERRORS
+    ):
+        return "transient"
+    if isinstance(root, asyncpg.exceptions.SerializationError | asyncpg.DeadlockDetectedError):
+        return "transient"
+    if isinstance(root, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+        return "rejected"
+    if isinstance(root, KeyError | TypeError | ValueError):
+        return "rejected"
+    return "unknown"
+
+
+class TenantConsumer:
+    def __init__(
+        self,
+        tenant: TenantRecord,
+        settings: Settings,
+        databases: TenantDatabases,
+        consume_channel: AbstractChannel,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self.tenant = tenant
+        self._settings = settings
+        self._names = Names(settings.namespace)
+        self._databases = databases
+        self._channel = consume_channel
+        self._dead = dead_letters
+        self._buffer: list[AbstractIncomingMessage] = []
+        self._arrived = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tag: str | None = None
+        self.in_flight = InFlight()
+        self.committed = 0
+
+    @property
+    def queue_name(self) -> str:
+        return self._names.tenant_queue(self.tenant.slug)
+
+    async def start(self) -> None:
+        queue = await consumable(self._channel, tenant_queue(self._names, self.tenant.slug))
+        self._tag = await queue.consume(self._on_message)
+        self._task = asyncio.create_task(self._batches(), name=f"batches:{self.tenant.slug}")
+        log.info("worker.consuming", tenant=self.tenant.slug, queue=self.queue_name)
+
+    async def stop(self) -> None:
+        """Stop intake, commit or hand back what is in hand, and end the batch loop."""
+        if self._tag is not None and not self._channel.is_closed:
+            queue = await self._channel.get_queue(self.queue_name, ensure=False)
+            try:
+                await queue.cancel(self._tag)
+            except Exception as exc:  # the queue may be gone (tenant deleted): nothing to cancel
+                log.info("worker.cancel_failed", tenant=self.tenant.slug, error=str(exc))
+        self._stopping.set()
+        self._arrived.set()
+        if self._task is not None:
+            await self._task
+        log.info("worker.stopped", tenant=self.tenant.slug, committed=self.committed)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.in_flight.__enter__()  # left by the batch loop once the message is settled
+        self._buffer.append(message)
+        self._arrived.set()
+
+    async def _batches(self) -> None:
+        while True:
+            await self._arrived.wait()
+            if not self._buffer and self._stopping.is_set():
+                return
+            if len(self._buffer) < self._settings.batch_max and not self._stopping.is_set():
+                await asyncio.sleep(self._settings.batch_wait_s)  # let the batch fill up
+            batch = self._buffer[: self._settings.batch_max]
+            del self._buffer[: len(batch)]
+            if not self._buffer:
+                self._arrived.clear()
+            if not batch:
+                continue
+            try:
+                await self._settle_batch(batch)
+            finally:
+                for _ in batch:
+                    self.in_flight.__exit__()
+
+    async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
+        readable: list[tuple[AbstractIncomingMessage, Report]] = []
+        for message in batch:
+            try:
+                readable.append(
+                    (message, read_report(message.message_id, message.headers or {}, message.body))
+                )
+            except UnreadableReport as exc:
+                await self._dead_letter(message, Reason.COMMIT_REJECTED, str(exc))
+        if not readable:
+            return
+        outcome = await self._commit_with_retry([r for _, r in readable])
+        if outcome is None:  # stopping while the database is down: hand everything back
+            for message, _ in readable:
+                await settle(message, requeue=True)
+            return
+        if outcome == "ok":
+            for message, _ in readable:
+                await settle(message)
+            return
+        # One or more reports cannot be committed: find them, one at a time.
+        for message, report in readable:
+            single = await self._commit_with_retry([report], tries=SINGLE_REPORT_TRIES)
+            if single is None:
+                await settle(message, requeue=True)
+            elif single == "ok":
+                await settle(message)
+            else:
+                await self._dead_letter(message, Reason.COMMIT_REJECTED, single)
+
+    async def _commit_with_retry(self, reports: list[Report], tries: int = 1) -> str | None:
+        """'ok', or the error text of a permanent failure, or None when stopping while the
+        database stays unreachable. Connection failures are retried until they heal."""
+        backoff = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._commit(reports)
+                return "ok"
+            except Exception as exc:
+                kind = classify(exc)
+                text = f"{type(exc).__name__}: {exc}".splitlines()[0][:800]
+                if kind == "rejected" or (kind == "unknown" and attempt >= tries):
+                    if len(reports) == 1:
+                        log.warning(
+                            "worker.report_rejected",
+                            tenant=self.tenant.slug,
+                            message_id=str(reports[0].message_id),
+                            error=text,
+                        )
+                    return text
+                if kind == "unknown":
+                    log.warning(
+                        "worker.commit_failed", tenant=self.tenant.slug, error=text, attempt=attempt
+                    )
+                else:
+                    log.warning(
+                        "worker.database_unavailable",
+                        tenant=self.tenant.slug,
+                        error=text,
+                        retry_in_s=backoff,
+                    )
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+                return None
+            except TimeoutError:
+                backoff = min(backoff * 2, self._settings.retry_max_s)
+
+    async def _commit(self, reports: list[Report]) -> None:
+        engine = await self._databases.engine(self.tenant)
+        try:
+            conn = await engine.connect()
+        except Exception as exc:
+            # No connection at all (server down, database closed to connections, login refused)
+            # says nothing about the reports: wait for the database, never dead-letter.
+            raise DatabaseUnavailable(f"tenant {self.tenant.slug}'s database", str(exc)) from exc
+        try:
+            raw = await conn.get_raw_connection()
+            pg: asyncpg.Connection = raw.driver_connection
+            async with pg.transaction():
+                result = await commit_batch(pg, reports)
+        finally:
+            await conn.close()
+        self.committed += result.new
+        log.debug(
+            "worker.committed",
+            tenant=self.tenant.slug,
+            new=result.new,
+            duplicates=result.duplicates,
+            applied=result.applied,
+        )
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, reason: Reason, detail: str
+    ) -> None:
+        try:
+            await self._dead.send(message, reason, detail, tenant=self.tenant.slug)
+        except Exception:
+            log.exception("worker.dead_letter_failed", message_id=message.message_id)
+            await settle(message, requeue=True)
+            return
+        await settle(message)

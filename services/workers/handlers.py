@@ -1,0 +1,144 @@
+"""The workers' decisions, with no I/O: read a routed report, pick the newest report of each
+kind per host within a batch, and turn reports into table rows. Ingest validated every body, so
+reading it again here is plain JSON, not a second validation."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.core import wire
+
+
+class UnreadableReport(ValueError):
+    """Raised when a message on a tenant queue is not a report ingest would have accepted."""
+
+
+@dataclass(frozen=True)
+class Report:
+    message_id: uuid.UUID
+    host_id: uuid.UUID
+    kind: str
+    sent_at: datetime
+    received_at: datetime | None
+    data: Mapping[str, Any]
+
+    @property
+    def state_key(self) -> str:
+        """What a newer report of the same host replaces: per kind, and per benchmark for
+        compliance (two benchmarks' runs do not replace each other)."""
+        if self.kind == "compliance":
+            return f"compliance:{self.data['benchmark_id']}"
+        return self.kind
+
+
+def read_report(message_id: str | None, headers: Mapping[str, Any], body: bytes) -> Report:
+    """The report in a routed message, or `UnreadableReport` saying why not."""
+    try:
+        document = json.loads(body)
+        received_ms = headers.get(wire.RECEIVED_AT)
+        kind = str(document["schema"]).split("/", 1)[0]
+        return Report(
+            message_id=uuid.UUID(message_id or ""),
+            host_id=uuid.UUID(document["host_id"]),
+            kind=kind,
+            sent_at=datetime.fromisoformat(document["sent_at"]),
+            received_at=None
+            if received_ms is None
+            else datetime.fromtimestamp(int(received_ms) / 1000, UTC),
+            data=document["data"],
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UnreadableReport(f"unreadable report: {type(exc).__name__}: {exc}") from None
+
+
+def newest_per_state(reports: Iterable[Report]) -> list[Report]:
+    """The newest report per (host, state key); on equal sent_at the later one in the batch."""
+    newest: dict[tuple[uuid.UUID, str], Report] = {}
+    for report in reports:
+        key = (report.host_id, report.state_key)
+        current = newest.get(key)
+        if current is None or report.sent_at >= current.sent_at:
+            newest[key] = report
+    return list(newest.values())
+
+
+def last_seen(reports: Iterable[Report]) -> dict[uuid.UUID, datetime]:
+    """The latest sent_at per host."""
+    seen: dict[uuid.UUID, datetime] = {}
+    for report in reports:
+        if report.host_id not in seen or report.sent_at > seen[report.host_id]:
+            seen[report.host_id] = report.sent_at
+    return seen
+
+
+# -- rows per kind -------------------------------------------------------------------------------
+
+
+def heartbeat_row(r: Report) -> tuple[Any, ...]:
+    d = r.data
+    return (
+        r.host_id,
+        d["status"],
+        d["agent_version"],
+        d["uptime_s"],
+        float(d["load_1"]),
+        float(d["load_5"]),
+        float(d["load_15"]),
+    )
+
+
+def system_info_row(r: Report) -> tuple[Any, ...]:
+    d = r.data
+    return (
+        r.host_id,
+        d["hostname"],
+        d["fqdn"],
+        d["os_name"],
+        d["os_version"],
+        d["kernel"],
+        d["arch"],
+        list(d["ipv4"]),
+        list(d["ipv6"]),
+    )
+
+
+def hardware_row(r: Report) -> tuple[Any, ...]:
+    d = r.data
+    cpu = d["cpu"]
+    return (
+        r.host_id,
+        cpu["vendor"],
+        cpu["model"],
+        cpu["cores"],
+        cpu["threads"],
+        float(cpu["mhz"]),
+        d["memory_mb"],
+        json.dumps(d["disks"]),
+        json.dumps(d["nics"]),
+        r.sent_at,
+    )
+
+
+def package_rows(r: Report) -> list[tuple[Any, ...]]:
+    """One row per distinct (name, arch, version): a snapshot listing one twice stores it once."""
+    manager = r.data["manager"]
+    unique = {(p["name"], p["arch"], p["version"]) for p in r.data["packages"]}
+    return [
+        (r.host_id, manager, name, arch, version, r.sent_at)
+        for name, arch, version in sorted(unique)
+    ]
+
+
+def compliance_rows(r: Report) -> list[tuple[Any, ...]]:
+    """One row per rule (the last result for a rule listed twice)."""
+    benchmark = r.data["benchmark_id"]
+    by_rule = {res["rule_id"]: res for res in r.data["results"]}
+    return [
+        (r.host_id, benchmark, rule, res["status"], res["severity"], r.sent_at)
+        for rule, res in sorted(by_rule.items())
+    ]

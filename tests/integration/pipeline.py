@@ -1,0 +1,87 @@
+"""Driving the real pipeline in tests: publish as an agent, then run each service in burst mode
+(drain, then exit), in order. No sleeps: a burst returns when its queues are empty."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+
+from services.agent.client import AgentPublisher, OutgoingReport
+from services.core import hosts
+from services.core.names import Names
+from services.core.registry import TenantRecord
+from services.core.settings import Settings
+from services.ingest import app as ingest_app
+from services.router import app as router_app
+from services.workers import app as workers_app
+from tests.support import MANAGEMENT, MANAGEMENT_AUTH
+
+PG = "postgresql://postgres@127.0.0.1:5432/{db}"
+
+
+@dataclass
+class Env:
+    """A deployment with two tenants, for the pipeline tests of one module."""
+
+    settings: Settings
+    a: TenantRecord
+    b: TenantRecord
+
+    @property
+    def slugs(self) -> set[str]:
+        return {self.a.slug, self.b.slug}
+
+
+async def bound_host(env: Env, tenant: TenantRecord) -> uuid.UUID:
+    host = uuid.uuid4()
+    await hosts.bind(env.settings, host, tenant.slug, move=False)
+    return host
+
+
+async def publish(settings: Settings, reports: Iterable[OutgoingReport]) -> None:
+    async with AgentPublisher(settings.amqp_url, settings.namespace) as agent:
+        for r in reports:
+            await agent.publish(r)
+
+
+async def drain(settings: Settings, tenants: set[str] | None = None) -> None:
+    """Ingest, router, then workers, each until its queues are empty."""
+    await ingest_app.run(settings, burst=True)
+    await router_app.run(settings, burst=True)
+    await workers_app.run(settings, tenants=tenants, burst=True)
+
+
+async def fetch(database: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(PG.format(db=database))
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def committed_ids(database: str) -> list[uuid.UUID]:
+    return [r["message_id"] for r in await fetch(database, "select message_id from agent_messages")]
+
+
+async def dead_letters(settings: Settings, which: str) -> list[dict[str, Any]]:
+    """Every message in a dead-letter queue, read without consuming (it is requeued)."""
+    queue = Names(settings.namespace).dlq(which)
+    async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+        response = await api.post(
+            f"/queues/{settings.namespace}/{queue}/get",
+            json={"count": 10_000, "ackmode": "ack_requeue_true", "encoding": "auto"},
+        )
+        response.raise_for_status()
+        return [
+            {
+                "message_id": m["properties"].get("message_id"),
+                "headers": m["properties"].get("headers", {}),
+                "payload": m["payload"],
+            }
+            for m in response.json()
+        ]

@@ -1,0 +1,299 @@
+"""Delivery guarantees under trouble, on the real broker and database: the router's cache follows
+registry changes, a tenant database that is down holds its reports while others flow, a worker
+killed mid-run loses and doubles nothing, and services reconnect and stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from services.core import hosts
+from services.core.names import Names
+from services.core.tenants import create_tenant, set_tenant_status
+from services.ingest import app as ingest_app
+from services.router import app as router_app
+from services.router.directory import RouterDirectory
+from services.workers import app as workers_app
+from tests.integration.pipeline import (
+    Env,
+    bound_host,
+    committed_ids,
+    dead_letters,
+    publish,
+)
+from tests.reports import report
+from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, env_for
+
+DEADLINE_S = 30.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll until `check` holds (the thing under test runs concurrently), or fail."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+async def admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_router_cache_follows_bindings_and_tenant_status(env: Env) -> None:
+    directory = RouterDirectory(env.settings)
+    await directory.start()
+    try:
+        assert await directory.wait_listening(10)
+        host = uuid.uuid4()
+        assert await directory.lookup(host) == (None, None)
+        misses = directory.misses
+        assert await directory.lookup(host) == (None, None)
+        assert directory.misses == misses, "the negative answer was not cached"
+
+        await hosts.bind(env.settings, host, env.a.slug, move=False)
+
+        async def bound() -> bool:
+            binding, tenant = await directory.lookup(host)
+            return binding is not None and tenant is not None and tenant.slug == env.a.slug
+
+        await eventually(bound, "the router sees the new binding")
+
+        await hosts.bind(env.settings, host, env.b.slug, move=True)
+
+        async def moved() -> bool:
+            _, tenant = await directory.lookup(host)
+            return tenant is not None and tenant.slug == env.b.slug
+
+        await eventually(moved, "the router sees the move")
+
+        await set_tenant_status(env.settings, env.b.slug, "suspended")
+        try:
+
+            async def suspended() -> bool:
+                _, tenant = await directory.lookup(host)
+                return tenant is not None and tenant.status == "suspended"
+
+            await eventually(suspended, "the router sees the suspension")
+        finally:
+            await set_tenant_status(env.settings, env.b.slug, "active")
+    finally:
+        await directory.close()
+
+
+async def test_a_running_router_routes_a_host_bound_after_its_first_report(env: Env) -> None:
+    stop = asyncio.Event()
+    router = asyncio.create_task(router_app.run(env.settings, stop=stop))
+    try:
+        host = uuid.uuid4()
+        first = report("heartbeat", host)
+        await publish(env.settings, [first])
+        await ingest_app.run(env.settings, burst=True)
+
+        async def first_unrouted() -> bool:
+            letters = await dead_letters(env.settings, "unrouted")
+            return any(d["message_id"] == first.message_id for d in letters)
+
+        await eventually(first_unrouted, "the unbound host's report is dead-lettered")
+        await hosts.bind(env.settings, host, env.a.slug, move=False)
+        second = report("heartbeat", host)
+        await publish(env.settings, [second])
+        await ingest_app.run(env.settings, burst=True)
+        await workers_app.run(env.settings, tenants={env.a.slug}, burst=True)
+
+        async def second_committed() -> bool:
+            await workers_app.run(env.settings, tenants={env.a.slug}, burst=True)
+            return uuid.UUID(second.message_id) in await committed_ids(env.a.db_name)
+
+        await eventually(second_committed, "the second report lands in tenant acme")
+    finally:
+        stop.set()
+        await router
+
+
+async def test_a_tenant_database_down_holds_its_reports_while_others_flow(env: Env) -> None:
+    down = (await create_tenant(env.settings, "hooli")).tenant
+    host_down, host_up = await bound_host(env, down), await bound_host(env, env.a)
+    held = [report("heartbeat", host_down) for _ in range(20)]
+    flowing = [report("heartbeat", host_up) for _ in range(20)]
+    await publish(env.settings, held + flowing)
+    await ingest_app.run(env.settings, burst=True)
+    await router_app.run(env.settings, burst=True)
+
+    await admin(f'alter database "{down.db_name}" allow_connections false')
+    await admin(
+        f"select pg_terminate_backend(pid) from pg_stat_activity where datname = '{down.db_name}'"
+    )
+    stop = asyncio.Event()
+    workers = asyncio.create_task(
+        workers_app.run(env.settings, tenants={env.a.slug, down.slug}, stop=stop)
+    )
+    try:
+        flowing_ids = {uuid.UUID(r.message_id) for r in flowing}
+
+        async def others_flow() -> bool:
+            return flowing_ids <= set(await committed_ids(env.a.db_name))
+
+        await eventually(others_flow, "tenant acme's reports commit while hooli is down")
+        await asyncio.sleep(1.0)  # give the held batch time to be (wrongly) dead-lettered
+        failed = {d["message_id"] for d in await dead_letters(env.settings, "failed")}
+        assert not failed & {r.message_id for r in held}, "reports were dead-lettered"
+
+        await admin(f'alter database "{down.db_name}" allow_connections true')
+        held_ids = {uuid.UUID(r.message_id) for r in held}
+
+        async def recovered() -> bool:
+            return held_ids <= set(await committed_ids(down.db_name))
+
+        await eventually(recovered, "hooli's held reports land once it is back")
+    finally:
+        await admin(f'alter database "{down.db_name}" allow_connections true')
+        stop.set()
+        await workers
+    ids = await committed_ids(down.db_name)
+    assert len(ids) == len(set(ids)) == len(held)
+
+
+async def test_a_worker_killed_mid_run_loses_and_doubles_nothing(env: Env) -> None:
+    hosts_ = [await bound_host(env, env.b) for _ in range(10)]
+    sent = [report("heartbeat", hosts_[i % 10]) for i in range(1500)]
+    await publish(env.settings, sent)
+    await ingest_app.run(env.settings, burst=True)
+    await router_app.run(env.settings, burst=True)
+    before = set(await committed_ids(env.b.db_name))
+
+    environment = env_for(env.settings) | {"SILOFLOW_BATCH_MAX": "25", "SILOFLOW_PREFETCH": "100"}
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "run",
+        "workers",
+        "--tenant",
+        env.b.slug,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        async def some_committed() -> bool:
+            return len(set(await committed_ids(env.b.db_name)) - before) > 0
+
+        await eventually(some_committed, "the worker commits its first batches")
+        worker.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(worker.wait(), 10)
+        at_kill = len(set(await committed_ids(env.b.db_name)) - before)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert at_kill < len(sent), "the worker finished before it was killed: nothing was tested"
+
+    await workers_app.run(env.settings, tenants={env.b.slug}, burst=True)
+    ids = await committed_ids(env.b.db_name)
+    assert len(ids) == len(set(ids))
+    assert {uuid.UUID(r.message_id) for r in sent} <= set(ids), "a report was lost"
+    assert len(set(ids) - before) == len(sent)
+
+
+async def test_services_reconnect_after_their_connections_are_cut(env: Env) -> None:
+    stop = asyncio.Event()
+    services = [
+        asyncio.create_task(ingest_app.run(env.settings, stop=stop)),
+        asyncio.create_task(router_app.run(env.settings, stop=stop)),
+        asyncio.create_task(workers_app.run(env.settings, tenants={env.a.slug}, stop=stop)),
+    ]
+    host = await bound_host(env, env.a)
+    try:
+        first = report("heartbeat", host)
+        await publish(env.settings, [first])
+
+        async def committed(r: object) -> bool:
+            return uuid.UUID(r.message_id) in await committed_ids(env.a.db_name)  # type: ignore[attr-defined]
+
+        await eventually(lambda: committed(first), "the first report lands")
+
+        # Cut every broker connection of this vhost, and every database session of the
+        # registry and the tenant: what a broker or PostgreSQL restart does to a client.
+        async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+            connections: list[dict[str, object]] = []
+
+            async def listed() -> bool:  # the management API learns of connections lazily
+                nonlocal connections
+                found = await api.get(f"/vhosts/{env.settings.namespace}/connections")
+                connections = found.json()
+                names = {
+                    str(c.get("client_properties", {}).get("connection_name"))  # type: ignore[union-attr]
+                    for c in connections
+                }
+                return {"siloflow ingest", "siloflow router"} <= names and any(
+                    n.startswith("siloflow workers") for n in names
+                )
+
+            await eventually(listed, "the services' broker connections are listed")
+            for c in connections:
+                await api.delete(f"/connections/{c['name']}")
+        for database in (env.settings.registry_database, env.a.db_name):
+            await admin(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                f"where datname = '{database}' and pid <> pg_backend_pid()"
+            )
+
+        second = report("heartbeat", host)
+        await publish(env.settings, [second])
+        await eventually(lambda: committed(second), "a report lands after the reconnection")
+    finally:
+        stop.set()
+        await asyncio.gather(*services)
+
+
+def test_run_all_stops_cleanly_on_sigterm(env: Env, tmp_path: Path) -> None:
+    names = Names(env.settings.namespace)
+    log_path = tmp_path / "run-all.log"
+    with (
+        log_path.open("w") as log_file,
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", "all"],
+            env=env_for(env.settings) | {"SILOFLOW_WORKER_PROCESSES": "2"},
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        ) as process,
+    ):
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            queues = (names.intake_queue, names.router_queue, names.tenant_queue(env.a.slug))
+            with httpx.Client(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+
+                def consumers(queue: str) -> int:
+                    found = api.get(f"/queues/{env.settings.namespace}/{queue}")
+                    return int(found.json().get("consumers", 0)) if found.is_success else 0
+
+                while not all(consumers(q) > 0 for q in queues):
+                    assert time.monotonic() < deadline, "the services did not start consuming"
+                    assert process.poll() is None, log_path.read_text()
+                    time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(60)
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+    log = log_path.read_text()
+    assert code == 0, log
+    for service in ("ingest", "router", "workers"):
+        assert f'"event": "{service}.stopped"' in log, f"{service} did not stop cleanly:\n{log}"
