@@ -25,11 +25,12 @@ demo: install services
 		$(BIN)/siloflow tenant show $$t >/dev/null 2>&1 || $(BIN)/siloflow tenant create $$t || exit 1; \
 	done
 	$(BIN)/siloflow tenant list
+	$(BIN)/siloflow simulate --tenants $(shell echo $(DEMO_TENANTS) | tr ' ' ',') --hosts 100 --reports 3000
+	$(BIN)/siloflow run all --burst
+	SILOFLOW_BIN=$(BIN)/siloflow deploy/local/demo-summary.sh
 
 demo-down: install
-	@for t in $(DEMO_TENANTS); do \
-		$(BIN)/siloflow tenant show $$t >/dev/null 2>&1 && $(BIN)/siloflow tenant delete $$t --yes || true; \
-	done
+	$(BIN)/siloflow teardown --admin-dsn $(ADMIN_DSN) --yes
 
 test: install lint
 	$(BIN)/pytest

@@ -11,7 +11,9 @@ from typing import Any
 from services.agent.client import OutgoingReport, build_report
 
 DEBIAN_PACKAGES = json.loads(
-    (Path(__file__).parent / "data" / "debian12-packages.json").read_text()
+    (
+        Path(__file__).parents[1] / "services" / "agent" / "data" / "debian12-packages.json"
+    ).read_text()
 )
 
 

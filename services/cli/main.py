@@ -10,9 +10,12 @@ from services.cli.common import AppContext, json_option, pass_app, print_json, p
 from services.cli.host import host
 from services.cli.placement import placement
 from services.cli.run import run_group
+from services.cli.simulate import simulate
 from services.cli.tenant import tenant
+from services.cli.topology import topology
 from services.core import migrate as migrate_mod
 from services.core.bootstrap import bootstrap as bootstrap_op
+from services.core.bootstrap import teardown as teardown_op
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,6 +60,21 @@ def bootstrap(app: AppContext, admin_dsn: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--admin-dsn", required=True, help="A superuser DSN, as for bootstrap.")
+@click.option("--yes", is_flag=True, help="Really remove everything this deployment created.")
+@pass_app
+def teardown(app: AppContext, admin_dsn: str, yes: bool) -> None:
+    """Remove every tenant, queue, policy, database and role of this namespace. Needs --yes."""
+    if not yes:
+        raise click.UsageError(
+            f"teardown removes every tenant database and queue of namespace "
+            f"{app.settings.namespace!r}, with every report in them; add --yes to confirm"
+        )
+    for item in run(teardown_op(app.settings, admin_dsn)):
+        click.echo(f"removed {item}")
+
+
+@cli.command()
 @click.option("--status", "show_status", is_flag=True, help="Show each database's revision.")
 @click.option("--dry-run", is_flag=True, help="Show what would be applied; change nothing.")
 @json_option
@@ -98,6 +116,8 @@ cli.add_command(tenant)
 cli.add_command(placement)
 cli.add_command(host)
 cli.add_command(run_group)
+cli.add_command(topology)
+cli.add_command(simulate)
 
 
 def main() -> None:

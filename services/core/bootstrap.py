@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import text
 
 from services.core.db import asyncpg_url, one_connection, provisioner_url, server_of
-from services.core.errors import InvalidArgument, ProvisioningError
+from services.core.errors import InvalidArgument, ProvisioningError, SiloflowError
 from services.core.names import Names
 from services.core.pgadmin import database_exists, ensure_database, ident, is_superuser, literal
 from services.core.settings import Settings
@@ -82,3 +82,49 @@ async def bootstrap(settings: Settings, admin_dsn: str) -> BootstrapReport:
             await conn.execute(text(f"alter database {ident(database)} owner to {ident(role)}"))
             (report.kept if existed else report.created).append(f"database {database}")
     return report
+
+
+async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
+    """Undo bootstrap and everything after it: every tenant (database, role, queue), the
+    broker topology and policies, the control-plane databases and the provisioner role."""
+    # Imported here: tenants and topology build on this module's neighbours, not the reverse.
+    from services.core import registry, tenants, topology  # noqa: PLC0415
+
+    check_admin_dsn(admin_dsn, settings)
+    names = Names(settings.namespace)
+    removed: list[str] = []
+    try:
+        async with tenants.registry_connection(settings) as conn:
+            slugs = [t.slug for t in await registry.list_tenants(conn)]
+    except SiloflowError:
+        slugs = []  # never migrated, or already half torn down: nothing registered to delete
+    for slug in slugs:
+        if settings.multitenant:
+            await tenants.delete_tenant(settings, slug)
+        else:
+            await tenants.tenant_queue(settings, slug, declare=False)
+        removed.append(f"tenant {slug}")
+    removed += await topology.remove_topology(settings)
+    async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
+        databases = [settings.registry_database]
+        if settings.multitenant:
+            databases.append(names.shared_database)
+        for database in databases:
+            if await database_exists(conn, database):
+                await conn.execute(text(f"drop database {ident(database)} with (force)"))
+                removed.append(f"database {database}")
+        role = names.provisioner_role
+        if (
+            await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
+        ).first() is not None:
+            for owner in (
+                await conn.execute(
+                    text("select rolname from pg_roles where rolname like :p"),
+                    {"p": names.role_prefix.replace("_", r"\_") + "owner%"},
+                )
+            ).scalars():
+                await conn.execute(text(f"drop role {ident(owner)}"))
+                removed.append(f"role {owner}")
+            await conn.execute(text(f"drop role {ident(role)}"))
+            removed.append(f"role {role}")
+    return removed

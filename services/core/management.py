@@ -82,6 +82,11 @@ class Management:
         )
         self._check(response, f"set policy {name}")
 
+    async def delete_policy(self, vhost: str, name: str) -> None:
+        response = await self._request("DELETE", f"/policies/{self._vhost(vhost)}/{quote(name)}")
+        if response.status_code != 404:
+            self._check(response, f"delete policy {name}")
+
     async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
         response = await self._request("PUT", f"/vhosts/{self._vhost(vhost)}")
         self._check(response, f"create vhost {vhost}")

@@ -287,3 +287,26 @@ def definitions(settings: Settings, tenant_slugs: Sequence[str] = ()) -> dict[st
             }
         )
     return doc
+
+
+async def remove_topology(settings: Settings) -> list[str]:
+    """Delete the fixed queues, the exchanges and the policies (tenant queues go with their
+    tenants). Messages still queued are lost: this is for tearing a deployment down."""
+    names = Names(settings.namespace)
+    removed = []
+    connection = await connect(settings, name="teardown")
+    try:
+        channel = await connection.channel()
+        for spec in queues(names):
+            await channel.queue_delete(spec.name)
+            removed.append(f"queue {spec.name}")
+        for ex in reversed(exchanges(names)):
+            await channel.exchange_delete(ex.name)
+            removed.append(f"exchange {ex.name}")
+    finally:
+        await connection.close()
+    async with Management(settings.management_api) as api:
+        for policy in policies(names, settings):
+            await api.delete_policy(settings.vhost, policy.name)
+            removed.append(f"policy {policy.name}")
+    return removed

@@ -3,12 +3,16 @@ list it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Callable
 
+import httpx
+
 from services.core import migrator
 from services.core.settings import Settings
+from tests.support import MANAGEMENT, MANAGEMENT_AUTH, admin_fetch
 
 Siloflow = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -40,3 +44,22 @@ def test_bootstrap_migrate_create_and_list(siloflow: Siloflow, e2e_settings: Set
 
     siloflow("tenant", "delete", "acme", "--yes")
     assert json.loads(siloflow("tenant", "list", "--json").stdout) == []
+
+    siloflow("tenant", "create", "globex")
+    refused = siloflow("teardown", "--admin-dsn", admin, check=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    siloflow("teardown", "--admin-dsn", admin, "--yes")
+    prefix = e2e_settings.namespace + "\\_%"
+    assert (
+        asyncio.run(
+            admin_fetch(
+                "select datname from pg_database where datname like $1 union all "
+                "select rolname from pg_roles where rolname like $1",
+                prefix,
+            )
+        )
+        == []
+    )
+    with httpx.Client(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+        assert api.get(f"/queues/{e2e_settings.namespace}").json() == []
+        assert api.get(f"/policies/{e2e_settings.namespace}").json() == []

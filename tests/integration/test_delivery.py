@@ -297,3 +297,33 @@ def test_run_all_stops_cleanly_on_sigterm(env: Env, tmp_path: Path) -> None:
     assert code == 0, log
     for service in ("ingest", "router", "workers"):
         assert f'"event": "{service}.stopped"' in log, f"{service} did not stop cleanly:\n{log}"
+
+
+async def test_workers_follow_tenants_created_suspended_and_deleted(env: Env) -> None:
+    stop = asyncio.Event()
+    workers = asyncio.create_task(workers_app.run(env.settings, stop=stop))  # every tenant
+    try:
+        tenant = (await create_tenant(env.settings, "pied-piper")).tenant
+        host = await bound_host(env, tenant)
+        first = report("heartbeat", host)
+        await publish(env.settings, [first])
+        await ingest_app.run(env.settings, burst=True)
+        await router_app.run(env.settings, burst=True)
+
+        async def landed() -> bool:
+            return uuid.UUID(first.message_id) in await committed_ids(tenant.db_name)
+
+        await eventually(landed, "a tenant created after the workers started gets its reports")
+
+        await set_tenant_status(env.settings, tenant.slug, "suspended")
+
+        async def unconsumed() -> bool:
+            async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+                queue = Names(env.settings.namespace).tenant_queue(tenant.slug)
+                found = (await api.get(f"/queues/{env.settings.namespace}/{queue}")).json()
+                return int(found.get("consumers", 1)) == 0
+
+        await eventually(unconsumed, "the suspended tenant's queue loses its consumer")
+    finally:
+        stop.set()
+        await workers

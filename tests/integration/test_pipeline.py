@@ -20,7 +20,8 @@ from tests.integration.pipeline import (
     fetch,
     publish,
 )
-from tests.reports import DEBIAN_PACKAGES, packages, report
+from tests.reports import DEBIAN_PACKAGES, compliance, packages, report
+from tests.support import invoke_cli
 
 
 async def test_every_kind_lands_in_its_own_tenant_only(env: Env) -> None:
@@ -233,3 +234,71 @@ async def test_a_stale_snapshot_never_overwrites_a_newer_one(env: Env) -> None:
         assert row["n"] == len(DEBIAN_PACKAGES["packages"])
     ids = set(await committed_ids(env.a.db_name))
     assert {uuid.UUID(newer.message_id), uuid.UUID(older.message_id)} <= ids  # both recorded
+
+
+async def test_a_tenant_whose_queue_is_gone_gets_nothing_and_says_why(env: Env) -> None:
+    tenant = (await create_tenant(env.settings, "vandelay")).tenant
+    host = await bound_host(env, tenant)
+    connection = await aio_pika.connect(env.settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.queue_delete(f"{env.settings.namespace}.tenant.{tenant.slug}")
+    finally:
+        await connection.close()
+    lost = report("heartbeat", host)
+    await publish(env.settings, [lost])
+    await drain(env.settings, env.slugs)
+    letters = {d["message_id"]: d for d in await dead_letters(env.settings, "unrouted")}
+    assert letters[lost.message_id]["headers"]["x-siloflow-reason"] == "tenant-queue-missing"
+
+
+async def test_one_bad_report_in_a_batch_is_dead_lettered_alone(env: Env) -> None:
+    host = await bound_host(env, env.a)
+    good = [report("heartbeat", host) for _ in range(5)]
+    # Past ingest, straight onto the tenant's queue (as a buggy producer with broker rights
+    # could): the database refuses the status, so only this report can fail its batch.
+    bad_data = compliance()
+    bad_data["results"][0]["status"] = "maybe"
+    bad = report("compliance", host, bad_data)
+    connection = await aio_pika.connect(env.settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        for r in [*good[:2], bad, *good[2:]]:
+            await channel.default_exchange.publish(
+                r.message(), routing_key=f"{env.settings.namespace}.tenant.{env.a.slug}"
+            )
+    finally:
+        await connection.close()
+    await drain(env.settings, env.slugs)
+    ids = set(await committed_ids(env.a.db_name))
+    assert {uuid.UUID(r.message_id) for r in good} <= ids
+    assert uuid.UUID(bad.message_id) not in ids
+    [letter] = [
+        d for d in await dead_letters(env.settings, "failed") if d["message_id"] == bad.message_id
+    ]
+    assert letter["headers"]["x-siloflow-reason"] == "commit-rejected"
+    assert letter["headers"]["x-siloflow-stage"] == "worker"
+    assert "compliance_results_status_known" in letter["headers"]["x-siloflow-detail"]
+
+
+async def test_host_binding_commands(env: Env) -> None:
+    host = uuid.uuid4()
+    bound = await invoke_cli(["host", "bind", str(host), "--tenant", env.a.slug], env.settings)
+    assert bound.exit_code == 0, bound.output
+    refused = await invoke_cli(["host", "bind", str(host), "--tenant", env.b.slug], env.settings)
+    assert refused.exit_code == 1 and "--move" in refused.output
+    moved = await invoke_cli(
+        ["host", "bind", str(host), "--tenant", env.b.slug, "--move"], env.settings
+    )
+    assert moved.exit_code == 0 and "moved" in moved.output
+    listed = await invoke_cli(["host", "list", "--tenant", env.b.slug, "--json"], env.settings)
+    assert {"host_id": str(host), "tenant": env.b.slug} in [
+        {k: v for k, v in b.items() if k in ("host_id", "tenant")}
+        for b in json.loads(listed.output)
+    ]
+    assert (
+        await invoke_cli(["host", "bind", "not-a-uuid", "--tenant", "x"], env.settings)
+    ).exit_code == 2
+    assert (await invoke_cli(["host", "unbind", str(host)], env.settings)).exit_code == 0
+    again = await invoke_cli(["host", "unbind", str(host)], env.settings)
+    assert again.exit_code == 2 and "not bound" in again.output

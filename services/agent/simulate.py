@@ -1,0 +1,165 @@
+"""A fleet simulator: hosts across tenants publishing a realistic mix of reports through the
+reference client (90% heartbeats, 5% system info and hardware, 4% compliance, 1% package
+snapshots of a real Debian 12 server), plus a few misbehaving publishers. For demos and load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import aio_pika
+from rich.progress import Progress
+
+from services.agent.client import AgentPublisher, build_report
+from services.core import hosts as host_bindings
+from services.core.settings import Settings
+
+# Host ids derive from the tenant and an index, so a second run reuses the same fleet.
+_FLEET = uuid.UUID("5f1c0e4e-3f7b-4e0b-9c55-6a1d2b8f0c11")
+MIX = (("heartbeat", 90), ("system_info", 3), ("hardware", 2), ("compliance", 4), ("packages", 1))
+
+
+@dataclass
+class Outcome:
+    published: Counter[str] = field(default_factory=Counter)
+    per_tenant: Counter[str] = field(default_factory=Counter)
+    misbehaving: list[str] = field(default_factory=list)
+
+
+def host_id(slug: str, index: int) -> uuid.UUID:
+    return uuid.uuid5(_FLEET, f"{slug}/{index}")
+
+
+def _debian_packages() -> dict[str, Any]:
+    text = resources.files("services.agent").joinpath("data/debian12-packages.json").read_text()
+    snapshot = json.loads(text)
+    return {"manager": "dpkg", "packages": snapshot["packages"]}
+
+
+def data_for(kind: str, rng: random.Random, index: int, packages: dict[str, Any]) -> dict[str, Any]:
+    """Plausible data of each kind."""
+    if kind == "heartbeat":
+        load = round(rng.uniform(0, 4), 2)
+        return {
+            "status": rng.choices(["ok", "degraded", "critical"], [96, 3, 1])[0],
+            "agent_version": "1.4.2",
+            "uptime_s": rng.randint(60, 10_000_000),
+            "load_1": load,
+            "load_5": round(load * 0.9, 2),
+            "load_15": round(load * 0.8, 2),
+        }
+    if kind == "system_info":
+        name = f"host-{index:05d}"
+        return {
+            "hostname": name,
+            "fqdn": f"{name}.fleet.example",
+            "os_name": "Debian GNU/Linux",
+            "os_version": "12 (bookworm)",
+            "kernel": "6.1.0-18-amd64",
+            "arch": "x86_64",
+            "ipv4": [f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}"],
+            "ipv6": [],
+        }
+    if kind == "hardware":
+        return {
+            "cpu": {
+                "vendor": "GenuineIntel",
+                "model": "Xeon E-2288G",
+                "cores": 8,
+                "threads": 16,
+                "mhz": 3700.0,
+            },
+            "memory_mb": rng.choice([8192, 16384, 32768]),
+            "disks": [{"device": "/dev/nvme0n1", "size_gb": 953.9, "mount": "/", "fs": "ext4"}],
+            "nics": [{"name": "eth0", "mac": "52:54:00:12:34:56", "addresses": []}],
+        }
+    if kind == "compliance":
+        return {
+            "benchmark_id": "cis-debian12-l1",
+            "results": [
+                {
+                    "rule_id": f"1.{i}.1",
+                    "status": rng.choices(["pass", "fail"], [85, 15])[0],
+                    "severity": rng.choice(["low", "medium", "high"]),
+                }
+                for i in range(40)
+            ],
+        }
+    return packages
+
+
+async def bind_fleet(settings: Settings, tenants: list[str], hosts_per_tenant: int) -> None:
+    """Bind the simulated hosts (what enrollment does for real agents)."""
+    for slug in tenants:
+        for index in range(hosts_per_tenant):
+            await host_bindings.bind(settings, host_id(slug, index), slug, move=False)
+
+
+async def simulate(
+    settings: Settings,
+    tenants: list[str],
+    *,
+    hosts_per_tenant: int,
+    reports: int,
+    rate_per_s: float | None,
+    misbehave: bool = True,
+    seed: int = 7,
+    progress: bool = True,
+) -> Outcome:
+    rng = random.Random(seed)
+    packages = _debian_packages()
+    kinds = [kind for kind, _ in MIX]
+    weights = [weight for _, weight in MIX]
+    outcome = Outcome()
+    fleet = [(slug, i) for slug in tenants for i in range(hosts_per_tenant)]
+    interval = 1 / rate_per_s if rate_per_s else 0.0
+    async with AgentPublisher(settings.amqp_url, settings.namespace) as agent:
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("publishing", total=reports)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for n in range(reports):
+                slug, index = rng.choice(fleet)
+                kind = rng.choices(kinds, weights)[0]
+                await agent.publish(
+                    build_report(kind, host_id(slug, index), data_for(kind, rng, index, packages))
+                )
+                outcome.published[kind] += 1
+                outcome.per_tenant[slug] += 1
+                bar.advance(task)
+                if interval:
+                    delay = start + (n + 1) * interval - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+        if misbehave:
+            await _misbehave(agent, rng, outcome)
+    return outcome
+
+
+async def _misbehave(agent: AgentPublisher, rng: random.Random, outcome: Outcome) -> None:
+    """An unbound host, a malformed body, a report breaking the schema: each is dead-lettered."""
+    stray = build_report(
+        "heartbeat", uuid.UUID(int=rng.getrandbits(128)), data_for("heartbeat", rng, 0, {})
+    )
+    await agent.publish(stray)
+    outcome.misbehaving.append("an unbound host's heartbeat -> dlq.unrouted (no-tenant-binding)")
+    host = str(uuid.UUID(int=rng.getrandbits(128)))
+    await agent.publish_raw(
+        "report.heartbeat",
+        aio_pika.Message(
+            b'{"schema": "heartbeat/v1", oops',
+            message_id=str(uuid.uuid4()),
+            headers={"host_id": host},
+            content_type="application/json",
+        ),
+    )
+    outcome.misbehaving.append("a body that is not JSON -> dlq.invalid (not-json)")
+    wrong = build_report("heartbeat", uuid.UUID(host), {"status": "fine"})
+    await agent.publish(wrong)
+    outcome.misbehaving.append("a heartbeat missing its fields -> dlq.invalid (schema-violation)")

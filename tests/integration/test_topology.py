@@ -1,0 +1,106 @@
+"""The topology on the real broker: the shipped definitions import, a conflicting queue is
+reported by name, and the policies dead-letter a poison message after the delivery limit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import aio_pika
+import httpx
+import pytest
+
+from services.core.names import Names
+from services.core.settings import Settings
+from services.core.topology import (
+    TopologyConflict,
+    connect,
+    declare_tenant_queue,
+    definitions,
+    ensure_topology,
+)
+from tests.support import MANAGEMENT, MANAGEMENT_AUTH
+
+
+async def test_the_definitions_document_imports_into_a_broker(
+    fresh_namespace: Callable[..., Settings],
+) -> None:
+    settings = fresh_namespace()
+    document = definitions(settings, ["acme"])
+    async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+        response = await api.post(
+            f"/definitions/{settings.namespace}",
+            json={k: v for k, v in document.items() if k != "vhosts"},
+        )
+        assert response.is_success, response.text
+        names = Names(settings.namespace)
+        queue = (await api.get(f"/queues/{settings.namespace}/{names.tenant_queue('acme')}")).json()
+        assert queue["arguments"] == {"x-queue-type": "quorum", "x-single-active-consumer": True}
+        imported = (await api.get(f"/policies/{settings.namespace}")).json()
+        assert {p["name"] for p in imported} == {p["name"] for p in document["policies"]}
+    # What services declare at start-up agrees with what was imported (no conflict).
+    connection = await connect(settings, name="test")
+    try:
+        await ensure_topology(settings, connection)
+        await declare_tenant_queue(connection, names, "acme")
+    finally:
+        await connection.close()
+
+
+async def test_a_queue_declared_otherwise_is_reported_by_name(
+    fresh_namespace: Callable[..., Settings],
+) -> None:
+    settings = fresh_namespace()
+    names = Names(settings.namespace)
+    connection = await connect(settings, name="test")
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(names.router_queue, durable=True)  # a classic queue
+        with pytest.raises(TopologyConflict, match=rf"queue '{names.router_queue}' already exists"):
+            await ensure_topology(settings, connection)
+    finally:
+        await connection.close()
+
+
+async def test_a_poison_message_is_dead_lettered_after_the_delivery_limit(
+    fresh_namespace: Callable[..., Settings],
+) -> None:
+    settings = fresh_namespace(delivery_limit=2)
+    names = Names(settings.namespace)
+    connection = await connect(settings, name="test")
+    try:
+        await ensure_topology(settings, connection)
+        await declare_tenant_queue(connection, names, "acme")
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                b'{"poison": true}',
+                message_id="poison-1",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=names.tenant_queue("acme"),
+        )
+        queue = await channel.declare_queue(
+            names.tenant_queue("acme"),
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
+        )
+        # A consumer that crashes on it every time: delivered limit + 1 times, then gone.
+        deliveries = 0
+        async with queue.iterator() as messages:
+            async for message in messages:
+                deliveries += 1
+                await message.nack(requeue=True)
+                if deliveries == 3:
+                    break
+        dlq = await channel.declare_queue(names.dlq("failed"), passive=True)
+        letter = await dlq.get(timeout=10)
+        assert letter.message_id == "poison-1"
+        assert json.loads(letter.body) == {"poison": True}
+        assert (letter.headers or {}).get("x-first-death-reason") in (
+            "delivery_limit",
+            b"delivery_limit",
+        )
+        await letter.ack()
+    finally:
+        await connection.close()
