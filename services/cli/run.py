@@ -95,11 +95,17 @@ def workers(
 @burst_option
 @pass_app
 def all_(app: AppContext, burst: bool) -> None:
-    """Ingest, router and the worker supervisor, each as its own process."""
+    """Ingest, router and the worker supervisor, each as its own process. With --burst, each
+    stage drains in turn (ingest, then router, then workers) and the command exits."""
     app.settings  # fail on bad settings before starting anything  # noqa: B018
-    flag = ["--burst"] if burst else []
-    children = [Child(name, ["run", name, *flag]) for name in ("ingest", "router", "workers")]
-    _supervise(app, children, burst)
+    stages = ("ingest", "router", "workers")
+    if burst:
+        # Draining is ordered: a stage that finds its queue empty before the stage upstream has
+        # handed everything on would leave reports behind.
+        for name in stages:
+            _supervise(app, [Child(name, ["run", name, "--burst"])], burst=True)
+        return
+    _supervise(app, [Child(name, ["run", name]) for name in stages], burst=False)
 
 
 def _supervise(app: AppContext, children: list[Child], burst: bool) -> None:

@@ -4,7 +4,9 @@ message_id, properties and body. Dead letters are published here, in one place."
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,6 +130,37 @@ async def settle(message: AbstractIncomingMessage, *, requeue: bool | None = Non
         log.warning("amqp.settle_failed", message_id=message.message_id, error=str(exc))
         return False
     return True
+
+
+def never_raises(
+    stage: str,
+) -> Callable[
+    [Callable[[Any, AbstractIncomingMessage], Awaitable[None]]],
+    Callable[[Any, AbstractIncomingMessage], Awaitable[None]],
+]:
+    """For consumer callbacks: an unexpected error is logged with the message's identity and the
+    message handed back to its queue (its delivery limit ends a poison loop), never left
+    unacknowledged with the error swallowed by the client library."""
+
+    def wrap(
+        handler: Callable[[Any, AbstractIncomingMessage], Awaitable[None]],
+    ) -> Callable[[Any, AbstractIncomingMessage], Awaitable[None]]:
+        @functools.wraps(handler)
+        async def guarded(self: Any, message: AbstractIncomingMessage) -> None:
+            try:
+                await handler(self, message)
+            except Exception:
+                log.exception(
+                    f"{stage}.unexpected_error",
+                    message_id=message.message_id,
+                    host_id=wire.header_text((message.headers or {}).get(wire.HOST_ID)),
+                    stage=stage,
+                )
+                await settle(message, requeue=True)
+
+        return guarded
+
+    return wrap
 
 
 def now_ms() -> int:

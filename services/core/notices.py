@@ -21,6 +21,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.exceptions.OperatorInterventionError,
 )
+# What PostgreSQL answers a new connection while it cannot take one: the database is closed to
+# connections or being shut down, the login was refused. An outage, for whoever is waiting.
+CONNECT_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.ObjectNotInPrerequisiteStateError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+)
 PROBE_INTERVAL_S = 5.0
 
 

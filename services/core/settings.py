@@ -50,9 +50,11 @@ class Settings(BaseSettings):
     connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     # The routing seam keeps at most this many tenant engines open, closing the least recently
     # used and any idle longer than `engine_idle_s`.
-    max_tenant_engines: Annotated[int, Field(ge=1, le=100_000)] = 64
+    max_tenant_engines: Annotated[int, Field(ge=1, le=100_000)] = 32
     engine_idle_s: Annotated[float, Field(gt=0)] = 300.0
-    tenant_pool_size: Annotated[int, Field(ge=1, le=100)] = 2
+    # A tenant consumer commits one batch at a time, so one connection per tenant is enough:
+    # a worker process holds at most max_tenant_engines * tenant_pool_size connections.
+    tenant_pool_size: Annotated[int, Field(ge=1, le=100)] = 1
 
     # -- the broker ------------------------------------------------------------------------------
     # The management HTTP API (policies, status). None means: the AMQP host on port 15672 with the

@@ -10,7 +10,15 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import wire
-from services.core.amqp import DeadLetters, Unroutable, forward, now_ms, publish, settle
+from services.core.amqp import (
+    DeadLetters,
+    Unroutable,
+    forward,
+    never_raises,
+    now_ms,
+    publish,
+    settle,
+)
 from services.core.names import Names
 from services.core.runtime import InFlight
 from services.ingest.handlers import Accepted, Delivery, Limits, Verifier, validate
@@ -34,6 +42,7 @@ class IngestConsumer:
         self._dead = dead_letters
         self.in_flight = InFlight()
 
+    @never_raises("ingest")
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         with self.in_flight:
             delivery = Delivery(

@@ -11,7 +11,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import wire
-from services.core.amqp import DeadLetters, Unroutable, forward, publish, settle
+from services.core.amqp import DeadLetters, Unroutable, forward, never_raises, publish, settle
 from services.core.errors import DatabaseUnavailable
 from services.core.names import Names
 from services.core.outcomes import Reason
@@ -42,6 +42,7 @@ class RouterConsumer:
         self.in_flight = InFlight()
         self.routed = 0
 
+    @never_raises("router")
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         with self.in_flight:
             raw = wire.header_text((message.headers or {}).get(wire.HOST_ID))

@@ -15,7 +15,7 @@ import structlog
 
 from services.core.errors import DatabaseUnavailable
 from services.core.names import Names
-from services.core.notices import CONNECTION_ERRORS, NoticeListener
+from services.core.notices import CONNECT_REFUSALS, CONNECTION_ERRORS, NoticeListener
 from services.core.settings import Settings
 from services.router.handlers import HostBinding, TenantState
 
@@ -135,9 +135,9 @@ class RouterDirectory:
         log.info("router.cache_cleared", why=why)
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        try:
-            async with self._pool_lock:  # concurrent first lookups must not open two pools
-                if self._pool is None:
+        async with self._pool_lock:  # concurrent first lookups must not open two pools
+            if self._pool is None:
+                try:
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
                         min_size=1,
@@ -145,8 +145,15 @@ class RouterDirectory:
                         timeout=self._timeout_s,
                         server_settings={"application_name": "siloflow router"},
                     )
+                except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                    # Any refusal to connect (down, closed to connections, restarting) is an
+                    # outage to wait out, never a verdict on the report.
+                    raise DatabaseUnavailable(
+                        "the registry", str(exc) or type(exc).__name__
+                    ) from exc
+        try:
             return await self._pool.fetchrow(sql, *args, timeout=self._timeout_s)
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, *CONNECT_REFUSALS) as exc:
             raise DatabaseUnavailable("the registry", str(exc) or type(exc).__name__) from exc
 
     # -- notices ---------------------------------------------------------------------------------

@@ -122,6 +122,16 @@ class TenantConsumer:
                 continue
             try:
                 await self._settle_batch(batch)
+            except Exception:
+                # A bug, not a verdict on the reports: hand them back (the delivery limit ends a
+                # loop) and keep this tenant's batch loop alive.
+                log.exception(
+                    "worker.unexpected_error",
+                    tenant=self.tenant.slug,
+                    message_ids=[m.message_id for m in batch],
+                )
+                for message in batch:
+                    await settle(message, requeue=True)
             finally:
                 for _ in batch:
                     self.in_flight.__exit__()

@@ -327,3 +327,32 @@ async def test_workers_follow_tenants_created_suspended_and_deleted(env: Env) ->
     finally:
         stop.set()
         await workers
+
+
+async def test_the_router_holds_reports_while_the_registry_is_down(env: Env) -> None:
+    host = await bound_host(env, env.a)
+    held = report("heartbeat", host)
+    await publish(env.settings, [held])
+    await ingest_app.run(env.settings, burst=True)
+    registry = env.settings.registry_database
+    await admin(f'alter database "{registry}" allow_connections false')
+    await admin(
+        f"select pg_terminate_backend(pid) from pg_stat_activity where datname = '{registry}'"
+    )
+    stop = asyncio.Event()
+    router = asyncio.create_task(router_app.run(env.settings, stop=stop))
+    try:
+        await asyncio.sleep(1.5)  # the router retries against a registry that refuses it
+        unrouted = {d["message_id"] for d in await dead_letters(env.settings, "unrouted")}
+        assert held.message_id not in unrouted, "a registry outage dead-lettered a report"
+        await admin(f'alter database "{registry}" allow_connections true')
+
+        async def routed() -> bool:
+            await workers_app.run(env.settings, tenants={env.a.slug}, burst=True)
+            return uuid.UUID(held.message_id) in await committed_ids(env.a.db_name)
+
+        await eventually(routed, "the held report is routed once the registry is back")
+    finally:
+        await admin(f'alter database "{registry}" allow_connections true')
+        stop.set()
+        await router
