@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
 from schemas.reports import REPORT_MODELS
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -17,6 +18,13 @@ JSON_DIR = Path(__file__).parent / "json"
 def documents() -> dict[str, str]:
     """File name -> JSON text, for every exported message."""
     models: dict[str, type[BaseModel]] = {f"{kind}.v1": m for kind, m in REPORT_MODELS.items()}
+    models.update(
+        {
+            "register.v1": RegisterRequest,
+            "register-accepted.v1": RegisterAccepted,
+            "register-rejected.v1": RegisterRejected,
+        }
+    )
     out = {}
     for name, model in models.items():
         schema = model.model_json_schema(by_alias=True)

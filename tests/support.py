@@ -4,6 +4,7 @@ PostgreSQL server, and their removal."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 from typing import Any
@@ -62,6 +63,7 @@ def settings_for(namespace: str, **overrides: Any) -> Settings:
         "management_url": MANAGEMENT,
         "connect_timeout_s": 3,
         "batch_wait_s": 0.01,
+        "host_key_secrets": "1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "retry_max_s": 1.0,
     }
     values.update(overrides)
@@ -76,6 +78,9 @@ def env_for(settings: Settings) -> dict[str, str]:
         SILOFLOW_REGISTRY_DSN=settings.registry_url,
         SILOFLOW_AMQP_URL=settings.amqp_url,
         SILOFLOW_MANAGEMENT_URL=settings.management_api,
+        SILOFLOW_HOST_KEY_SECRETS=settings.host_key_secrets.get_secret_value()
+        if settings.host_key_secrets
+        else "",
         SILOFLOW_MULTITENANT=str(settings.multitenant).lower(),
         SILOFLOW_LOG_FORMAT="json",
     )

@@ -16,8 +16,9 @@ from typing import Any
 import aio_pika
 from rich.progress import Progress
 
-from services.agent.client import AgentPublisher, build_report
+from services.agent.client import AgentPublisher, Identity, build_report
 from services.core import hosts as host_bindings
+from services.core.hostkeys import Keyring, load_keyring
 from services.core.settings import Settings
 
 # Host ids derive from the tenant and an index, so a second run reuses the same fleet.
@@ -34,6 +35,11 @@ class Outcome:
 
 def host_id(slug: str, index: int) -> uuid.UUID:
     return uuid.uuid5(_FLEET, f"{slug}/{index}")
+
+
+def identity(keyring: Keyring, host: uuid.UUID) -> Identity:
+    """A bound host's identity, as `siloflow host bind` hands it out."""
+    return Identity(host, keyring.host_key(host), keyring.current)
 
 
 def _debian_packages() -> dict[str, Any]:
@@ -113,6 +119,7 @@ async def simulate(
     progress: bool = True,
 ) -> Outcome:
     rng = random.Random(seed)
+    keyring = load_keyring(settings)
     packages = _debian_packages()
     kinds = [kind for kind, _ in MIX]
     weights = [weight for _, weight in MIX]
@@ -138,17 +145,37 @@ async def simulate(
                     if delay > 0:
                         await asyncio.sleep(delay)
         if misbehave:
-            await _misbehave(agent, rng, outcome)
+            await _misbehave(agent, keyring, fleet[0], rng, outcome)
     return outcome
 
 
-async def _misbehave(agent: AgentPublisher, rng: random.Random, outcome: Outcome) -> None:
-    """An unbound host, a malformed body, a report breaking the schema: each is dead-lettered."""
+async def _misbehave(
+    agent: AgentPublisher,
+    keyring: Keyring,
+    victim: tuple[str, int],
+    rng: random.Random,
+    outcome: Outcome,
+) -> None:
+    """An unbound host, a forged signature, a malformed body, a report breaking the schema:
+    each is dead-lettered with its reason, none reaches a silo."""
+    stray_host = uuid.UUID(int=rng.getrandbits(128))
     stray = build_report(
-        "heartbeat", uuid.UUID(int=rng.getrandbits(128)), data_for("heartbeat", rng, 0, {})
+        "heartbeat",
+        stray_host,
+        data_for("heartbeat", rng, 0, {}),
+        identity=identity(keyring, stray_host),
     )
     await agent.publish(stray)
     outcome.misbehaving.append("an unbound host's heartbeat -> dlq.unrouted (no-tenant-binding)")
+    # Someone who knows a real host's id but not its key.
+    target = host_id(*victim)
+    forger = Identity(target, rng.getrandbits(256).to_bytes(32, "big"), keyring.current)
+    await agent.publish(
+        build_report("heartbeat", target, data_for("heartbeat", rng, 0, {}), identity=forger)
+    )
+    outcome.misbehaving.append(
+        f"a forged heartbeat for {victim[0]}'s host -> dlq.invalid (bad-signature)"
+    )
     host = str(uuid.UUID(int=rng.getrandbits(128)))
     await agent.publish_raw(
         "report.heartbeat",
@@ -160,6 +187,11 @@ async def _misbehave(agent: AgentPublisher, rng: random.Random, outcome: Outcome
         ),
     )
     outcome.misbehaving.append("a body that is not JSON -> dlq.invalid (not-json)")
-    wrong = build_report("heartbeat", uuid.UUID(host), {"status": "fine"})
+    wrong = build_report(
+        "heartbeat",
+        uuid.UUID(host),
+        {"status": "fine"},
+        identity=identity(keyring, uuid.UUID(host)),
+    )
     await agent.publish(wrong)
     outcome.misbehaving.append("a heartbeat missing its fields -> dlq.invalid (schema-violation)")

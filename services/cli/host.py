@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core import hosts
+from services.core.errors import SettingsError
+from services.core.hostkeys import load_keyring
 
 
 @click.group()
@@ -20,10 +23,38 @@ def host() -> None:
 @click.option("--tenant", "slug", required=True, help="The tenant the host belongs to.")
 @click.option("--move", is_flag=True, help="Move a host bound to another tenant.")
 @pass_app
-def bind(app: AppContext, host_id: uuid.UUID, slug: str, move: bool) -> None:
-    """Bind HOST_ID (a UUID) to a tenant."""
+@json_option
+def bind(app: AppContext, host_id: uuid.UUID, slug: str, move: bool, as_json: bool) -> None:
+    """Bind HOST_ID (a UUID) to a tenant, and print the key the host signs its reports with
+    (what enrollment hands an agent; give it to the host over a channel you trust)."""
     outcome = run(hosts.bind(app.settings, host_id, slug, move=move))
+    try:
+        keyring = load_keyring(app.settings)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    key = base64.b64encode(keyring.host_key(host_id)).decode()
+    if as_json:
+        print_json(
+            {
+                "host_id": str(host_id),
+                "tenant": slug,
+                "outcome": outcome,
+                "host_key": key,
+                "key_version": keyring.current,
+            }
+        )
+        return
     click.echo(f"host {host_id} {outcome} (tenant {slug})")
+    click.echo(f"host key (version {keyring.current}): {key}")
+
+
+@host.command("revoke")
+@click.argument("host_id", type=click.UUID)
+@pass_app
+def revoke(app: AppContext, host_id: uuid.UUID) -> None:
+    """Revoke a host: its reports are dead-lettered as host-revoked from now on."""
+    run(hosts.revoke(app.settings, host_id))
+    click.echo(f"host {host_id} revoked")
 
 
 @host.command("unbind")

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from services.cli.agent import agent
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.cli.host import host
 from services.cli.placement import placement
 from services.cli.run import run_group
 from services.cli.simulate import simulate
 from services.cli.tenant import tenant
+from services.cli.token import token
 from services.cli.topology import topology
 from services.core import migrate as migrate_mod
 from services.core.bootstrap import bootstrap as bootstrap_op
@@ -118,6 +120,8 @@ cli.add_command(host)
 cli.add_command(run_group)
 cli.add_command(topology)
 cli.add_command(simulate)
+cli.add_command(token)
+cli.add_command(agent)
 
 
 def main() -> None:

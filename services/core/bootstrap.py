@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from services.core.db import asyncpg_url, one_connection, provisioner_url, server_of
 from services.core.errors import InvalidArgument, ProvisioningError, SiloflowError
+from services.core.hostkeys import ensure_keyring
 from services.core.names import Names
 from services.core.pgadmin import database_exists, ensure_database, ident, is_superuser, literal
 from services.core.settings import Settings
@@ -25,6 +26,7 @@ class BootstrapReport:
     databases: list[str]
     created: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    host_key_file: str | None = None
 
 
 def _same_server(a: str, b: str) -> bool:
@@ -81,6 +83,10 @@ async def bootstrap(settings: Settings, admin_dsn: str) -> BootstrapReport:
             await ensure_database(conn, database, owner=role)
             await conn.execute(text(f"alter database {ident(database)} owner to {ident(role)}"))
             (report.kept if existed else report.created).append(f"database {database}")
+    if settings.host_key_secrets is None:
+        report.host_key_file = str(settings.host_key_file)
+        made = ensure_keyring(settings)
+        (report.created if made else report.kept).append(f"host key file {settings.host_key_file}")
     return report
 
 
@@ -127,4 +133,7 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
                 removed.append(f"role {owner}")
             await conn.execute(text(f"drop role {ident(role)}"))
             removed.append(f"role {role}")
+    if settings.host_key_secrets is None and settings.host_key_file.exists():
+        settings.host_key_file.unlink()
+        removed.append(f"host key file {settings.host_key_file}")
     return removed

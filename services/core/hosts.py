@@ -52,6 +52,17 @@ async def bind(settings: Settings, host_id: uuid.UUID, slug: str, *, move: bool)
     return outcome
 
 
+async def revoke(settings: Settings, host_id: uuid.UUID) -> None:
+    async with registry_connection(settings) as conn:
+        if not await registry.revoke_host(conn, host_id):
+            binding = await registry.get_binding(conn, host_id)
+            if binding is None:
+                raise InvalidArgument(f"host {host_id} is not bound to any tenant")
+            raise InvalidArgument(f"host {host_id} is revoked already")
+        await conn.commit()
+    log.warning("host.revoked", host_id=str(host_id))
+
+
 async def unbind(settings: Settings, host_id: uuid.UUID) -> None:
     async with registry_connection(settings) as conn:
         if not await registry.unbind_host(conn, host_id):

@@ -108,6 +108,11 @@ class Names:
         return f"{self.namespace}.intake"
 
     @property
+    def register_queue(self) -> str:
+        """Registration requests (routing key `register`), answered by direct reply-to."""
+        return f"{self.namespace}.register"
+
+    @property
     def router_queue(self) -> str:
         return f"{self.namespace}.router"
 

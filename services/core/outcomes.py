@@ -28,6 +28,7 @@ class Reason(StrEnum):
     SENT_AT_IN_FUTURE = "sent-at-in-future"
     SENT_AT_TOO_OLD = "sent-at-too-old"
     BAD_SIGNATURE = "bad-signature"
+    BAD_REGISTRATION = "bad-registration"  # a registration request that cannot even be answered
     # -- dlq.unrouted: no tenant could take it ----------------------------------------------------
     NO_TENANT_BINDING = "no-tenant-binding"
     HOST_REVOKED = "host-revoked"

@@ -135,6 +135,11 @@ async def get_tenant(conn: AsyncConnection, slug: str) -> TenantRecord | None:
     return None if row is None else _record(row)
 
 
+async def get_tenant_by_id(conn: AsyncConnection, tenant_id: uuid.UUID) -> TenantRecord | None:
+    row = (await conn.execute(_tenant_query().where(tenants.c.id == tenant_id))).first()
+    return None if row is None else _record(row)
+
+
 async def list_tenants(
     conn: AsyncConnection, *, statuses: tuple[str, ...] = ()
 ) -> list[TenantRecord]:
@@ -249,6 +254,17 @@ async def move_host(conn: AsyncConnection, host_id: uuid.UUID, tenant_id: uuid.U
         .where(host_tenant.c.host_id == host_id)
         .values(tenant_id=tenant_id, bound_at=func.now(), revoked_at=None)
     )
+
+
+async def revoke_host(conn: AsyncConnection, host_id: uuid.UUID) -> bool:
+    """Mark a binding revoked (kept, so the router can say `host-revoked`)."""
+    result = await conn.execute(
+        update(host_tenant)
+        .where(host_tenant.c.host_id == host_id, host_tenant.c.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(host_tenant.c.host_id)
+    )
+    return result.first() is not None
 
 
 async def unbind_host(conn: AsyncConnection, host_id: uuid.UUID) -> bool:

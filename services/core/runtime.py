@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -85,24 +86,34 @@ async def wait_drained(
             idle_checks = 0
 
 
+@dataclass(frozen=True)
+class Consumption:
+    """One queue a service consumes, and how."""
+
+    spec: QueueSpec
+    callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
+    in_flight: InFlight
+
+
 async def consume_until_stopped(
     channel: AbstractChannel,
-    spec: QueueSpec,
-    callback: Callable[[AbstractIncomingMessage], Awaitable[None]],
-    in_flight: InFlight,
+    consumptions: list[Consumption],
     *,
     stop: asyncio.Event,
     burst: bool,
     drain_timeout_s: float = 30.0,
 ) -> None:
-    """Consume one queue until `stop` is set (or, in burst mode, until it is drained), then
+    """Consume the queues until `stop` is set (or, in burst mode, until they are drained), then
     stop intake and wait for the messages in hand to finish."""
-    queue_name = spec.name
-    queue = await consumable(channel, spec)
-    tag = await queue.consume(callback)
+    tags = []
+    for consumption in consumptions:
+        queue = await consumable(channel, consumption.spec)
+        tags.append((queue, await queue.consume(consumption.callback)))
+    names = [c.spec.name for c in consumptions]
+    counters = [c.in_flight for c in consumptions]
     try:
         if burst:
-            drained = asyncio.create_task(wait_drained(channel, [queue_name], in_flight))
+            drained = asyncio.create_task(wait_drained(channel, names, counters))
             stopped = asyncio.create_task(stop.wait())
             done, pending = await asyncio.wait(
                 {drained, stopped}, return_when=asyncio.FIRST_COMPLETED
@@ -114,7 +125,9 @@ async def consume_until_stopped(
         else:
             await stop.wait()
     finally:
-        if not channel.is_closed:
-            await queue.cancel(tag)
-        if not await in_flight.wait_idle(drain_timeout_s):
-            log.warning("shutdown.in_flight_abandoned", queue=queue_name, count=in_flight.count)
+        for queue, tag in tags:
+            if not channel.is_closed:
+                await queue.cancel(tag)
+        for name, counter in zip(names, counters, strict=True):
+            if not await counter.wait_idle(drain_timeout_s):
+                log.warning("shutdown.in_flight_abandoned", queue=name, count=counter.count)

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     # Worker processes of `siloflow run workers` (0: one per CPU).
     worker_processes: Annotated[int, Field(ge=0, le=1024)] = 0
 
+    # -- host identity ---------------------------------------------------------------------------
+    # The server secrets host keys derive from: `1:<base64>,2:<base64>` (e.g. from a Kubernetes
+    # Secret). None means: the file `<state_dir>/<namespace>/host-keys.json` that bootstrap
+    # writes (0600). Either way never in a database a tenant can reach.
+    host_key_secrets: SecretStr | None = None
+    state_dir: Path = Path.home() / ".local" / "state" / "siloflow"
+    # Reports without a valid signature are dead-lettered (bad-signature).
+    require_signatures: bool = True
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -150,6 +159,10 @@ class Settings(BaseSettings):
         user = amqp.username or "guest"
         password = amqp.password or "guest"
         return f"http://{user}:{password}@{amqp.hostname}:15672"
+
+    @property
+    def host_key_file(self) -> Path:
+        return self.state_dir / self.namespace / "host-keys.json"
 
     @property
     def vhost(self) -> str:

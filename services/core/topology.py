@@ -19,7 +19,7 @@ from services.core.errors import SiloflowError, Transient
 from services.core.management import Management
 from services.core.names import DLQS, Names
 from services.core.settings import Settings
-from services.core.wire import REPORT_BINDING
+from services.core.wire import REGISTER_KEY, REPORT_BINDING
 
 log = structlog.get_logger(__name__)
 
@@ -79,9 +79,13 @@ def router_inbox(names: Names) -> QueueSpec:
     return QueueSpec(names.router_queue, QUORUM)
 
 
+def register_inbox(names: Names) -> QueueSpec:
+    return QueueSpec(names.register_queue, QUORUM, ((names.agents_exchange, REGISTER_KEY),))
+
+
 def queues(names: Names) -> list[QueueSpec]:
     """The queues that exist whatever the tenants: intake, router inbox, dead letters."""
-    result = [intake(names), router_inbox(names)]
+    result = [intake(names), register_inbox(names), router_inbox(names)]
     # Dead-letter queues have no delivery limit and no policy: looking at them never destroys.
     result += [QueueSpec(names.dlq(d), QUORUM, ((names.dead_exchange, d),)) for d in DLQS]
     return result
@@ -107,6 +111,7 @@ def policies(names: Names, settings: Settings) -> list[PolicySpec]:
 
     return [
         PolicySpec(names.policy("intake"), rf"^{ns}\.intake$", limited("invalid")),
+        PolicySpec(names.policy("register"), rf"^{ns}\.register$", limited("invalid")),
         PolicySpec(names.policy("router"), rf"^{ns}\.router$", limited("unrouted")),
         PolicySpec(names.policy("tenants"), rf"^{ns}\.tenant\.", limited("failed")),
     ]

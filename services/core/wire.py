@@ -9,6 +9,9 @@ from typing import Any
 REPORT_PREFIX = "report."
 REPORT_BINDING = "report.#"
 CONTENT_TYPE = "application/json"
+# Registration requests; answered through RabbitMQ's direct reply-to pseudo-queue.
+REGISTER_KEY = "register"
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 # Headers an agent sets.
 HOST_ID = "host_id"

@@ -1,23 +1,43 @@
-"""The ingest service's lifespan: connect, declare the topology, consume the intake queue, and on
-SIGTERM (or, with --burst, once drained) stop intake, finish what is in hand, close."""
+"""The ingest service's lifespan: the intake queue (reports: validate and authenticate) and the
+register queue (enrollment), until SIGTERM or, with --burst, until both are drained; then stop
+intake, finish what is in hand, close."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import structlog
 
+from services.core import wire
 from services.core.amqp import DeadLetters, publishing_channel
+from services.core.credentials import StaticCredentials
+from services.core.db import registry_engine
+from services.core.hostkeys import Keyring, load_keyring
 from services.core.names import Names
 from services.core.outcomes import Stage
-from services.core.runtime import consume_until_stopped, stop_on_signals
+from services.core.runtime import Consumption, consume_until_stopped, stop_on_signals
 from services.core.settings import Settings
-from services.core.topology import connect, ensure_topology, intake
+from services.core.tenancy import RegistryDirectory, TenantDatabases
+from services.core.topology import connect, ensure_topology, intake, register_inbox
 from services.ingest.consumer import IngestConsumer
-from services.ingest.handlers import AcceptUnsigned, Limits, Verifier
+from services.ingest.handlers import AcceptUnsigned, Delivery, Limits, Verifier
+from services.ingest.registrar import RegistrationConsumer
+from services.ingest.registration import Registrar
 
 log = structlog.get_logger(__name__)
+
+
+class SignatureVerifier:
+    """Checks the `signature` header against the host key derived from the server secret."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self._keyring = keyring
+
+    def verify(self, delivery: Delivery, host_id: uuid.UUID) -> str | None:
+        signature = wire.header_text(delivery.headers.get(wire.SIGNATURE))
+        return self._keyring.verify(signature, delivery.message_id or "", host_id, delivery.body)
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -38,28 +58,45 @@ async def run(
     names = Names(settings.namespace)
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    keyring = load_keyring(settings)  # fails at start-up, by name, when there is none
+    if verifier is None:
+        verifier = SignatureVerifier(keyring) if settings.require_signatures else AcceptUnsigned()
+    engine = registry_engine(settings)
+    databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
     connection = await connect(settings, name="ingest")
     try:
         await ensure_topology(settings, connection)
         publish_channel = await publishing_channel(connection)
         consume_channel = await connection.channel()
         await consume_channel.set_qos(prefetch_count=settings.prefetch)
-        consumer = IngestConsumer(
+        dead = DeadLetters(publish_channel, names, Stage.INGEST)
+        reports = IngestConsumer(publish_channel, names, limits_from(settings), verifier, dead)
+        registrations = RegistrationConsumer(
             publish_channel,
-            names,
-            limits_from(settings),
-            verifier or AcceptUnsigned(),
-            DeadLetters(publish_channel, names, Stage.INGEST),
+            Registrar(engine, databases, keyring),
+            dead,
+            stop=stop,
+            retry_max_s=settings.retry_max_s,
         )
-        log.info("ingest.started", queue=names.intake_queue, burst=burst)
+        log.info(
+            "ingest.started",
+            queues=[names.intake_queue, names.register_queue],
+            burst=burst,
+            signatures=settings.require_signatures,
+        )
         await consume_until_stopped(
             consume_channel,
-            intake(names),
-            consumer.on_message,
-            consumer.in_flight,
+            [
+                Consumption(intake(names), reports.on_message, reports.in_flight),
+                Consumption(
+                    register_inbox(names), registrations.on_message, registrations.in_flight
+                ),
+            ],
             stop=stop,
             burst=burst,
         )
     finally:
         await connection.close()
+        await databases.close()
+        await engine.dispose()
     log.info("ingest.stopped")

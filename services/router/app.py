@@ -10,7 +10,7 @@ import structlog
 from services.core.amqp import DeadLetters, publishing_channel
 from services.core.names import Names
 from services.core.outcomes import Stage
-from services.core.runtime import consume_until_stopped, stop_on_signals
+from services.core.runtime import Consumption, consume_until_stopped, stop_on_signals
 from services.core.settings import Settings
 from services.core.topology import connect, ensure_topology, router_inbox
 from services.router.consumer import RouterConsumer
@@ -45,9 +45,7 @@ async def run(
         log.info("router.started", queue=names.router_queue, burst=burst)
         await consume_until_stopped(
             consume_channel,
-            router_inbox(names),
-            consumer.on_message,
-            consumer.in_flight,
+            [Consumption(router_inbox(names), consumer.on_message, consumer.in_flight)],
             stop=stop,
             burst=burst,
         )

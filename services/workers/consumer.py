@@ -10,12 +10,11 @@ import asyncio
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from sqlalchemy.exc import DBAPIError
 
 from services.core.amqp import DeadLetters, settle
-from services.core.errors import DatabaseUnavailable, ResolutionError
+from services.core.errors import DatabaseUnavailable
+from services.core.failures import classify
 from services.core.names import Names
-from services.core.notices import CONNECTION_ERRORS
 from services.core.outcomes import Reason
 from services.core.registry import TenantRecord
 from services.core.runtime import InFlight
@@ -30,29 +29,6 @@ log = structlog.get_logger(__name__)
 # A report that fails alone for a reason that is neither a connection problem nor bad data gets
 # this many tries before it is dead-lettered, so a poison report cannot hold a tenant forever.
 SINGLE_REPORT_TRIES = 3
-
-
-def _root(exc: BaseException) -> BaseException:
-    """The driver's own error under SQLAlchemy's wrappers (or the error itself)."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return exc.orig.__cause__ or exc.orig
-    return exc
-
-
-def classify(exc: BaseException) -> str:
-    """`transient` (wait and retry), `rejected` (this data can never commit) or `unknown`."""
-    root = _root(exc)
-    if isinstance(exc, DatabaseUnavailable | ResolutionError) or isinstance(
-        root, CONNECTION_ERRORS
-    ):
-        return "transient"
-    if isinstance(root, asyncpg.exceptions.SerializationError | asyncpg.DeadlockDetectedError):
-        return "transient"
-    if isinstance(root, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
-        return "rejected"
-    if isinstance(root, KeyError | TypeError | ValueError):
-        return "rejected"
-    return "unknown"
 
 
 class TenantConsumer:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from services.agent.client import AgentPublisher
 from services.core.settings import Settings
-from tests.integration.pipeline import committed_ids
+from tests.integration.pipeline import committed_ids, signed
 from tests.reports import report
 
 Siloflow = Callable[..., subprocess.CompletedProcess[str]]
@@ -34,7 +34,7 @@ def test_run_all_burst_drains_into_each_tenant(siloflow: Siloflow, e2e_settings:
         async with AgentPublisher(e2e_settings.amqp_url, e2e_settings.namespace) as publisher:
             for reports in sent.values():
                 for r in reports:
-                    await publisher.publish(r)
+                    await publisher.publish(signed(e2e_settings, r))
 
     asyncio.run(agent())
     result = siloflow("run", "all", "--burst")

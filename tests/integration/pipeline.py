@@ -8,11 +8,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
 import asyncpg
 import httpx
 
-from services.agent.client import AgentPublisher, OutgoingReport
-from services.core import hosts
+from services.agent.client import AgentPublisher, Identity, OutgoingReport
+from services.core import hosts, wire
+from services.core.hostkeys import load_keyring, sign
 from services.core.names import Names
 from services.core.registry import TenantRecord
 from services.core.settings import Settings
@@ -43,10 +45,36 @@ async def bound_host(env: Env, tenant: TenantRecord) -> uuid.UUID:
     return host
 
 
+def identity_of(settings: Settings, host: uuid.UUID) -> Identity:
+    """A hand-bound host's identity, as `siloflow host bind` prints it."""
+    keyring = load_keyring(settings)
+    return Identity(host, keyring.host_key(host), keyring.current)
+
+
+def signed(settings: Settings, report: OutgoingReport) -> OutgoingReport:
+    """The report signed by its host (the host_id header names it), unless signed already."""
+    if wire.SIGNATURE in report.headers:
+        return report
+    return report.signed(identity_of(settings, uuid.UUID(report.headers[wire.HOST_ID])))
+
+
+def sign_raw(settings: Settings, message: aio_pika.Message) -> aio_pika.Message:
+    """Sign an arbitrary message as the host its host_id header names would."""
+    headers = message.headers or {}
+    host = uuid.UUID(str(headers[wire.HOST_ID]))
+    keyring = load_keyring(settings)
+    headers[wire.SIGNATURE] = sign(
+        keyring.host_key(host), keyring.current, message.message_id or "", str(host), message.body
+    )
+    message.headers = headers
+    return message
+
+
 async def publish(settings: Settings, reports: Iterable[OutgoingReport]) -> None:
+    """Publish as the reports' hosts would: signed with their keys."""
     async with AgentPublisher(settings.amqp_url, settings.namespace) as agent:
         for r in reports:
-            await agent.publish(r)
+            await agent.publish(signed(settings, r))
 
 
 async def drain(settings: Settings, tenants: set[str] | None = None) -> None:

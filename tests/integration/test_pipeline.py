@@ -19,6 +19,7 @@ from tests.integration.pipeline import (
     drain,
     fetch,
     publish,
+    sign_raw,
 )
 from tests.reports import DEBIAN_PACKAGES, compliance, packages, report
 from tests.support import invoke_cli
@@ -174,6 +175,8 @@ async def test_malformed_reports_are_dead_lettered_invalid_with_their_reason(env
         for case, (key, message, _) in cases.items():
             assert message.headers is not None
             message.headers["x-test-case"] = case
+            if "host_id" in message.headers and message.message_id:
+                sign_raw(env.settings, message)  # authentic: only the defect differs
             await agent.publish_raw(key, message)
     await drain(env.settings, env.slugs)
 

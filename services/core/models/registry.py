@@ -98,3 +98,28 @@ enrollment_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("uses_left between 0 and uses_total", name="registry_tokens_uses_in_range"),
 )
+
+# Which registration request created which host: a retried request (same message_id) gets the
+# same answer and spends no second token use.
+registrations = Table(
+    "registry_registrations",
+    metadata,
+    Column("message_id", Uuid, primary_key=True),
+    Column("host_id", Uuid, nullable=False, unique=True),
+    Column(
+        "tenant_id", Uuid, ForeignKey("registry_tenants.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column(
+        "token_id",
+        Uuid,
+        ForeignKey("registry_enrollment_tokens.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("key_version", Integer, nullable=False),
+    Column("hostname", Text, nullable=False),
+    Column("fqdn", Text, nullable=False),
+    Column("machine_id", Text, nullable=False),
+    Column("platform", Text, nullable=False),
+    Column("agent_version", Text, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -1,0 +1,50 @@
+"""Registration, protocol v1: an agent trades an enrollment token for a host id and a host key
+(request and reply over RabbitMQ's direct reply-to)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from schemas.common import Name, ShortText, WireModel
+
+# Codes a rejected registration carries.
+REJECTION_REASONS = (
+    "token-unknown",
+    "token-expired",
+    "token-exhausted",
+    "token-revoked",
+    "tenant-suspended",
+    "invalid",
+)
+
+
+class RegisterRequest(WireModel):
+    schema_: Literal["register/v1"] = Field(alias="schema")
+    enrollment_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    hostname: Name
+    fqdn: Name
+    machine_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    platform: Name
+    agent_version: ShortText
+
+
+class RegisterAccepted(WireModel):
+    status: Literal["accepted"] = "accepted"
+    host_id: uuid.UUID
+    host_key: str  # base64 of the host's 32-byte key: keep it secret, it signs every report
+    key_version: int
+
+
+class RegisterRejected(WireModel):
+    status: Literal["rejected"] = "rejected"
+    reason: Literal[
+        "token-unknown",
+        "token-expired",
+        "token-exhausted",
+        "token-revoked",
+        "tenant-suspended",
+        "invalid",
+    ]

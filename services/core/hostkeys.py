@@ -1,0 +1,159 @@
+"""Host keys and report signatures. A host's key is derived from a server secret and its id
+(HMAC-SHA256), so verifying a report needs no database round trip; the secret's version travels
+with every signature, so a new secret can sign new hosts' keys while old ones still verify.
+
+Signature header: `signature: v<version>:<base64 of HMAC-SHA256(host_key, message_id "\\n"
+host_id "\\n" body)>`, with message_id and host_id in their canonical lower-case text form and the
+body as the exact bytes published. docs/protocol.md has a worked example."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.core.errors import SettingsError
+from services.core.settings import Settings
+
+SECRET_BYTES = 32
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def signing_input(message_id: str, host_id: str, body: bytes) -> bytes:
+    return message_id.encode() + b"\n" + host_id.encode() + b"\n" + body
+
+
+def sign(host_key: bytes, version: int, message_id: str, host_id: str, body: bytes) -> str:
+    """The `signature` header value for a report."""
+    mac = hmac.new(host_key, signing_input(message_id, host_id, body), hashlib.sha256).digest()
+    return f"v{version}:{_b64(mac)}"
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The server secrets by version; the highest version keys newly registered hosts."""
+
+    secrets: dict[int, bytes]
+
+    def __post_init__(self) -> None:
+        if not self.secrets:
+            raise SettingsError("the host key secrets are empty: at least one version is needed")
+
+    @property
+    def current(self) -> int:
+        return max(self.secrets)
+
+    def host_key(self, host_id: uuid.UUID, version: int | None = None) -> bytes:
+        """The key of a host under a secret version (the current one by default)."""
+        secret = self.secrets[self.current if version is None else version]
+        return hmac.new(secret, str(host_id).encode(), hashlib.sha256).digest()
+
+    def verify(
+        self, signature: str | None, message_id: str, host_id: uuid.UUID, body: bytes
+    ) -> str | None:
+        """None if the signature is right (checked in constant time), else what is wrong."""
+        if not signature:
+            return "no signature header"
+        version_text, _, mac_text = signature.partition(":")
+        if not version_text.startswith("v") or not version_text[1:].isdigit() or not mac_text:
+            return "signature is not v<version>:<base64>"
+        version = int(version_text[1:])
+        if version not in self.secrets:
+            return f"signature key version {version} is unknown (retired or never issued)"
+        try:
+            given = base64.b64decode(mac_text, validate=True)
+        except ValueError:
+            return "signature is not valid base64"
+        expected = hmac.new(
+            self.host_key(host_id, version),
+            signing_input(message_id, str(host_id), body),
+            hashlib.sha256,
+        ).digest()
+        if not hmac.compare_digest(given, expected):
+            return "signature does not match the host's key"
+        return None
+
+    # -- storage ---------------------------------------------------------------------------------
+
+    def dumps(self) -> str:
+        return (
+            json.dumps(
+                {"versions": {str(v): _b64(s) for v, s in sorted(self.secrets.items())}}, indent=2
+            )
+            + "\n"
+        )
+
+    @classmethod
+    def loads(cls, text: str, *, source: str) -> Keyring:
+        try:
+            document = json.loads(text)
+            return cls(
+                {
+                    int(v): base64.b64decode(s, validate=True)
+                    for v, s in document["versions"].items()
+                }
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SettingsError(f"{source}: not a siloflow host key file ({exc})") from None
+
+    @classmethod
+    def parse_setting(cls, text: str) -> Keyring:
+        """`SILOFLOW_HOST_KEY_SECRETS`: `1:<base64>,2:<base64>`."""
+        try:
+            pairs = (item.split(":", 1) for item in text.split(",") if item.strip())
+            return cls({int(v): base64.b64decode(s, validate=True) for v, s in pairs})
+        except ValueError:
+            raise SettingsError(
+                "SILOFLOW_HOST_KEY_SECRETS: expected <version>:<base64>[,<version>:<base64>...]"
+            ) from None
+
+    @classmethod
+    def generate(cls) -> Keyring:
+        return cls({1: secrets.token_bytes(SECRET_BYTES)})
+
+    def rotated(self) -> Keyring:
+        """A keyring with a new current version (older versions still verify)."""
+        return Keyring({**self.secrets, self.current + 1: secrets.token_bytes(SECRET_BYTES)})
+
+
+def write_keyring(path: Path, keyring: Keyring) -> None:
+    """Write the key file readable by its owner only (created 0600, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(keyring.dumps())
+    os.replace(tmp, path)
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    """The keyring from `SILOFLOW_HOST_KEY_SECRETS`, else from the key file bootstrap wrote."""
+    if settings.host_key_secrets is not None:
+        return Keyring.parse_setting(settings.host_key_secrets.get_secret_value())
+    path = settings.host_key_file
+    if not path.is_file():
+        raise SettingsError(
+            f"no host key file at {path}: run `siloflow bootstrap` on this machine, copy the "
+            "file here, or set SILOFLOW_HOST_KEY_SECRETS"
+        )
+    if path.stat().st_mode & 0o077:
+        raise SettingsError(f"{path} is readable by others: chmod 600 it (it holds secrets)")
+    return Keyring.loads(path.read_text(), source=str(path))
+
+
+def ensure_keyring(settings: Settings) -> bool:
+    """Bootstrap's part: generate the key file unless secrets are configured or it exists.
+    Returns True when it was created."""
+    if settings.host_key_secrets is not None or settings.host_key_file.is_file():
+        return False
+    write_keyring(settings.host_key_file, Keyring.generate())
+    return True

@@ -1,0 +1,186 @@
+"""Enrollment tokens: issued by an operator for one tenant, shown once, stored only as a hash,
+spent atomically by registrations (one conditional UPDATE ... RETURNING, so two agents racing for
+the last use cannot both win)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core import registry
+from services.core.errors import InvalidArgument, TenantNotFound
+from services.core.models.registry import enrollment_tokens, tenants
+from services.core.settings import Settings
+from services.core.tenants import registry_connection
+
+# Recognisable in logs, secret scanners and pasted configs.
+TOKEN_PREFIX = "sfe_"
+TOKEN_BYTES = 32  # 256 bits of randomness
+MAX_TTL = timedelta(days=365)
+
+
+def hash_token(token: str) -> bytes:
+    """What is stored. The token has 256 bits of entropy, so one SHA-256 is enough to make the
+    stored value useless as a token (and a stored hash presented as a token hashes to another)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(
+        secrets.token_bytes(TOKEN_BYTES)
+    ).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: uuid.UUID
+    tenant: str
+    uses_total: int
+    uses_left: int
+    expires_at: datetime
+    revoked_at: datetime | None
+    note: str | None
+    created_at: datetime
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= datetime.now(UTC):
+            return "expired"
+        if self.uses_left == 0:
+            return "exhausted"
+        return "usable"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": str(self.id),
+            "tenant": self.tenant,
+            "state": self.state,
+            "uses_total": self.uses_total,
+            "uses_left": self.uses_left,
+            "expires_at": self.expires_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "note": self.note,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Issued:
+    token: str  # shown once, never stored
+    info: TokenInfo
+
+
+def _query() -> Select[Any]:
+    return select(
+        enrollment_tokens.c.id,
+        tenants.c.slug,
+        enrollment_tokens.c.uses_total,
+        enrollment_tokens.c.uses_left,
+        enrollment_tokens.c.expires_at,
+        enrollment_tokens.c.revoked_at,
+        enrollment_tokens.c.note,
+        enrollment_tokens.c.created_at,
+    ).join(tenants, tenants.c.id == enrollment_tokens.c.tenant_id)
+
+
+async def issue(
+    settings: Settings, slug: str, *, ttl: timedelta, uses: int, note: str | None
+) -> Issued:
+    if uses < 1:
+        raise InvalidArgument("--uses must be at least 1")
+    if ttl > MAX_TTL:
+        raise InvalidArgument(f"--ttl may be at most {MAX_TTL.days} days: tokens always expire")
+    token = new_token()
+    async with registry_connection(settings) as conn:
+        tenant = await registry.get_tenant(conn, slug)
+        if tenant is None:
+            raise TenantNotFound(slug)
+        if tenant.status not in ("active", "suspended"):
+            raise InvalidArgument(f"tenant {slug!r} is {tenant.status}")
+        token_id = uuid.uuid4()
+        await conn.execute(
+            enrollment_tokens.insert().values(
+                id=token_id,
+                tenant_id=tenant.id,
+                token_hash=hash_token(token),
+                uses_total=uses,
+                uses_left=uses,
+                expires_at=datetime.now(UTC) + ttl,
+                note=note,
+            )
+        )
+        await conn.commit()
+        row = (await conn.execute(_query().where(enrollment_tokens.c.id == token_id))).one()
+    return Issued(token, TokenInfo(*row))
+
+
+async def list_tokens(settings: Settings, slug: str | None) -> list[TokenInfo]:
+    async with registry_connection(settings) as conn:
+        query = _query().order_by(enrollment_tokens.c.created_at)
+        if slug is not None:
+            if await registry.get_tenant(conn, slug) is None:
+                raise TenantNotFound(slug)
+            query = query.where(tenants.c.slug == slug)
+        return [TokenInfo(*row) for row in await conn.execute(query)]
+
+
+async def revoke(settings: Settings, token_id: uuid.UUID) -> TokenInfo:
+    async with registry_connection(settings) as conn:
+        result = await conn.execute(
+            update(enrollment_tokens)
+            .where(enrollment_tokens.c.id == token_id)
+            .values(revoked_at=text("coalesce(revoked_at, now())"))
+            .returning(enrollment_tokens.c.id)
+        )
+        if result.first() is None:
+            raise InvalidArgument(f"no enrollment token {token_id}")
+        await conn.commit()
+        row = (await conn.execute(_query().where(enrollment_tokens.c.id == token_id))).one()
+    return TokenInfo(*row)
+
+
+# -- spending a use (in the registrar's transaction) ----------------------------------------------
+
+_SPEND = """
+    update registry_enrollment_tokens t set uses_left = uses_left - 1
+    from registry_tenants r
+    where t.token_hash = :hash and r.id = t.tenant_id
+      and t.uses_left > 0 and t.revoked_at is null and t.expires_at > now()
+      and r.status = 'active'
+    returning t.id, t.tenant_id
+"""
+_WHY_NOT = """
+    select t.uses_left, t.revoked_at is not null as revoked, t.expires_at <= now() as expired,
+           r.status
+    from registry_enrollment_tokens t join registry_tenants r on r.id = t.tenant_id
+    where t.token_hash = :hash
+"""
+
+
+async def spend(conn: AsyncConnection, token: str) -> tuple[uuid.UUID, uuid.UUID] | str:
+    """Spend one use: (token id, tenant id), or the rejection code saying why not."""
+    digest = hash_token(token)
+    row = (await conn.execute(text(_SPEND), {"hash": digest})).first()
+    if row is not None:
+        return row[0], row[1]
+    # Why not (read only for the answer: nothing is granted from here).
+    why = (await conn.execute(text(_WHY_NOT), {"hash": digest})).first()
+    if why is None:
+        return "token-unknown"
+    if why.revoked:
+        return "token-revoked"
+    if why.expired:
+        return "token-expired"
+    if why.status != "active":
+        return "tenant-suspended"
+    return "token-exhausted"

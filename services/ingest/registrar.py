@@ -1,0 +1,126 @@
+"""The registration consumer: decode the request, register, reply through direct reply-to,
+then ack. Database trouble holds the request and retries (the agent may retry too: same
+message_id, same answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pydantic import ValidationError
+
+from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
+from services.core import wire
+from services.core.amqp import DeadLetters, never_raises, settle
+from services.core.failures import classify
+from services.core.outcomes import Reason
+from services.core.runtime import InFlight
+from services.ingest.registration import Registrar
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST_BYTES = 16 * 1024
+
+
+class RegistrationConsumer:
+    def __init__(
+        self,
+        publish_channel: AbstractChannel,
+        registrar: Registrar,
+        dead_letters: DeadLetters,
+        *,
+        stop: asyncio.Event,
+        retry_max_s: float,
+    ) -> None:
+        self._channel = publish_channel
+        self._registrar = registrar
+        self._dead = dead_letters
+        self._stop = stop
+        self._retry_max_s = retry_max_s
+        self.in_flight = InFlight()
+
+    @never_raises("registrar")
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        with self.in_flight:
+            if not message.reply_to:
+                await self._dead.send(
+                    message,
+                    Reason.BAD_REGISTRATION,
+                    "registration request without reply_to: nobody to answer",
+                )
+                await settle(message)
+                return
+            try:
+                message_id = uuid.UUID(message.message_id or "")
+                if len(message.body) > MAX_REQUEST_BYTES:
+                    raise ValueError("request too large")
+                request = RegisterRequest.model_validate_json(message.body)
+            except (ValueError, ValidationError) as exc:
+                log.warning(
+                    "registration.invalid",
+                    message_id=message.message_id,
+                    error=str(exc).splitlines()[0],
+                )
+                await self._reply(message, RegisterRejected(reason="invalid"))
+                await settle(message)
+                return
+            answer = await self._register(message_id, request)
+            if answer is None:  # stopping while the databases are down: hand it back
+                await settle(message, requeue=True)
+                return
+            await self._reply(message, answer)
+            await settle(message)
+            if isinstance(answer, RegisterAccepted):
+                log.info(
+                    "registration.accepted",
+                    message_id=str(message_id),
+                    host_id=str(answer.host_id),
+                    hostname=request.hostname,
+                )
+            else:
+                log.warning(
+                    "registration.rejected",
+                    message_id=str(message_id),
+                    reason=answer.reason,
+                    hostname=request.hostname,
+                )
+
+    async def _register(
+        self, message_id: uuid.UUID, request: RegisterRequest
+    ) -> RegisterAccepted | RegisterRejected | None:
+        backoff = 0.1
+        while True:
+            try:
+                return await self._registrar.register(message_id, request)
+            except Exception as exc:
+                if classify(exc) != "transient":
+                    raise
+                log.warning(
+                    "registration.database_unavailable",
+                    error=str(exc).splitlines()[0],
+                    retry_in_s=backoff,
+                )
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+                return None
+            except TimeoutError:
+                backoff = min(backoff * 2, self._retry_max_s)
+
+    async def _reply(
+        self, request: AbstractIncomingMessage, answer: RegisterAccepted | RegisterRejected
+    ) -> None:
+        reply = aio_pika.Message(
+            json.dumps(answer.model_dump(mode="json")).encode(),
+            content_type=wire.CONTENT_TYPE,
+            correlation_id=request.correlation_id,
+            message_id=str(uuid.uuid4()),
+        )
+        # Not mandatory: an agent that gave up has no reply queue any more, and that is its
+        # business (it retries with the same message_id and gets the same answer).
+        await self._channel.default_exchange.publish(
+            reply, routing_key=request.reply_to or "", mandatory=False
+        )
