@@ -4,21 +4,22 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, StringConstraints
 
 from schemas.common import Name, ShortText, WireModel
 
 # Codes a rejected registration carries.
-REJECTION_REASONS = (
+RejectionReason = Literal[
     "token-unknown",
     "token-expired",
     "token-exhausted",
     "token-revoked",
     "tenant-suspended",
     "invalid",
-)
+]
+REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)
 
 
 class RegisterRequest(WireModel):
@@ -40,11 +41,4 @@ class RegisterAccepted(WireModel):
 
 class RegisterRejected(WireModel):
     status: Literal["rejected"] = "rejected"
-    reason: Literal[
-        "token-unknown",
-        "token-expired",
-        "token-exhausted",
-        "token-revoked",
-        "tenant-suspended",
-        "invalid",
-    ]
+    reason: RejectionReason

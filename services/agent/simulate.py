@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from services.agent.client import AgentPublisher, Identity, build_report
 from services.core import hosts as host_bindings
-from services.core.hostkeys import Keyring, load_keyring
+from services.core.hostkeys import Keyring, load_keyring, sign
 from services.core.settings import Settings
 
 # Host ids derive from the tenant and an index, so a second run reuses the same fleet.
@@ -134,8 +134,10 @@ async def simulate(
             for n in range(reports):
                 slug, index = rng.choice(fleet)
                 kind = rng.choices(kinds, weights)[0]
+                host = host_id(slug, index)
+                data = data_for(kind, rng, index, packages)
                 await agent.publish(
-                    build_report(kind, host_id(slug, index), data_for(kind, rng, index, packages))
+                    build_report(kind, host, data, identity=identity(keyring, host))
                 )
                 outcome.published[kind] += 1
                 outcome.per_tenant[slug] += 1
@@ -177,12 +179,15 @@ async def _misbehave(
         f"a forged heartbeat for {victim[0]}'s host -> dlq.invalid (bad-signature)"
     )
     host = str(uuid.UUID(int=rng.getrandbits(128)))
+    # Signed by its (unbound) host, so the only thing wrong with it is the body.
+    broken, message_id = b'{"schema": "heartbeat/v1", oops', str(uuid.uuid4())
+    signature = sign(keyring.host_key(uuid.UUID(host)), keyring.current, message_id, host, broken)
     await agent.publish_raw(
         "report.heartbeat",
         aio_pika.Message(
-            b'{"schema": "heartbeat/v1", oops',
-            message_id=str(uuid.uuid4()),
-            headers={"host_id": host},
+            broken,
+            message_id=message_id,
+            headers={"host_id": host, "signature": signature},
             content_type="application/json",
         ),
     )

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from services.core.topology import QueueSpec, consumable
+from services.core.amqp import publishing_channel
+from services.core.settings import Settings
+from services.core.topology import QueueSpec, connect, consumable, ensure_topology
 
 log = structlog.get_logger(__name__)
 
@@ -131,3 +134,27 @@ async def consume_until_stopped(
         for name, counter in zip(names, counters, strict=True):
             if not await counter.wait_idle(drain_timeout_s):
                 log.warning("shutdown.in_flight_abandoned", queue=name, count=counter.count)
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A service's broker connection: one channel that publishes (confirmed, returns raise) and
+    one that consumes (with the prefetch window)."""
+
+    connection: AbstractRobustConnection
+    publish: AbstractChannel
+    consume: AbstractChannel
+
+
+@asynccontextmanager
+async def broker(settings: Settings, name: str) -> AsyncIterator[Broker]:
+    """Connect, declare the topology, open both channels; close on exit."""
+    connection = await connect(settings, name=name)
+    try:
+        await ensure_topology(settings, connection)
+        publish = await publishing_channel(connection)
+        consume = await connection.channel()
+        await consume.set_qos(prefetch_count=settings.prefetch)
+        yield Broker(connection, publish, consume)
+    finally:
+        await connection.close()

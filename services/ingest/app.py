@@ -11,16 +11,22 @@ from datetime import timedelta
 import structlog
 
 from services.core import wire
-from services.core.amqp import DeadLetters, publishing_channel
+from services.core.amqp import DeadLetters
 from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.hostkeys import Keyring, load_keyring
 from services.core.names import Names
 from services.core.outcomes import Stage
-from services.core.runtime import Consumption, consume_until_stopped, stop_on_signals
+from services.core.runtime import (
+    Broker,
+    Consumption,
+    broker,
+    consume_until_stopped,
+    stop_on_signals,
+)
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
-from services.core.topology import connect, ensure_topology, intake, register_inbox
+from services.core.topology import intake, register_inbox
 from services.ingest.consumer import IngestConsumer
 from services.ingest.handlers import AcceptUnsigned, Delivery, Limits, Verifier
 from services.ingest.registrar import RegistrationConsumer
@@ -55,7 +61,6 @@ async def run(
     stop: asyncio.Event | None = None,
     verifier: Verifier | None = None,
 ) -> None:
-    names = Names(settings.namespace)
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     keyring = load_keyring(settings)  # fails at start-up, by name, when there is none
@@ -63,40 +68,49 @@ async def run(
         verifier = SignatureVerifier(keyring) if settings.require_signatures else AcceptUnsigned()
     engine = registry_engine(settings)
     databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
-    connection = await connect(settings, name="ingest")
     try:
-        await ensure_topology(settings, connection)
-        publish_channel = await publishing_channel(connection)
-        consume_channel = await connection.channel()
-        await consume_channel.set_qos(prefetch_count=settings.prefetch)
-        dead = DeadLetters(publish_channel, names, Stage.INGEST)
-        reports = IngestConsumer(publish_channel, names, limits_from(settings), verifier, dead)
-        registrations = RegistrationConsumer(
-            publish_channel,
-            Registrar(engine, databases, keyring),
-            dead,
-            stop=stop,
-            retry_max_s=settings.retry_max_s,
-        )
-        log.info(
-            "ingest.started",
-            queues=[names.intake_queue, names.register_queue],
-            burst=burst,
-            signatures=settings.require_signatures,
-        )
-        await consume_until_stopped(
-            consume_channel,
-            [
-                Consumption(intake(names), reports.on_message, reports.in_flight),
-                Consumption(
-                    register_inbox(names), registrations.on_message, registrations.in_flight
-                ),
-            ],
-            stop=stop,
-            burst=burst,
-        )
+        async with broker(settings, "ingest") as channels:
+            await _consume(
+                settings,
+                channels,
+                verifier,
+                Registrar(engine, databases, keyring),
+                stop=stop,
+                burst=burst,
+            )
     finally:
-        await connection.close()
         await databases.close()
         await engine.dispose()
     log.info("ingest.stopped")
+
+
+async def _consume(
+    settings: Settings,
+    channels: Broker,
+    verifier: Verifier,
+    registrar: Registrar,
+    *,
+    stop: asyncio.Event,
+    burst: bool,
+) -> None:
+    names = Names(settings.namespace)
+    dead = DeadLetters(channels.publish, names, Stage.INGEST)
+    reports = IngestConsumer(channels.publish, names, limits_from(settings), verifier, dead)
+    registrations = RegistrationConsumer(
+        channels.publish, registrar, dead, stop=stop, retry_max_s=settings.retry_max_s
+    )
+    log.info(
+        "ingest.started",
+        queues=[names.intake_queue, names.register_queue],
+        burst=burst,
+        signatures=settings.require_signatures,
+    )
+    await consume_until_stopped(
+        channels.consume,
+        [
+            Consumption(intake(names), reports.on_message, reports.in_flight),
+            Consumption(register_inbox(names), registrations.on_message, registrations.in_flight),
+        ],
+        stop=stop,
+        burst=burst,
+    )

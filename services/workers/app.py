@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import AsyncExitStack
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -13,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.core import registry
-from services.core.amqp import DeadLetters, publishing_channel
+from services.core.amqp import DeadLetters
 from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.errors import DatabaseUnavailable
@@ -21,10 +22,10 @@ from services.core.names import Names
 from services.core.notices import NoticeListener
 from services.core.outcomes import Stage
 from services.core.registry import TenantRecord
-from services.core.runtime import stop_on_signals, wait_drained
+from services.core.runtime import broker, stop_on_signals, wait_drained
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
-from services.core.topology import connect, declare_tenant_queue, ensure_topology
+from services.core.topology import declare_tenant_queue
 from services.workers.assignment import Shard, owner
 from services.workers.consumer import TenantConsumer
 
@@ -136,18 +137,15 @@ async def run(
         timeout_s=settings.connect_timeout_s,
     )
     notices.start()
-    connection = await connect(settings, name=f"workers {label}")
+    stack = AsyncExitStack()
     pinned: Pinned | None = None
     try:
-        await ensure_topology(settings, connection)
-        publish_channel = await publishing_channel(connection)
-        consume_channel = await connection.channel()
-        await consume_channel.set_qos(prefetch_count=settings.prefetch)
+        channels = await stack.enter_async_context(broker(settings, f"workers {label}"))
         pinned = Pinned(
             settings,
-            connection,
-            consume_channel,
-            DeadLetters(publish_channel, names, Stage.WORKER),
+            channels.connection,
+            channels.consume,
+            DeadLetters(channels.publish, names, Stage.WORKER),
             engine,
             databases,
             tenants=tenants,
@@ -164,7 +162,7 @@ async def run(
     finally:
         if pinned is not None:
             await pinned.stop()
-        await connection.close()
+        await stack.aclose()
         await notices.close()
         await databases.close()
         await engine.dispose()

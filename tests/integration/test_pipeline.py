@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
 
 from services.agent.client import AgentPublisher
+from services.agent.simulate import bind_fleet, simulate
 from services.core.tenants import create_tenant, set_tenant_status
 from tests.integration.pipeline import (
     Env,
@@ -305,3 +307,28 @@ async def test_host_binding_commands(env: Env) -> None:
     assert (await invoke_cli(["host", "unbind", str(host)], env.settings)).exit_code == 0
     again = await invoke_cli(["host", "unbind", str(host)], env.settings)
     assert again.exit_code == 2 and "not bound" in again.output
+
+
+async def test_the_simulated_fleet_lands_exactly_and_its_misbehaviour_is_dead_lettered(
+    env: Env,
+) -> None:
+    outcome = await simulate(
+        env.settings,
+        [env.a.slug, env.b.slug],
+        hosts_per_tenant=5,
+        reports=300,
+        rate_per_s=None,
+        progress=False,
+    )
+    before = {t.slug: len(await committed_ids(t.db_name)) for t in (env.a, env.b)}
+    invalid_before = len(await dead_letters(env.settings, "invalid"))
+    await bind_fleet(env.settings, [env.a.slug, env.b.slug], 5)  # bound again: unchanged
+    await drain(env.settings, env.slugs)
+    for tenant in (env.a, env.b):
+        landed = len(await committed_ids(tenant.db_name)) - before[tenant.slug]
+        assert landed == outcome.per_tenant[tenant.slug]
+    reasons = Counter(
+        d["headers"]["x-siloflow-reason"]
+        for d in (await dead_letters(env.settings, "invalid"))[invalid_before:]
+    )
+    assert reasons == Counter({"bad-signature": 1, "not-json": 1, "schema-violation": 1})
