@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import TypeAdapter
 
@@ -153,8 +154,19 @@ class AgentPublisher:
         if self._connection is not None:
             await self._connection.close()
 
-    async def publish(self, report: OutgoingReport) -> None:
-        await self.publish_raw(report.routing_key, report.message())
+    async def publish(self, report: OutgoingReport, *, attempts: int = 5) -> None:
+        """Publish until the broker confirms. A retry sends the very same message (same
+        message_id): if the first one did arrive, the report still lands once."""
+        delay = 0.2
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.publish_raw(report.routing_key, report.message())
+                return
+            except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError):
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(delay)  # the robust connection reconnects meanwhile
+                delay = min(delay * 2, 5.0)
 
     async def publish_raw(self, routing_key: str, message: aio_pika.Message) -> None:
         """Any message at all, for tests of what ingest refuses."""

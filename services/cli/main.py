@@ -18,6 +18,8 @@ from services.cli.topology import topology
 from services.core import migrate as migrate_mod
 from services.core.bootstrap import bootstrap as bootstrap_op
 from services.core.bootstrap import teardown as teardown_op
+from services.core.errors import SettingsError
+from services.core.hostkeys import load_keyring, write_keyring
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,6 +76,33 @@ def teardown(app: AppContext, admin_dsn: str, yes: bool) -> None:
         )
     for item in run(teardown_op(app.settings, admin_dsn)):
         click.echo(f"removed {item}")
+
+
+@cli.group()
+def hostkeys() -> None:
+    """The server secrets host keys derive from."""
+
+
+@hostkeys.command("rotate")
+@pass_app
+def rotate(app: AppContext) -> None:
+    """Add a new secret version to the key file: hosts registered from now on get keys of it;
+    hosts registered before keep theirs. Restart ingest to pick it up."""
+    settings = app.settings
+    if settings.host_key_secrets is not None:
+        raise click.UsageError(
+            "the secrets come from SILOFLOW_HOST_KEY_SECRETS: add a version there "
+            "(`<n+1>:<base64 of 32 random bytes>`) and restart ingest"
+        )
+    try:
+        keyring = load_keyring(settings).rotated()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    write_keyring(settings.host_key_file, keyring)
+    click.echo(
+        f"{settings.host_key_file}: versions {sorted(keyring.secrets)}, new hosts get "
+        f"version {keyring.current}; restart ingest to use it"
+    )
 
 
 @cli.command()

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from services.cli.main import cli
+from services.core.hostkeys import ensure_keyring, load_keyring
+from services.core.settings import load_settings
 
 # Nothing listens here: if a command got past its checks it would fail to connect, not exit 2.
 NOWHERE = {
@@ -63,3 +68,19 @@ def test_help_needs_no_settings() -> None:
     result = CliRunner().invoke(cli, ["--help"], env={"SILOFLOW_NAMESPACE": "No-Good"})
     assert result.exit_code == 0
     assert "tenant" in result.output
+
+
+def test_hostkeys_rotate_adds_a_version_and_keeps_the_file_private(tmp_path: Path) -> None:
+    env = {"SILOFLOW_STATE_DIR": str(tmp_path), "SILOFLOW_NAMESPACE": "rot"}
+    settings = load_settings(state_dir=tmp_path, namespace="rot")
+    assert ensure_keyring(settings)
+    before = load_keyring(settings)
+    result = CliRunner().invoke(cli, ["hostkeys", "rotate"], env=env)
+    assert result.exit_code == 0, result.output
+    after = load_keyring(settings)
+    assert after.current == 2 and after.secrets[1] == before.secrets[1]
+    assert stat.S_IMODE(settings.host_key_file.stat().st_mode) == 0o600
+    refused = CliRunner().invoke(
+        cli, ["hostkeys", "rotate"], env={**env, "SILOFLOW_HOST_KEY_SECRETS": "1:" + "A" * 44}
+    )
+    assert refused.exit_code == 2 and "SILOFLOW_HOST_KEY_SECRETS" in refused.output
