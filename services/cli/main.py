@@ -8,6 +8,7 @@ import click
 
 from services.cli.agent import agent
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.cli.dlq import dlq_group
 from services.cli.host import host
 from services.cli.placement import placement
 from services.cli.run import run_group
@@ -151,6 +152,7 @@ cli.add_command(topology)
 cli.add_command(simulate)
 cli.add_command(token)
 cli.add_command(agent)
+cli.add_command(dlq_group)
 
 
 def main() -> None:

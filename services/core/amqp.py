@@ -43,6 +43,8 @@ def forward(incoming: AbstractIncomingMessage, *, headers: dict[str, Any]) -> ai
     """The same message (body, message_id and properties) with headers added, persistent."""
     merged = dict(incoming.headers or {})
     merged.pop(wire.DELIVERY_COUNT, None)  # the broker's count on the queue it came from
+    for name in wire.DEAD_LETTER_HEADERS:  # a replayed or moved letter is no longer dead
+        merged.pop(name, None)
     merged.update(headers)
     return aio_pika.Message(
         body=incoming.body,
@@ -97,6 +99,10 @@ class DeadLetters:
                 wire.DETAIL: detail,
                 wire.STAGE: self._stage.value,
                 wire.DEAD_AT: dead_at,
+                # Kept from the first death on: later stages see only their own queue's key.
+                wire.ROUTING_KEY: wire.header_text((incoming.headers or {}).get(wire.ROUTING_KEY))
+                or incoming.routing_key
+                or "",
             },
         )
         which = dlq_for(reason)

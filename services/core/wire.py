@@ -26,8 +26,16 @@ REASON = "x-siloflow-reason"
 DETAIL = "x-siloflow-detail"
 STAGE = "x-siloflow-stage"
 DEAD_AT = "x-siloflow-dead-at"
+# The routing key the message had when it was dead-lettered (replays of invalid reports need the
+# agent's `report.<kind>` back).
+ROUTING_KEY = "x-siloflow-routing-key"
 # Replays are counted by siloflow itself: newer RabbitMQ no longer counts republishes in x-death.
 REPLAYS = "x-siloflow-replays"
+LAST_REASON = "x-siloflow-last-reason"
+# What a dead letter gains, and loses again when it is replayed or moved on.
+DEAD_LETTER_HEADERS = (REASON, DETAIL, STAGE, DEAD_AT)
+# RabbitMQ's own dead-lettering (delivery limit): why, when it first happened.
+FIRST_DEATH_REASON = "x-first-death-reason"
 # RabbitMQ's own: quorum queues count redeliveries here.
 DELIVERY_COUNT = "x-delivery-count"
 

@@ -26,6 +26,17 @@ from services.ingest.handlers import Accepted, Delivery, Limits, Verifier, valid
 log = structlog.get_logger(__name__)
 
 
+def original_routing_key(message: AbstractIncomingMessage) -> str:
+    """The agent's routing key. A dead letter moved back into intake (a replay, or the console's
+    Move messages) arrives under the queue's name and carries the original in a header."""
+    key = message.routing_key or ""
+    if not key.startswith(wire.REPORT_PREFIX):
+        recorded = wire.header_text((message.headers or {}).get(wire.ROUTING_KEY))
+        if recorded and recorded.startswith(wire.REPORT_PREFIX):
+            return recorded
+    return key
+
+
 class IngestConsumer:
     def __init__(
         self,
@@ -46,7 +57,7 @@ class IngestConsumer:
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         with self.in_flight:
             delivery = Delivery(
-                routing_key=message.routing_key or "",
+                routing_key=original_routing_key(message),
                 message_id=message.message_id,
                 content_type=message.content_type,
                 type=message.type,

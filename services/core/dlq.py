@@ -1,0 +1,284 @@
+"""Dead-letter queues for operators: read them without losing anything, and replay what can now
+succeed to where it can succeed. Pure decisions (what a letter is, whether it matches, where it
+goes back to) are apart from the broker work below them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from services.core import wire
+from services.core.amqp import Unroutable, forward, publish, publishing_channel, settle
+from services.core.names import DLQS, Names
+from services.core.settings import Settings
+from services.core.topology import connect
+
+# RabbitMQ's own reasons (x-first-death-reason) in siloflow's spelling.
+_BROKER_REASONS = {
+    "delivery_limit": "delivery-limit",
+    "rejected": "rejected",
+    "expired": "expired",
+    "maxlen": "queue-full",
+}
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One message in a dead-letter queue, as an operator sees it."""
+
+    queue: str  # invalid | unrouted | failed
+    message_id: str | None
+    host_id: str | None
+    kind: str | None
+    reason: str
+    detail: str | None
+    stage: str | None
+    dead_at: datetime | None
+    replays: int
+    tenant: str | None
+    routing_key: str | None
+    headers: dict[str, Any] = field(repr=False)
+    body: bytes = field(repr=False)
+
+    def as_json(self, *, with_body: bool = False) -> dict[str, object]:
+        document: dict[str, object] = {
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "host_id": self.host_id,
+            "kind": self.kind,
+            "reason": self.reason,
+            "detail": self.detail,
+            "stage": self.stage,
+            "dead_at": self.dead_at.isoformat() if self.dead_at else None,
+            "replays": self.replays,
+            "tenant": self.tenant,
+        }
+        if with_body:
+            document["headers"] = {
+                k: wire.header_text(v) if isinstance(v, bytes) else v
+                for k, v in self.headers.items()
+            }
+            document["body"] = self.body.decode("utf-8", "replace")
+        return document
+
+
+def read_letter(
+    queue: str, message_id: str | None, kind: str | None, headers: dict[str, Any], body: bytes
+) -> DeadLetter:
+    """What a dead letter says about itself (pure)."""
+    text = wire.header_text
+    reason = text(headers.get(wire.REASON))
+    if reason is None:  # dead-lettered by the broker itself (e.g. past its delivery limit)
+        first = text(headers.get(wire.FIRST_DEATH_REASON))
+        reason = _BROKER_REASONS.get(first or "", first or "unknown")
+    dead_at_text = text(headers.get(wire.DEAD_AT))
+    try:
+        dead_at = datetime.fromisoformat(dead_at_text) if dead_at_text else None
+    except ValueError:
+        dead_at = None
+    try:
+        replays = int(headers.get(wire.REPLAYS) or 0)
+    except (TypeError, ValueError):
+        replays = 0
+    return DeadLetter(
+        queue=queue,
+        message_id=message_id,
+        host_id=text(headers.get(wire.HOST_ID)),
+        kind=kind or text(headers.get(wire.KIND)),
+        reason=reason,
+        detail=text(headers.get(wire.DETAIL)),
+        stage=text(headers.get(wire.STAGE)),
+        dead_at=dead_at,
+        replays=replays,
+        tenant=text(headers.get(wire.TENANT)),
+        routing_key=text(headers.get(wire.ROUTING_KEY)),
+        headers=headers,
+        body=body,
+    )
+
+
+@dataclass(frozen=True)
+class Filters:
+    queues: tuple[str, ...] = DLQS
+    reason: str | None = None
+    host: str | None = None
+    tenant: str | None = None
+    since: timedelta | None = None
+    limit: int | None = None
+
+    def matches(self, letter: DeadLetter, now: datetime) -> bool:
+        if self.reason is not None and letter.reason != self.reason:
+            return False
+        if self.host is not None and letter.host_id != self.host:
+            return False
+        if self.tenant is not None and letter.tenant != self.tenant:
+            return False
+        if self.since is not None:
+            return letter.dead_at is not None and letter.dead_at >= now - self.since
+        return True
+
+
+def destination(letter: DeadLetter, names: Names) -> tuple[str, str]:
+    """(exchange, routing key) where a letter can succeed once its cause is fixed (pure):
+    invalid -> ingest, under the agent's routing key; unrouted -> the router; failed -> its
+    tenant's queue (or the router, when the tenant is not known)."""
+    if letter.queue == "invalid":
+        key = letter.routing_key or ""
+        if not key.startswith(wire.REPORT_PREFIX) and letter.kind:
+            key = wire.report_routing_key(letter.kind)
+        return names.agents_exchange, key
+    if letter.queue == "failed" and letter.tenant:
+        return "", names.tenant_queue(letter.tenant)
+    return "", names.router_queue
+
+
+def replay_headers(letter: DeadLetter) -> dict[str, Any]:
+    """Headers a replayed letter gains: our own replay count and what killed it last."""
+    return {wire.REPLAYS: letter.replays + 1, wire.LAST_REASON: letter.reason}
+
+
+# -- the broker side ---------------------------------------------------------------------------
+
+
+async def _ready(channel: AbstractChannel, queue: str) -> int:
+    underlay = await channel.get_underlay_channel()
+    return int((await underlay.queue_declare(queue, passive=True)).message_count or 0)
+
+
+@asynccontextmanager
+async def held(
+    settings: Settings, which: str
+) -> AsyncIterator[tuple[AbstractChannel, list[tuple[AbstractIncomingMessage, DeadLetter]]]]:
+    """Every message now in a dead-letter queue, delivered and held unacknowledged. What the
+    caller does not ack goes back to the queue, in order, when the block ends (its channel
+    closes). Dead-letter queues have no delivery limit, so holding them destroys nothing."""
+    names = Names(settings.namespace)
+    queue_name = names.dlq(which)
+    connection = await connect(settings, name=f"dlq {which}")
+    try:
+        channel = await connection.channel()
+        count = await _ready(channel, queue_name)
+        letters: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
+        if count:
+            await channel.set_qos(prefetch_count=min(count, 65_535))
+            queue = await channel.declare_queue(queue_name, passive=True)
+            got_all = asyncio.Event()
+
+            async def take(message: AbstractIncomingMessage) -> None:
+                letters.append(
+                    (
+                        message,
+                        read_letter(
+                            which,
+                            message.message_id,
+                            message.type,
+                            dict(message.headers or {}),
+                            message.body,
+                        ),
+                    )
+                )
+                if len(letters) >= count:
+                    got_all.set()
+
+            tag = await queue.consume(take)
+            # Fewer than counted may come (someone else took some): work with what came.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(got_all.wait(), timeout=30)
+            await queue.cancel(tag)
+        yield channel, letters
+    finally:
+        await connection.close()
+
+
+async def browse(settings: Settings, filters: Filters) -> list[DeadLetter]:
+    """The matching letters, oldest first; nothing is acknowledged or reordered."""
+    now = datetime.now(UTC)
+    found: list[DeadLetter] = []
+    for which in filters.queues:
+        async with held(settings, which) as (_, letters):
+            found += [letter for _, letter in letters if filters.matches(letter, now)]
+    return found[: filters.limit] if filters.limit else found
+
+
+@dataclass
+class ReplaySummary:
+    replayed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+
+async def replay(
+    settings: Settings,
+    filters: Filters,
+    *,
+    rate_per_s: float | None = None,
+    progress: Callable[[DeadLetter, str], None] | None = None,
+    purge: bool = False,
+) -> ReplaySummary:
+    """Send matching letters back where they can succeed (or, with `purge`, drop them). A letter
+    leaves its dead-letter queue only after its new home confirmed it."""
+    names = Names(settings.namespace)
+    summary = ReplaySummary()
+    now = datetime.now(UTC)
+    interval = 1 / rate_per_s if rate_per_s else 0.0
+    budget = filters.limit
+    publisher_connection = await connect(settings, name="dlq replay")
+    try:
+        out = await publishing_channel(publisher_connection)
+        for which in filters.queues:
+            async with held(settings, which) as (_, letters):
+                for message, letter in letters:
+                    if not filters.matches(letter, now) or budget == 0:
+                        summary.skipped += 1
+                        continue
+                    outcome = await _send_back(out, names, message, letter, purge=purge)
+                    if outcome == "ok":
+                        await settle(message)
+                        summary.replayed += 1
+                        summary.by_reason[letter.reason] += 1
+                        if budget is not None:
+                            budget -= 1
+                    else:
+                        summary.failed += 1
+                        summary.failures.append(f"{letter.message_id}: {outcome}")
+                    if progress is not None:
+                        progress(letter, outcome)
+                    if interval:
+                        await asyncio.sleep(interval)
+    finally:
+        await publisher_connection.close()
+    return summary
+
+
+async def _send_back(
+    channel: AbstractChannel,
+    names: Names,
+    message: AbstractIncomingMessage,
+    letter: DeadLetter,
+    *,
+    purge: bool,
+) -> str:
+    if purge:
+        return "ok"
+    exchange, key = destination(letter, names)
+    outgoing = forward(message, headers=replay_headers(letter))
+    outgoing.message_id = message.message_id or str(uuid.uuid4())
+    try:
+        await publish(channel, exchange, key, outgoing)
+    except Unroutable:
+        return f"nothing takes {key!r} (is the tenant's queue gone?)"
+    except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        return f"publish failed: {exc}"
+    return "ok"

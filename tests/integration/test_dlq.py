@@ -1,0 +1,188 @@
+"""Dead-letter tooling on the real broker: listing changes nothing, replay lands a report exactly
+once after its cause is fixed, a replay that fails again comes back with its new reason, an
+interrupted replay loses and doubles nothing, purge drops only what matches, and the console's
+Move messages (a shovel) is accepted too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+
+from services.core import dlq, hosts
+from services.core.names import Names
+from services.ingest import app as ingest_app
+from services.router import app as router_app
+from tests.integration.pipeline import (
+    Env,
+    committed_ids,
+    dead_letters,
+    drain,
+    publish,
+)
+from tests.reports import report
+from tests.support import MANAGEMENT, MANAGEMENT_AUTH, env_for, invoke_cli
+
+
+async def _unrouted(env: Env, count: int) -> tuple[uuid.UUID, list[str]]:
+    """`count` reports from a host nobody bound yet, dead-lettered as unrouted."""
+    host = uuid.uuid4()
+    sent = [report("heartbeat", host) for _ in range(count)]
+    await publish(env.settings, sent)
+    await drain(env.settings, env.slugs)
+    return host, [r.message_id for r in sent]
+
+
+async def test_listing_twice_shows_the_same_and_changes_nothing(env: Env) -> None:
+    host, ids = await _unrouted(env, 3)
+    filters = dlq.Filters(queues=("unrouted",), host=str(host))
+    first = await dlq.browse(env.settings, filters)
+    second = await dlq.browse(env.settings, filters)
+    assert [x.message_id for x in first] == [x.message_id for x in second] == ids
+    assert {x.reason for x in first} == {"no-tenant-binding"}
+    assert all(x.stage == "router" and x.kind == "heartbeat" and x.replays == 0 for x in first)
+    listed = await invoke_cli(
+        ["dlq", "list", "--queue", "unrouted", "--host", str(host), "--json"], env.settings
+    )
+    assert listed.exit_code == 0, listed.output
+    document = json.loads(listed.output)
+    assert document["counts"] == [{"queue": "unrouted", "reason": "no-tenant-binding", "count": 3}]
+    shown = await invoke_cli(["dlq", "show", ids[0], "--json"], env.settings)
+    assert json.loads(shown.output)[0]["headers"]["x-siloflow-reason"] == "no-tenant-binding"
+
+
+async def test_replay_after_a_late_binding_lands_each_report_once(env: Env) -> None:
+    host, ids = await _unrouted(env, 4)
+    _, other_ids = await _unrouted(env, 1)  # not matching: must stay where it is
+    await hosts.bind(env.settings, host, env.a.slug, move=False)
+    refused = await invoke_cli(["dlq", "replay", "--host", str(host)], env.settings)
+    assert refused.exit_code == 2 and "--yes" in refused.output  # nothing happened
+    dry = await invoke_cli(["dlq", "replay", "--host", str(host), "--dry-run"], env.settings)
+    assert dry.exit_code == 0 and f"{env.settings.namespace}.router" in dry.output
+    replayed = await invoke_cli(["dlq", "replay", "--host", str(host), "--yes"], env.settings)
+    assert replayed.exit_code == 0, replayed.output
+    assert "replayed 4, skipped" in replayed.output
+    await drain(env.settings, env.slugs)
+    committed = await committed_ids(env.a.db_name)
+    assert all(committed.count(uuid.UUID(i)) == 1 for i in ids)
+    remaining = {d["message_id"] for d in await dead_letters(env.settings, "unrouted")}
+    assert not remaining & set(ids)
+    assert set(other_ids) <= remaining
+
+
+async def test_a_replay_that_fails_again_comes_back_with_its_reason_and_count(env: Env) -> None:
+    host, [message_id] = await _unrouted(env, 1)
+    summary = await dlq.replay(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
+    assert summary.replayed == 1
+    await router_app.run(env.settings, burst=True)
+    [letter] = await dlq.browse(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
+    assert letter.message_id == message_id
+    assert (letter.reason, letter.replays) == ("no-tenant-binding", 1)
+    assert letter.headers["x-siloflow-last-reason"] == "no-tenant-binding"
+
+
+async def test_an_invalid_report_replays_through_ingest_once_the_limit_is_raised(env: Env) -> None:
+    host = uuid.uuid4()
+    await hosts.bind(env.settings, host, env.b.slug, move=False)
+    big = report("packages", host)
+    await publish(env.settings, [big])
+    strict = env.settings.model_copy(update={"max_report_bytes": 2048})
+    await ingest_app.run(strict, burst=True)  # a limit too low: the "bug" to fix
+    letters = await dlq.browse(env.settings, dlq.Filters(queues=("invalid",), reason="too-large"))
+    assert big.message_id in {x.message_id for x in letters}
+    await dlq.replay(env.settings, dlq.Filters(queues=("invalid",), reason="too-large"))
+    await drain(env.settings, env.slugs)
+    assert uuid.UUID(big.message_id) in await committed_ids(env.b.db_name)
+
+
+async def test_an_interrupted_replay_loses_and_doubles_nothing(env: Env) -> None:
+    host, ids = await _unrouted(env, 40)
+    await hosts.bind(env.settings, host, env.b.slug, move=False)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "dlq",
+        "replay",
+        "--host",
+        str(host),
+        "--rate",
+        "20",
+        "--yes",
+        env=env_for(env.settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.5)  # part-way: ~20 of 40 at 20/s after start-up
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    left = await dlq.browse(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
+    assert 0 < len(left) < len(ids), "the replay was not interrupted midway: nothing tested"
+    await dlq.replay(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
+    await drain(env.settings, env.slugs)
+    committed = await committed_ids(env.b.db_name)
+    assert all(committed.count(uuid.UUID(i)) == 1 for i in ids)
+
+
+async def test_purge_drops_only_what_matches(env: Env) -> None:
+    host, ids = await _unrouted(env, 2)
+    _, keep = await _unrouted(env, 1)
+    refused = await invoke_cli(["dlq", "purge", "--host", str(host)], env.settings)
+    assert refused.exit_code == 2 and "2 letter(s)" in refused.output
+    purged = await invoke_cli(["dlq", "purge", "--host", str(host), "--yes"], env.settings)
+    assert purged.exit_code == 0 and "purged 2" in purged.output
+    remaining = {d["message_id"] for d in await dead_letters(env.settings, "unrouted")}
+    assert not remaining & set(ids) and set(keep) <= remaining
+
+
+async def test_move_messages_with_a_shovel_is_accepted(env: Env) -> None:
+    """What the runbook tells an operator to type in the console's Move messages."""
+    names = Names(env.settings.namespace)
+    host, ids = await _unrouted(env, 2)
+    await hosts.bind(env.settings, host, env.a.slug, move=False)
+    # An invalid one too: it must come back under its original routing key.
+    big_host = uuid.uuid4()
+    await hosts.bind(env.settings, big_host, env.a.slug, move=False)
+    big = report("packages", big_host)
+    await publish(env.settings, [big])
+    await ingest_app.run(env.settings.model_copy(update={"max_report_bytes": 2048}), burst=True)
+    # Leave nothing else in the queues the shovels empty.
+    for letter in await dlq.browse(env.settings, dlq.Filters(queues=("unrouted", "invalid"))):
+        if letter.message_id not in {*ids, big.message_id}:
+            await dlq.replay(
+                env.settings, dlq.Filters(queues=(letter.queue,), host=letter.host_id), purge=True
+            )
+    vhost = env.settings.namespace
+    async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+        for source, target in (
+            (names.dlq("unrouted"), names.router_queue),
+            (names.dlq("invalid"), names.intake_queue),
+        ):
+            body = {
+                "value": {
+                    "src-protocol": "amqp091",
+                    "src-uri": f"amqp:///{vhost}",
+                    "src-queue": source,
+                    "dest-protocol": "amqp091",
+                    "dest-uri": f"amqp:///{vhost}",
+                    "dest-queue": target,
+                    "src-delete-after": "queue-length",
+                }
+            }
+            created = await api.put(
+                f"/parameters/shovel/{vhost}/move-{uuid.uuid4().hex[:8]}", json=body
+            )
+            assert created.is_success, created.text
+        deadline = time.monotonic() + 30
+        while await dlq.browse(env.settings, dlq.Filters(queues=("unrouted", "invalid"))):
+            assert time.monotonic() < deadline, "the shovels did not move the letters"
+            await asyncio.sleep(0.2)
+    await drain(env.settings, env.slugs)
+    committed = set(await committed_ids(env.a.db_name))
+    assert {uuid.UUID(i) for i in [*ids, big.message_id]} <= committed
