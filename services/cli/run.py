@@ -13,6 +13,7 @@ from services.core.runtime import stop_on_signals
 from services.core.supervisor import Child, supervise
 from services.ingest import app as ingest_app
 from services.router import app as router_app
+from services.sweeper import app as sweeper_app
 from services.workers import app as workers_app
 from services.workers.assignment import Shard
 
@@ -32,6 +33,15 @@ def run_group() -> None:
 def ingest(app: AppContext, burst: bool) -> None:
     """Validate agents' reports; hand valid ones to the router, dead-letter the rest."""
     run_coro(ingest_app.run(app.settings, burst=burst))
+
+
+@run_group.command("sweeper")
+@burst_option
+@pass_app
+def sweeper(app: AppContext, burst: bool) -> None:
+    """Mark silent hosts down and prune old messages in every tenant database (one sweeper is
+    active at a time; others wait as standbys). With --burst, one pass."""
+    run_coro(sweeper_app.run(app.settings, burst=burst))
 
 
 @run_group.command("router")
@@ -81,10 +91,12 @@ def workers(
         )
         return
     count = processes or app.settings.worker_processes or os.cpu_count() or 1
+    base = app.settings.metrics_port
     children = [
         Child(
             f"workers-{i}",
             ["run", "workers", "--shard", f"{i}/{count}", *(["--burst"] if burst else [])],
+            env=_port_env(base, i),
         )
         for i in range(count)
     ]
@@ -95,17 +107,25 @@ def workers(
 @burst_option
 @pass_app
 def all_(app: AppContext, burst: bool) -> None:
-    """Ingest, router and the worker supervisor, each as its own process. With --burst, each
-    stage drains in turn (ingest, then router, then workers) and the command exits."""
+    """Ingest, router, the worker supervisor and the sweeper, each as its own process. With
+    --burst, each stage drains in turn (ingest, router, workers, one sweep) and it exits."""
     app.settings  # fail on bad settings before starting anything  # noqa: B018
-    stages = ("ingest", "router", "workers")
+    # The worker supervisor goes last: its shards take consecutive metrics ports from its own.
+    stages = ("ingest", "router", "sweeper", "workers")
+    base = app.settings.metrics_port
     if burst:
         # Draining is ordered: a stage that finds its queue empty before the stage upstream has
         # handed everything on would leave reports behind.
-        for name in stages:
+        for name in ("ingest", "router", "workers", "sweeper"):
             _supervise(app, [Child(name, ["run", name, "--burst"])], burst=True)
         return
-    _supervise(app, [Child(name, ["run", name]) for name in stages], burst=False)
+    children = [Child(name, ["run", name], env=_port_env(base, i)) for i, name in enumerate(stages)]
+    _supervise(app, children, burst=False)
+
+
+def _port_env(base: int | None, offset: int) -> dict[str, str]:
+    """A child's metrics port: the parent's plus its place (nothing when metrics are off)."""
+    return {} if base is None else {"SILOFLOW_METRICS_PORT": str(base + offset)}
 
 
 def _supervise(app: AppContext, children: list[Child], burst: bool) -> None:

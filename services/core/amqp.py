@@ -15,7 +15,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from services.core import wire
+from services.core import metrics, wire
 from services.core.errors import Permanent
 from services.core.names import Names
 from services.core.outcomes import Reason, Stage, dlq_for
@@ -107,6 +107,8 @@ class DeadLetters:
         )
         which = dlq_for(reason)
         await publish(self._channel, self._names.dead_exchange, which, message)
+        metrics.DEAD_LETTERS.labels(self._stage.value, reason.value).inc()
+        metrics.REPORTS.labels(self._stage.value, "dead_lettered").inc()
         log.error(
             "report.dead_lettered",
             message_id=incoming.message_id,

@@ -13,6 +13,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from services.core.amqp import publishing_channel
+from services.core.metrics import HealthServer
 from services.core.settings import Settings
 from services.core.topology import QueueSpec, connect, consumable, ensure_topology
 
@@ -134,6 +135,30 @@ async def consume_until_stopped(
         for name, counter in zip(names, counters, strict=True):
             if not await counter.wait_idle(drain_timeout_s):
                 log.warning("shutdown.in_flight_abandoned", queue=name, count=counter.count)
+
+
+class Readiness:
+    """Whether a service is doing its job (for /readyz): set once it consumes, cleared when it
+    stops."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def __call__(self) -> bool:
+        return self.ready
+
+
+@asynccontextmanager
+async def health(settings: Settings) -> AsyncIterator[Readiness]:
+    """Serve /metrics, /healthz and /readyz on `metrics_port` (if set) while the block runs."""
+    readiness = Readiness()
+    server = HealthServer(settings.metrics_port, readiness)
+    await server.start()
+    try:
+        yield readiness
+    finally:
+        readiness.ready = False
+        await server.close()
 
 
 @dataclass(frozen=True)

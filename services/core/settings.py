@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     # Worker processes of `siloflow run workers` (0: one per CPU).
     worker_processes: Annotated[int, Field(ge=0, le=1024)] = 0
 
+    # -- the sweeper -----------------------------------------------------------------------------
+    sweep_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    # A host with no report for this long is marked down (and up again when it reports).
+    host_down_after_s: Annotated[float, Field(gt=0)] = 300.0
+    # agent_messages rows older than this are pruned.
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    sweep_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+
     # -- host identity ---------------------------------------------------------------------------
     # The server secrets host keys derive from: `1:<base64>,2:<base64>` (e.g. from a Kubernetes
     # Secret). None means: the file `<state_dir>/<namespace>/host-keys.json` that bootstrap
@@ -91,6 +99,10 @@ class Settings(BaseSettings):
     state_dir: Path = Path.home() / ".local" / "state" / "siloflow"
     # Reports without a valid signature are dead-lettered (bad-signature).
     require_signatures: bool = True
+
+    # /metrics, /healthz and /readyz (None: not served). `run all` and the worker supervisor give
+    # their children consecutive ports from here.
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

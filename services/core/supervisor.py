@@ -22,6 +22,7 @@ class Child:
     name: str
     args: list[str]
     process: asyncio.subprocess.Process | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     restarts: int = 0
     done: bool = False
     exit_codes: list[int] = field(default_factory=list)
@@ -34,7 +35,7 @@ def command(args: list[str]) -> list[str]:
 
 async def _spawn(child: Child) -> None:
     child.process = await asyncio.create_subprocess_exec(
-        *command(child.args), env=os.environ.copy()
+        *command(child.args), env={**os.environ, **child.env}
     )
     log.info("supervisor.started", child=child.name, pid=child.process.pid)
 

@@ -22,6 +22,7 @@ from services.core.runtime import (
     Consumption,
     broker,
     consume_until_stopped,
+    health,
     stop_on_signals,
 )
 from services.core.settings import Settings
@@ -69,7 +70,8 @@ async def run(
     engine = registry_engine(settings)
     databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
     try:
-        async with broker(settings, "ingest") as channels:
+        async with health(settings) as readiness, broker(settings, "ingest") as channels:
+            readiness.ready = True
             await _consume(
                 settings,
                 channels,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.core import wire
+from services.core import metrics, wire
 from services.core.amqp import (
     DeadLetters,
     Unroutable,
@@ -95,6 +95,7 @@ class IngestConsumer:
         forwarded.message_id = str(accepted.message_id)
         forwarded.type = accepted.kind
         await publish(self._channel, "", self._names.router_queue, forwarded)
+        metrics.REPORTS.labels("ingest", "accepted").inc()
         log.debug(
             "report.accepted",
             message_id=str(accepted.message_id),

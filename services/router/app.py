@@ -10,7 +10,13 @@ import structlog
 from services.core.amqp import DeadLetters
 from services.core.names import Names
 from services.core.outcomes import Stage
-from services.core.runtime import Consumption, broker, consume_until_stopped, stop_on_signals
+from services.core.runtime import (
+    Consumption,
+    broker,
+    consume_until_stopped,
+    health,
+    stop_on_signals,
+)
 from services.core.settings import Settings
 from services.core.topology import router_inbox
 from services.router.consumer import RouterConsumer
@@ -29,7 +35,8 @@ async def run(
     await directory.start()
     consumer: RouterConsumer | None = None
     try:
-        async with broker(settings, "router") as channels:
+        async with health(settings) as readiness, broker(settings, "router") as channels:
+            readiness.ready = True
             consumer = RouterConsumer(
                 channels.publish,
                 names,

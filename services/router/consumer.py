@@ -10,7 +10,7 @@ import uuid
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.core import wire
+from services.core import metrics, wire
 from services.core.amqp import DeadLetters, Unroutable, forward, never_raises, publish, settle
 from services.core.errors import DatabaseUnavailable
 from services.core.names import Names
@@ -77,6 +77,7 @@ class RouterConsumer:
                 await settle(message, requeue=True)
                 return
             self.routed += 1
+            metrics.REPORTS.labels("router", "routed").inc()
             await settle(message)
 
     async def _lookup(

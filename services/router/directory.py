@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from services.core import metrics
 from services.core.errors import DatabaseUnavailable
 from services.core.names import Names
 from services.core.notices import CONNECT_REFUSALS, CONNECTION_ERRORS, NoticeListener
@@ -86,13 +87,16 @@ class RouterDirectory:
         if cached is not None:
             if cached is _UNBOUND:
                 self.hits += 1
+                metrics.ROUTER_LOOKUPS.labels("hit").inc()
                 return None, None
             assert isinstance(cached, HostBinding)
             tenant = self._tenants.get(cached.tenant_id)
             if tenant is not None:
                 self.hits += 1
+                metrics.ROUTER_LOOKUPS.labels("hit").inc()
                 return cached, tenant
         self.misses += 1
+        metrics.ROUTER_LOOKUPS.labels("miss").inc()
         epoch = self._epoch
         row = await self._fetchrow(_BINDING_SQL, host_id)
         if row is None:
@@ -120,6 +124,7 @@ class RouterDirectory:
             # Oldest inserted first out: cheap, and a hot host comes straight back.
             self._hosts.pop(next(iter(self._hosts)))
         self._hosts[host_id] = binding
+        metrics.ROUTER_CACHE_SIZE.set(len(self._hosts))
         if tenant is not None:
             self._tenants[tenant.id] = tenant
 
@@ -132,6 +137,7 @@ class RouterDirectory:
         self._hosts.clear()
         self._tenants.clear()
         self._cleared_at = time.monotonic()
+        metrics.ROUTER_CACHE_SIZE.set(0)
         log.info("router.cache_cleared", why=why)
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:

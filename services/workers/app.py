@@ -22,7 +22,7 @@ from services.core.names import Names
 from services.core.notices import NoticeListener
 from services.core.outcomes import Stage
 from services.core.registry import TenantRecord
-from services.core.runtime import broker, stop_on_signals, wait_drained
+from services.core.runtime import broker, health, stop_on_signals, wait_drained
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
 from services.core.topology import declare_tenant_queue
@@ -140,7 +140,9 @@ async def run(
     stack = AsyncExitStack()
     pinned: Pinned | None = None
     try:
+        readiness = await stack.enter_async_context(health(settings))
         channels = await stack.enter_async_context(broker(settings, f"workers {label}"))
+        readiness.ready = True
         pinned = Pinned(
             settings,
             channels.connection,

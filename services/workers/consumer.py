@@ -6,11 +6,13 @@ fails for a permanent reason is retried report by report so only the bad one is 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from services.core import metrics
 from services.core.amqp import DeadLetters, settle
 from services.core.errors import DatabaseUnavailable
 from services.core.failures import classify
@@ -197,6 +199,12 @@ class TenantConsumer:
         finally:
             await conn.close()
         self.committed += result.new
+        metrics.COMMITS.labels(self.tenant.slug).inc(result.new)
+        metrics.REPORTS.labels("worker", "committed").inc(result.new)
+        metrics.BATCH_SIZE.observe(len(reports))
+        now = datetime.now(UTC)
+        for r in reports:
+            metrics.END_TO_END.observe(max((now - r.sent_at).total_seconds(), 0.0))
         log.debug(
             "worker.committed",
             tenant=self.tenant.slug,

@@ -30,7 +30,9 @@ _SEEN_HOSTS = """
     insert into hosts (id, last_seen_at)
     select * from unnest($1::uuid[], $2::timestamptz[])
     on conflict (id) do update
-        set last_seen_at = greatest(hosts.last_seen_at, excluded.last_seen_at)
+        set last_seen_at = greatest(hosts.last_seen_at, excluded.last_seen_at),
+            -- a host the sweeper marked down is up again as soon as it reports
+            status = case when hosts.status = 'down' then 'up' else hosts.status end
 """
 # Wins only if newer than what is stored: a late, older report never overwrites newer state.
 _NEWEST_GUARD = """

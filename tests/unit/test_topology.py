@@ -7,7 +7,10 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
 from schemas.export import JSON_DIR, documents
+from services.core import metrics
 from services.core.names import DLQS, Names
 from services.core.settings import load_settings
 from services.core.topology import TENANT_QUEUE_ARGS, definitions, policies, queues
@@ -50,3 +53,17 @@ def test_every_queue_is_a_quorum_queue_and_tenants_have_one_active_consumer() ->
         assert spec.arguments["x-queue-type"] == "quorum"
         assert "x-single-active-consumer" not in spec.arguments
     assert TENANT_QUEUE_ARGS == {"x-queue-type": "quorum", "x-single-active-consumer": True}
+
+
+def test_shipped_dashboards_and_alerts_parse_and_use_our_metrics() -> None:
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    rules = [rule for group in alerts["groups"] for rule in group["rules"]]
+    assert {r["alert"] for r in rules} >= {
+        "SiloflowDeadLettersGrowing",
+        "SiloflowTenantQueueWithoutConsumer",
+    }
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "siloflow.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    exprs += " ".join(r["expr"] for r in rules)
+    for metric in (metrics.REPORTS, metrics.DEAD_LETTERS, metrics.COMMITS, metrics.END_TO_END):
+        assert metric._name in exprs, metric._name

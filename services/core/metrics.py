@@ -1,0 +1,77 @@
+"""Every metric siloflow exports, in one place (prometheus-client), and the small HTTP endpoint
+each service serves them on with its health: `/metrics`, `/healthz` (the process runs),
+`/readyz` (it is consuming)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+log = structlog.get_logger(__name__)
+
+REPORTS = Counter(
+    "siloflow_reports_total", "Reports handled, by stage and outcome.", ["stage", "outcome"]
+)
+DEAD_LETTERS = Counter(
+    "siloflow_dead_letters_total",
+    "Reports dead-lettered, by stage and reason.",
+    ["stage", "reason"],
+)
+COMMITS = Counter("siloflow_commits_total", "Reports committed, by tenant.", ["tenant"])
+BATCH_SIZE = Histogram(
+    "siloflow_batch_reports",
+    "Reports per committed tenant transaction.",
+    buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000),
+)
+END_TO_END = Histogram(
+    "siloflow_end_to_end_seconds",
+    "From the agent's sent_at to the commit.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ROUTER_CACHE_SIZE = Gauge("siloflow_router_cache_hosts", "Host bindings the router holds.")
+ROUTER_LOOKUPS = Counter(
+    "siloflow_router_lookups_total", "Router registry lookups, by cache result.", ["result"]
+)
+CREDENTIAL_RENEWALS = Counter(
+    "siloflow_credential_renewals_total",
+    "Tenant database logins issued or renewed.",
+    ["broker"],
+)
+
+
+class HealthServer:
+    """Serves /metrics, /healthz and /readyz on a port (0 or None: not at all)."""
+
+    def __init__(self, port: int | None, ready: Callable[[], bool]) -> None:
+        self._port = port
+        self._ready = ready
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        if not self._port:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "0.0.0.0", self._port).start()
+        log.info("health.listening", port=self._port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ready = self._ready()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)

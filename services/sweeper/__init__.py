@@ -1,0 +1,1 @@
+"""The sweeper service: server-wide background work across every tenant database."""

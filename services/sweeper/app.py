@@ -1,0 +1,131 @@
+"""The sweeper: one active at a time (a PostgreSQL advisory lock in the registry; the others wait
+as standbys), each pass fanning out across every active tenant database with bounded
+concurrency, one isolated session each; a tenant that fails is logged loudly and the others go
+on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+import structlog
+
+from services.core import registry
+from services.core.credentials import StaticCredentials
+from services.core.db import registry_engine
+from services.core.failures import classify
+from services.core.registry import TenantRecord
+from services.core.runtime import health, stop_on_signals
+from services.core.settings import Settings
+from services.core.tenancy import RegistryDirectory, TenantDatabases
+from services.sweeper.store import mark_down, prune
+
+log = structlog.get_logger(__name__)
+
+PRUNE_BATCH = 1_000
+
+
+def lock_key(namespace: str) -> int:
+    """The advisory lock id of this namespace's sweeper (a stable 63-bit number)."""
+    digest = hashlib.blake2b(f"siloflow-sweeper:{namespace}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass
+class PassReport:
+    """One sweep over every tenant."""
+
+    marked_down: dict[str, int] = field(default_factory=dict)
+    pruned: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+async def sweep_once(
+    settings: Settings, databases: TenantDatabases, tenants: list[TenantRecord]
+) -> PassReport:
+    report = PassReport()
+    limit = asyncio.Semaphore(settings.sweep_concurrency)
+    silence = timedelta(seconds=settings.host_down_after_s)
+    age = timedelta(days=settings.retention_days)
+
+    async def one(tenant: TenantRecord) -> None:
+        async with limit:
+            try:
+                engine = await databases.engine(tenant)
+                report.marked_down[tenant.slug] = await mark_down(engine, silence)
+                report.pruned[tenant.slug] = await prune(engine, age, PRUNE_BATCH)
+            except Exception as exc:  # one tenant's failure never stops the others
+                report.failed[tenant.slug] = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                log.error(
+                    "sweeper.tenant_failed", tenant=tenant.slug, error=report.failed[tenant.slug]
+                )
+
+    await asyncio.gather(*(one(t) for t in tenants))
+    log.info(
+        "sweeper.pass",
+        marked_down=sum(report.marked_down.values()),
+        pruned=sum(report.pruned.values()),
+        failed=sorted(report.failed),
+    )
+    return report
+
+
+async def run(
+    settings: Settings, *, burst: bool = False, stop: asyncio.Event | None = None
+) -> PassReport | None:
+    """Sweep every `sweep_interval_s` while holding the lock; with `burst`, one pass (if the lock
+    is free) and exit. Returns the last pass."""
+    stop = stop or asyncio.Event()
+    stop_on_signals(stop)
+    engine = registry_engine(settings)
+    databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
+    holder: asyncpg.Connection | None = None
+    last: PassReport | None = None
+    probes = health(settings)
+    readiness = await probes.__aenter__()
+    readiness.ready = True
+    try:
+        while not stop.is_set():
+            try:
+                if holder is None or holder.is_closed():
+                    holder = await _try_lock(settings)
+                if holder is not None:
+                    async with engine.connect() as conn:
+                        tenants = await registry.list_tenants(conn, statuses=("active",))
+                    last = await sweep_once(settings, databases, tenants)
+                else:
+                    log.info("sweeper.standby", reason="another sweeper holds the lock")
+            except Exception as exc:
+                if classify(exc) != "transient":
+                    raise
+                log.warning("sweeper.registry_unavailable", error=str(exc).splitlines()[0])
+                holder = None
+            if burst:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.sweep_interval_s)
+    finally:
+        if holder is not None and not holder.is_closed():
+            await holder.close()  # closing the session releases the advisory lock
+        await databases.close()
+        await engine.dispose()
+        await probes.__aexit__(None, None, None)
+    return last
+
+
+async def _try_lock(settings: Settings) -> asyncpg.Connection | None:
+    """A registry session holding this namespace's sweeper lock, or None if another has it."""
+    conn = await asyncpg.connect(
+        settings.registry_url,
+        timeout=settings.connect_timeout_s,
+        server_settings={"application_name": "siloflow sweeper"},
+    )
+    if await conn.fetchval("select pg_try_advisory_lock($1)", lock_key(settings.namespace)):
+        log.info("sweeper.active")
+        return conn
+    await conn.close()
+    return None
