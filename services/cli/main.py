@@ -13,6 +13,7 @@ from services.cli.host import host
 from services.cli.placement import placement
 from services.cli.run import run_group
 from services.cli.simulate import simulate
+from services.cli.status import status
 from services.cli.tenant import tenant
 from services.cli.token import token
 from services.cli.topology import topology
@@ -153,6 +154,7 @@ cli.add_command(simulate)
 cli.add_command(token)
 cli.add_command(agent)
 cli.add_command(dlq_group)
+cli.add_command(status)
 
 
 def main() -> None:

@@ -1,0 +1,153 @@
+"""`siloflow status`: the deployment at a glance, from the broker's management API (queues) and
+the registry and tenant databases (tenants). Works against a remote deployment: it only needs the
+settings' URLs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from services.core import dlq, registry
+from services.core.credentials import StaticCredentials
+from services.core.db import registry_engine
+from services.core.management import Management
+from services.core.models.registry import host_tenant
+from services.core.names import Names
+from services.core.settings import Settings
+from services.core.tenancy import RegistryDirectory, TenantDatabases
+
+_ACTIVITY = """
+    select count(*) filter (where committed_at > now() - interval '1 minute') as last_minute,
+           max(committed_at) as last_commit
+    from agent_messages
+"""
+
+
+@dataclass
+class QueueStatus:
+    name: str
+    role: str  # intake | register | router | tenant | dlq
+    messages: int
+    ready: int
+    unacked: int
+    consumers: int
+    publish_rate: float
+    deliver_rate: float
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TenantStatus:
+    slug: str
+    status: str
+    hosts: int
+    reports_last_minute: int | None
+    last_commit: datetime | None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            **self.__dict__,
+            "last_commit": self.last_commit.isoformat() if self.last_commit else None,
+        }
+
+
+@dataclass
+class Status:
+    queues: list[QueueStatus] = field(default_factory=list)
+    tenants: list[TenantStatus] = field(default_factory=list)
+    dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "queues": [q.as_json() for q in self.queues],
+            "tenants": [t.as_json() for t in self.tenants],
+            "dead_letters": self.dead_letters,
+        }
+
+
+def _role(names: Names, queue: str) -> str | None:
+    if queue == names.intake_queue:
+        return "intake"
+    if queue == names.register_queue:
+        return "register"
+    if queue == names.router_queue:
+        return "router"
+    if queue.startswith(names.tenant_queue_prefix):
+        return "tenant"
+    if queue.startswith(f"{names.namespace}.dlq."):
+        return "dlq"
+    return None
+
+
+def _rate(queue: dict[str, Any], key: str) -> float:
+    return float((queue.get("message_stats") or {}).get(f"{key}_details", {}).get("rate", 0.0))
+
+
+async def collect(settings: Settings, *, reasons: bool = True) -> Status:
+    names = Names(settings.namespace)
+    status = Status()
+    async with Management(settings.management_api) as api:
+        for queue in sorted(await api.queues(settings.vhost), key=lambda q: q["name"]):
+            role = _role(names, queue["name"])
+            if role is None:
+                continue
+            status.queues.append(
+                QueueStatus(
+                    name=queue["name"],
+                    role=role,
+                    messages=int(queue.get("messages", 0) or 0),
+                    ready=int(queue.get("messages_ready", 0) or 0),
+                    unacked=int(queue.get("messages_unacknowledged", 0) or 0),
+                    consumers=int(queue.get("consumers", 0) or 0),
+                    publish_rate=_rate(queue, "publish"),
+                    deliver_rate=_rate(queue, "deliver_get"),
+                )
+            )
+    engine = registry_engine(settings)
+    databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
+    try:
+        async with engine.connect() as conn:
+            tenants = await registry.list_tenants(conn)
+            counts: dict[Any, int] = dict(
+                (
+                    await conn.execute(
+                        select(host_tenant.c.tenant_id, func.count())
+                        .where(host_tenant.c.revoked_at.is_(None))
+                        .group_by(host_tenant.c.tenant_id)
+                    )
+                ).all()
+            )
+
+        async def one(tenant: registry.TenantRecord) -> TenantStatus:
+            row = TenantStatus(
+                tenant.slug, tenant.status, int(counts.get(tenant.id, 0)), None, None
+            )
+            if tenant.status != "active":
+                return row
+            try:
+                async with databases.begin(tenant) as conn:
+                    activity = (await conn.execute(text(_ACTIVITY))).one()
+                row.reports_last_minute, row.last_commit = activity
+            except Exception as exc:  # one unreachable tenant is reported, not fatal
+                row.error = str(exc).splitlines()[0]
+            return row
+
+        status.tenants = list(await asyncio.gather(*(one(t) for t in tenants)))
+    finally:
+        await databases.close()
+        await engine.dispose()
+    if reasons:
+        letters = await dlq.browse(settings, dlq.Filters())
+        by_queue: dict[str, Counter[str]] = {}
+        for letter in letters:
+            by_queue.setdefault(letter.queue, Counter())[letter.reason] += 1
+        status.dead_letters = {q: dict(c) for q, c in by_queue.items()}
+    return status

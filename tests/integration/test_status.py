@@ -1,0 +1,51 @@
+"""`siloflow status --json` against the real broker and databases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import httpx
+
+from services.core.names import Names
+from tests.integration.pipeline import Env, bound_host, drain, publish
+from tests.reports import report
+from tests.support import MANAGEMENT, MANAGEMENT_AUTH, invoke_cli
+
+
+async def test_status_json_matches_the_broker_and_the_silos(env: Env) -> None:
+    host = await bound_host(env, env.a)
+    await publish(env.settings, [report("heartbeat", host) for _ in range(3)])
+    await publish(env.settings, [report("heartbeat", uuid.uuid4())])  # unbound: dead letter
+    await drain(env.settings, env.slugs)
+    names = Names(env.settings.namespace)
+    # The management API samples queue counts every few seconds: wait until it has seen the DLQ.
+    async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+        deadline = time.monotonic() + 30
+        while True:
+            broker = (
+                await api.get(f"/queues/{env.settings.namespace}/{names.dlq('unrouted')}")
+            ).json()
+            if broker.get("messages", 0) >= 1 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        result = await invoke_cli(["status", "--json"], env.settings)
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.output)
+        listed = {q["name"]: q for q in document["queues"]}
+        queues = (await api.get(f"/queues/{env.settings.namespace}")).json()
+    for queue in queues:
+        if queue["name"] in listed:
+            assert listed[queue["name"]]["messages"] == queue.get("messages", 0), queue["name"]
+    assert {
+        names.intake_queue,
+        names.router_queue,
+        names.tenant_queue(env.a.slug),
+        names.dlq("unrouted"),
+    } <= set(listed)
+    assert listed[names.tenant_queue(env.a.slug)]["role"] == "tenant"
+    acme = next(t for t in document["tenants"] if t["slug"] == env.a.slug)
+    assert acme["hosts"] >= 1 and acme["reports_last_minute"] >= 3 and acme["last_commit"]
+    assert document["dead_letters"]["unrouted"]["no-tenant-binding"] >= 1
