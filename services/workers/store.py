@@ -76,9 +76,13 @@ _COMPLIANCE_COLUMNS = ("host_id", "benchmark_id", "rule_id", "status", "severity
 
 @dataclass(frozen=True)
 class Committed:
-    new: int
+    fresh: list[Report]  # committed now (not seen before)
     duplicates: int
     applied: int
+
+    @property
+    def new(self) -> int:
+        return len(self.fresh)
 
 
 def _columns(rows: list[tuple[object, ...]]) -> list[list[object]]:
@@ -89,7 +93,7 @@ def _columns(rows: list[tuple[object, ...]]) -> list[list[object]]:
 async def commit_batch(conn: asyncpg.Connection, reports: list[Report]) -> Committed:
     """Commit the reports (the caller holds the transaction)."""
     if not reports:
-        return Committed(0, 0, 0)
+        return Committed([], 0, 0)
     new_ids = {
         row["message_id"]
         for row in await conn.fetch(
@@ -103,7 +107,7 @@ async def commit_batch(conn: asyncpg.Connection, reports: list[Report]) -> Commi
     }
     fresh = [r for r in reports if r.message_id in new_ids]
     if not fresh:
-        return Committed(0, len(reports), 0)
+        return Committed([], len(reports), 0)
 
     seen = sorted(last_seen(fresh).items())  # in id order: concurrent writers lock alike
     await conn.execute(_SEEN_HOSTS, [h for h, _ in seen], [t for _, t in seen])
@@ -124,7 +128,7 @@ async def commit_batch(conn: asyncpg.Connection, reports: list[Report]) -> Commi
         if report.message_id in won_ids:
             winners[report.kind].append(report)
     await _apply(conn, winners)
-    return Committed(len(fresh), len(reports) - len(fresh), len(won_ids))
+    return Committed(fresh, len(reports) - len(fresh), len(won_ids))
 
 
 async def _apply(conn: asyncpg.Connection, winners: dict[str, list[Report]]) -> None:
