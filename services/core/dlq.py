@@ -10,16 +10,18 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.core import wire
+from services.core import registry, wire
 from services.core.amqp import Unroutable, forward, publish, publishing_channel, settle
+from services.core.db import registry_engine
 from services.core.names import DLQS, Names
+from services.core.outcomes import Reason
 from services.core.settings import Settings
 from services.core.topology import connect
 
@@ -200,13 +202,35 @@ async def held(
         await connection.close()
 
 
+def orphaned(letter: DeadLetter, tenants: set[str]) -> DeadLetter:
+    """A letter of a tenant that no longer exists says so: its reason becomes `tenant-deleted`
+    (pure; what killed it first stays in its headers)."""
+    if letter.tenant is not None and letter.tenant not in tenants:
+        return replace(letter, reason=Reason.TENANT_DELETED.value)
+    return letter
+
+
+async def _tenant_slugs(settings: Settings) -> set[str]:
+    engine = registry_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            return {t.slug for t in await registry.list_tenants(conn)}
+    finally:
+        await engine.dispose()
+
+
 async def browse(settings: Settings, filters: Filters) -> list[DeadLetter]:
     """The matching letters, oldest first; nothing is acknowledged or reordered."""
     now = datetime.now(UTC)
+    tenants = await _tenant_slugs(settings)
     found: list[DeadLetter] = []
     for which in filters.queues:
         async with held(settings, which) as (_, letters):
-            found += [letter for _, letter in letters if filters.matches(letter, now)]
+            found += [
+                letter
+                for letter in (orphaned(x, tenants) for _, x in letters)
+                if filters.matches(letter, now)
+            ]
     return found[: filters.limit] if filters.limit else found
 
 
@@ -234,12 +258,14 @@ async def replay(
     now = datetime.now(UTC)
     interval = 1 / rate_per_s if rate_per_s else 0.0
     budget = filters.limit
+    tenants = await _tenant_slugs(settings)
     publisher_connection = await connect(settings, name="dlq replay")
     try:
         out = await publishing_channel(publisher_connection)
         for which in filters.queues:
             async with held(settings, which) as (_, letters):
-                for message, letter in letters:
+                for message, found in letters:
+                    letter = orphaned(found, tenants)
                     if not filters.matches(letter, now) or budget == 0:
                         summary.skipped += 1
                         continue

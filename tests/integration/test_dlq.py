@@ -19,17 +19,20 @@ import httpx
 from services.core import dlq, hosts
 from services.core.names import Names
 from services.core.runtime import ready_count
+from services.core.tenants import create_tenant, delete_tenant
 from services.ingest import app as ingest_app
 from services.router import app as router_app
+from services.workers import app as workers_app
 from tests.integration.pipeline import (
     Env,
+    bound_host,
     committed_ids,
     dead_letters,
     drain,
     publish,
 )
 from tests.integration.test_delivery import eventually
-from tests.reports import report
+from tests.reports import compliance, report
 from tests.support import MANAGEMENT, MANAGEMENT_AUTH, env_for, invoke_cli
 
 
@@ -202,3 +205,30 @@ async def test_move_messages_with_a_shovel_is_accepted(env: Env) -> None:
     await drain(env.settings, env.slugs)
     committed = set(await committed_ids(env.a.db_name))
     assert {uuid.UUID(i) for i in [*ids, big.message_id]} <= committed
+
+
+async def test_letters_of_a_deleted_tenant_say_so(env: Env) -> None:
+    doomed = (await create_tenant(env.settings, "initrode")).tenant
+    host = await bound_host(env, doomed)
+    bad_data = compliance()
+    bad_data["results"][0]["status"] = "maybe"  # the database refuses it: dlq.failed
+    poison = report("compliance", host, bad_data)
+    # Straight onto the tenant's queue (ingest would refuse the status), as the router puts it.
+    message = poison.message()
+    assert message.headers is not None
+    message.headers["x-siloflow-tenant"] = doomed.slug
+    connection = await aio_pika.connect(env.settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            message, routing_key=Names(env.settings.namespace).tenant_queue(doomed.slug)
+        )
+    finally:
+        await connection.close()
+    await workers_app.run(env.settings, tenants={doomed.slug}, burst=True)
+    [before] = await dlq.browse(env.settings, dlq.Filters(queues=("failed",), tenant=doomed.slug))
+    assert before.reason == "commit-rejected"
+    await delete_tenant(env.settings, doomed.slug)
+    [after] = await dlq.browse(env.settings, dlq.Filters(queues=("failed",), tenant=doomed.slug))
+    assert (after.message_id, after.reason) == (poison.message_id, "tenant-deleted")
+    assert after.headers["x-siloflow-reason"] == "commit-rejected"  # the first cause is kept
