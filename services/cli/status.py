@@ -16,9 +16,11 @@ from services.core.status import Status, collect
 
 def _render(status: Status) -> Group:
     queues = Table(title="queues")
-    for column in ("queue", "messages", "ready", "unacked", "consumers", "in/s", "out/s"):
+    columns = ("queue", "messages", "ready", "unacked", "consumers", "in/s", "out/s", "est. wait")
+    for column in columns:
         queues.add_column(column)
     for q in status.queues:
+        wait = q.wait_estimate_s
         queues.add_row(
             q.name,
             str(q.messages),
@@ -27,6 +29,7 @@ def _render(status: Status) -> Group:
             str(q.consumers),
             f"{q.publish_rate:.1f}",
             f"{q.deliver_rate:.1f}",
+            "stuck" if wait is None else f"{wait:.0f}s",  # waiting, and nothing drains it
         )
     tenants = Table(title="tenants")
     for column in ("tenant", "status", "hosts", "reports/min", "last commit", "problem"):

@@ -155,20 +155,33 @@ def never_raises(
     ) -> Callable[[Any, AbstractIncomingMessage], Awaitable[None]]:
         @functools.wraps(handler)
         async def guarded(self: Any, message: AbstractIncomingMessage) -> None:
-            try:
-                await handler(self, message)
-            except Exception:
-                log.exception(
-                    f"{stage}.unexpected_error",
-                    message_id=message.message_id,
-                    host_id=wire.header_text((message.headers or {}).get(wire.HOST_ID)),
-                    stage=stage,
-                )
-                await settle(message, requeue=True)
+            host_id = wire.header_text((message.headers or {}).get(wire.HOST_ID))
+            observe_lag(message, stage)
+            # Every line logged while handling this message says which message it is about.
+            with structlog.contextvars.bound_contextvars(
+                message_id=message.message_id, host_id=host_id, stage=stage
+            ):
+                try:
+                    await handler(self, message)
+                except Exception:
+                    log.exception(f"{stage}.unexpected_error")
+                    await settle(message, requeue=True)
 
         return guarded
 
     return wrap
+
+
+def observe_lag(message: AbstractIncomingMessage, stage: str, tenant: str = "") -> None:
+    """How long the message waited, by the timestamp its publisher set (agents set it; every
+    forward keeps it)."""
+    if message.timestamp is None:
+        return
+    sent = message.timestamp
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=UTC)
+    waited = max((datetime.now(UTC) - sent).total_seconds(), 0.0)
+    metrics.QUEUE_LAG.labels(stage, tenant).set(waited)
 
 
 def now_ms() -> int:

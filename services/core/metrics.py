@@ -35,6 +35,12 @@ ROUTER_CACHE_SIZE = Gauge("siloflow_router_cache_hosts", "Host bindings the rout
 ROUTER_LOOKUPS = Counter(
     "siloflow_router_lookups_total", "Router registry lookups, by cache result.", ["result"]
 )
+QUEUE_LAG = Gauge(
+    "siloflow_queue_lag_seconds",
+    "Age (from the agent's timestamp) of the last message a stage took from its queue: how long "
+    "reports wait. Quorum queues do not expose their head's age, so consumers measure it.",
+    ["stage", "tenant"],
+)
 CREDENTIAL_RENEWALS = Counter(
     "siloflow_credential_renewals_total",
     "Tenant database logins issued or renewed.",

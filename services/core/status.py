@@ -39,8 +39,17 @@ class QueueStatus:
     publish_rate: float
     deliver_rate: float
 
+    @property
+    def wait_estimate_s(self) -> float | None:
+        """How long the oldest waiting message has yet to wait, at the current drain rate
+        (quorum queues do not expose their head message's age; the services export the age of
+        what they take as `siloflow_queue_lag_seconds`). None: nothing drains it."""
+        if self.ready == 0:
+            return 0.0
+        return self.ready / self.deliver_rate if self.deliver_rate > 0 else None
+
     def as_json(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "wait_estimate_s": self.wait_estimate_s}
 
 
 @dataclass

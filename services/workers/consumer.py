@@ -13,7 +13,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import metrics
-from services.core.amqp import DeadLetters, settle
+from services.core.amqp import DeadLetters, observe_lag, settle
 from services.core.errors import DatabaseUnavailable
 from services.core.failures import classify
 from services.core.names import Names
@@ -82,6 +82,7 @@ class TenantConsumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self.in_flight.__enter__()  # left by the batch loop once the message is settled
+        observe_lag(message, "worker", self.tenant.slug)
         self._buffer.append(message)
         self._arrived.set()
 

@@ -75,6 +75,8 @@ async def test_metrics_change_when_reports_flow(env: Env) -> None:
         assert delta("siloflow_dead_letters_total", stage="router", reason="no-tenant-binding") >= 1
         assert delta("siloflow_end_to_end_seconds_count") >= 3
         assert delta("siloflow_router_lookups_total", result="miss") >= 1
+        lag = after[("siloflow_queue_lag_seconds", (("stage", "ingest"), ("tenant", "")))]
+        assert 0 <= lag < 600  # how long the last report waited in intake
     finally:
         stop.set()
         await asyncio.gather(*services)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 import time
 import uuid
 
@@ -12,7 +14,7 @@ import httpx
 from services.core.names import Names
 from tests.integration.pipeline import Env, bound_host, drain, publish
 from tests.reports import report
-from tests.support import MANAGEMENT, MANAGEMENT_AUTH, invoke_cli
+from tests.support import MANAGEMENT, MANAGEMENT_AUTH, env_for, invoke_cli
 
 
 async def test_status_json_matches_the_broker_and_the_silos(env: Env) -> None:
@@ -49,3 +51,23 @@ async def test_status_json_matches_the_broker_and_the_silos(env: Env) -> None:
     acme = next(t for t in document["tenants"] if t["slug"] == env.a.slug)
     assert acme["hosts"] >= 1 and acme["reports_last_minute"] >= 3 and acme["last_commit"]
     assert document["dead_letters"]["unrouted"]["no-tenant-binding"] >= 1
+
+
+async def test_status_watch_redraws_until_interrupted(env: Env) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "status",
+        "--watch",
+        "--interval",
+        "1",
+        env=env_for(env.settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(4)  # a few redraws
+    process.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert "queues" in out.decode() and "tenants" in out.decode()
