@@ -73,8 +73,11 @@ def print_table(
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    # Piped output is read by people too (and by grep): never truncate cells to 80 columns there.
-    console = Console(file=sys.stdout)
-    if not console.is_terminal:
-        console = Console(file=sys.stdout, width=1000)
-    console.print(table)
+    console().print(table)
+
+
+def console() -> Console:
+    """Standard output; piped output is read by people too (and by grep), so it is never cut to
+    80 columns there."""
+    terminal = Console(file=sys.stdout)
+    return terminal if terminal.is_terminal else Console(file=sys.stdout, width=1000)

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 
 import click
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from services.cli.common import AppContext, json_option, pass_app, print_json, run
+from services.cli.common import AppContext, console, json_option, pass_app, print_json, run
 from services.core.status import Status, collect
 
 
@@ -29,7 +29,7 @@ def _render(status: Status) -> Group:
             str(q.consumers),
             f"{q.publish_rate:.1f}",
             f"{q.deliver_rate:.1f}",
-            "stuck" if wait is None else f"{wait:.0f}s",  # waiting, and nothing drains it
+            "-" if q.role == "dlq" else "stuck" if wait is None else f"{wait:.0f}s",
         )
     tenants = Table(title="tenants")
     for column in ("tenant", "status", "hosts", "reports/min", "last commit", "problem"):
@@ -67,7 +67,7 @@ def status(app: AppContext, as_json: bool, watch: bool, interval: float) -> None
         if as_json:
             print_json(current.as_json())
         else:
-            Console().print(_render(current))
+            console().print(_render(current))
         return
 
     async def live() -> None:

@@ -43,7 +43,10 @@ class QueueStatus:
     def wait_estimate_s(self) -> float | None:
         """How long the oldest waiting message has yet to wait, at the current drain rate
         (quorum queues do not expose their head message's age; the services export the age of
-        what they take as `siloflow_queue_lag_seconds`). None: nothing drains it."""
+        what they take as `siloflow_queue_lag_seconds`). None: nothing drains it (dead letters
+        wait for an operator, not for a consumer)."""
+        if self.role == "dlq":
+            return None
         if self.ready == 0:
             return 0.0
         return self.ready / self.deliver_rate if self.deliver_rate > 0 else None
