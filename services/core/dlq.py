@@ -22,6 +22,7 @@ from services.core.amqp import Unroutable, forward, publish, publishing_channel,
 from services.core.db import registry_engine
 from services.core.names import DLQS, Names
 from services.core.outcomes import Reason
+from services.core.runtime import ready_count
 from services.core.settings import Settings
 from services.core.topology import connect
 
@@ -152,11 +153,6 @@ def replay_headers(letter: DeadLetter) -> dict[str, Any]:
 # -- the broker side ---------------------------------------------------------------------------
 
 
-async def _ready(channel: AbstractChannel, queue: str) -> int:
-    underlay = await channel.get_underlay_channel()
-    return int((await underlay.queue_declare(queue, passive=True)).message_count or 0)
-
-
 @asynccontextmanager
 async def held(
     settings: Settings, which: str
@@ -169,7 +165,7 @@ async def held(
     connection = await connect(settings, name=f"dlq {which}")
     try:
         channel = await connection.channel()
-        count = await _ready(channel, queue_name)
+        count = await ready_count(channel, queue_name)
         letters: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
         if count:
             await channel.set_qos(prefetch_count=min(count, 65_535))

@@ -55,6 +55,15 @@ class InFlight:
         return True
 
 
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` (a backoff, a sweep interval); True if told to stop meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
     """SIGTERM and SIGINT set `stop` (the service then drains and exits)."""
     loop = asyncio.get_running_loop()

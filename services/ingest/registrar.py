@@ -18,7 +18,7 @@ from services.core import wire
 from services.core.amqp import DeadLetters, never_raises, settle
 from services.core.failures import classify
 from services.core.outcomes import Reason
-from services.core.runtime import InFlight
+from services.core.runtime import InFlight, stopped_within
 from services.ingest.registration import Registrar
 
 log = structlog.get_logger(__name__)
@@ -104,11 +104,9 @@ class RegistrationConsumer:
                     error=str(exc).splitlines()[0],
                     retry_in_s=backoff,
                 )
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+            if await stopped_within(self._stop, backoff):
                 return None
-            except TimeoutError:
-                backoff = min(backoff * 2, self._retry_max_s)
+            backoff = min(backoff * 2, self._retry_max_s)
 
     async def _reply(
         self, request: AbstractIncomingMessage, answer: RegisterAccepted | RegisterRejected

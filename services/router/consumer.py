@@ -15,7 +15,7 @@ from services.core.amqp import DeadLetters, Unroutable, forward, never_raises, p
 from services.core.errors import DatabaseUnavailable
 from services.core.names import Names
 from services.core.outcomes import Reason
-from services.core.runtime import InFlight
+from services.core.runtime import InFlight, stopped_within
 from services.router.directory import RouterDirectory
 from services.router.handlers import HostBinding, Route, TenantState, decide
 
@@ -90,11 +90,9 @@ class RouterConsumer:
                 return await self._directory.lookup(host_id)
             except DatabaseUnavailable as exc:
                 log.warning("router.registry_unavailable", error=str(exc), retry_in_s=backoff)
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+            if await stopped_within(self._stop, backoff):
                 return None
-            except TimeoutError:
-                backoff = min(backoff * 2, self._retry_max_s)
+            backoff = min(backoff * 2, self._retry_max_s)
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, reason: Reason, detail: str, **context: object

@@ -6,7 +6,6 @@ on."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,7 +18,7 @@ from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.failures import classify
 from services.core.registry import TenantRecord
-from services.core.runtime import health, stop_on_signals
+from services.core.runtime import health, stop_on_signals, stopped_within
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
 from services.sweeper.store import mark_down, prune
@@ -106,8 +105,7 @@ async def run(
                 holder = None
             if burst:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=settings.sweep_interval_s)
+            await stopped_within(stop, settings.sweep_interval_s)
     finally:
         if holder is not None and not holder.is_closed():
             await holder.close()  # closing the session releases the advisory lock

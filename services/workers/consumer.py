@@ -19,7 +19,7 @@ from services.core.failures import classify
 from services.core.names import Names
 from services.core.outcomes import Reason
 from services.core.registry import TenantRecord
-from services.core.runtime import InFlight
+from services.core.runtime import InFlight, stopped_within
 from services.core.settings import Settings
 from services.core.tenancy import TenantDatabases
 from services.core.topology import consumable, tenant_queue
@@ -178,11 +178,9 @@ class TenantConsumer:
                         error=text,
                         retry_in_s=backoff,
                     )
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+            if await stopped_within(self._stopping, backoff):
                 return None
-            except TimeoutError:
-                backoff = min(backoff * 2, self._settings.retry_max_s)
+            backoff = min(backoff * 2, self._settings.retry_max_s)
 
     async def _commit(self, reports: list[Report]) -> None:
         engine = await self._databases.engine(self.tenant)
