@@ -3,6 +3,7 @@ reported by name, and the policies dead-letter a poison message after the delive
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -85,16 +86,29 @@ async def test_a_poison_message_is_dead_lettered_after_the_delivery_limit(
             durable=True,
             arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
         )
-        # A consumer that crashes on it every time: delivered limit + 1 times, then gone.
+        # A consumer that crashes on it every time: delivered limit + 1 times, then gone to the
+        # dead-letter queue. (The broker applies policies and dead-letters asynchronously, so
+        # the consumer keeps failing until the letter shows up.)
         deliveries = 0
-        async with queue.iterator() as messages:
-            async for message in messages:
-                deliveries += 1
-                await message.nack(requeue=True)
-                if deliveries == 3:
-                    break
-        dlq = await channel.declare_queue(names.dlq("failed"), passive=True)
-        letter = await dlq.get(timeout=10)
+
+        async def crash(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal deliveries
+            deliveries += 1
+            await message.nack(requeue=True)
+
+        # (basic.get is refused on a single-active-consumer queue: a consumer it is.)
+        tag = await queue.consume(crash)
+        inspector = await connection.channel()
+        dlq = await inspector.declare_queue(names.dlq("failed"), passive=True)
+        letter = None
+        deadline = asyncio.get_running_loop().time() + 30
+        while letter is None:
+            assert asyncio.get_running_loop().time() < deadline, "never dead-lettered"
+            letter = await dlq.get(fail=False, timeout=5)
+            if letter is None:
+                await asyncio.sleep(0.05)
+        await queue.cancel(tag)
+        assert deliveries >= 3  # limit 2: the first delivery plus two redeliveries
         assert letter.message_id == "poison-1"
         assert json.loads(letter.body) == {"poison": True}
         assert (letter.headers or {}).get("x-first-death-reason") in (
