@@ -11,16 +11,24 @@ from rich.live import Live
 from rich.table import Table
 
 from services.cli.common import AppContext, console, json_option, pass_app, print_json, run
-from services.core.status import Status, collect
+from services.core.status import QueueStatus, Status, collect
+
+
+def _wait(q: QueueStatus) -> str:
+    """Dead letters: how long the oldest has waited for an operator. Work queues: how long the
+    oldest has yet to wait at the current drain rate ("stuck": nothing drains it)."""
+    if q.role == "dlq":
+        return "-" if q.oldest_age_s is None else f"oldest {q.oldest_age_s:.0f}s"
+    wait = q.wait_estimate_s
+    return "stuck" if wait is None else f"~{wait:.0f}s"
 
 
 def _render(status: Status) -> Group:
     queues = Table(title="queues")
-    columns = ("queue", "messages", "ready", "unacked", "consumers", "in/s", "out/s", "est. wait")
+    columns = ("queue", "messages", "ready", "unacked", "consumers", "in/s", "out/s", "wait")
     for column in columns:
         queues.add_column(column)
     for q in status.queues:
-        wait = q.wait_estimate_s
         queues.add_row(
             q.name,
             str(q.messages),
@@ -29,7 +37,7 @@ def _render(status: Status) -> Group:
             str(q.consumers),
             f"{q.publish_rate:.1f}",
             f"{q.deliver_rate:.1f}",
-            "-" if q.role == "dlq" else "stuck" if wait is None else f"{wait:.0f}s",
+            _wait(q),
         )
     tenants = Table(title="tenants")
     for column in ("tenant", "status", "hosts", "reports/min", "last commit", "problem"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -38,6 +38,7 @@ class QueueStatus:
     consumers: int
     publish_rate: float
     deliver_rate: float
+    oldest_age_s: float | None = None  # dead-letter queues only: read off their letters' dead-at
 
     @property
     def wait_estimate_s(self) -> float | None:
@@ -159,7 +160,16 @@ async def collect(settings: Settings, *, reasons: bool = True) -> Status:
     if reasons:
         letters = await dlq.browse(settings, dlq.Filters())
         by_queue: dict[str, Counter[str]] = {}
+        oldest: dict[str, datetime] = {}
         for letter in letters:
             by_queue.setdefault(letter.queue, Counter())[letter.reason] += 1
+            if letter.dead_at is not None:
+                queue_name = names.dlq(letter.queue)
+                known = oldest.get(queue_name)
+                oldest[queue_name] = min(known, letter.dead_at) if known else letter.dead_at
         status.dead_letters = {q: dict(c) for q, c in by_queue.items()}
+        now = datetime.now(UTC)
+        for listed in status.queues:
+            if listed.name in oldest:
+                listed.oldest_age_s = max((now - oldest[listed.name]).total_seconds(), 0.0)
     return status

@@ -48,6 +48,9 @@ async def test_status_json_matches_the_broker_and_the_silos(env: Env) -> None:
         names.dlq("unrouted"),
     } <= set(listed)
     assert listed[names.tenant_queue(env.a.slug)]["role"] == "tenant"
+    # Dead letters carry their dead-at: the oldest one's age is read, not estimated.
+    assert 0 <= listed[names.dlq("unrouted")]["oldest_age_s"] < 600
+    assert listed[names.intake_queue]["oldest_age_s"] is None
     acme = next(t for t in document["tenants"] if t["slug"] == env.a.slug)
     assert acme["hosts"] >= 1 and acme["reports_last_minute"] >= 3 and acme["last_commit"]
     assert document["dead_letters"]["unrouted"]["no-tenant-binding"] >= 1
