@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ADMIN_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 DEMO_TENANTS ?= acme globex initech
 
-.PHONY: install services demo demo-down test unit lint format faults clean
+.PHONY: install services demo demo-down test test-openbao unit lint format faults clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ demo-down: install
 
 test: install lint
 	$(BIN)/pytest
+
+# The same suite with OpenBao issuing every test deployment's tenant logins (a dev server each run).
+test-openbao: install lint
+	SILOFLOW_TEST_CREDENTIALS=openbao $(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -66,8 +66,17 @@ def settings_for(namespace: str, **overrides: Any) -> Settings:
         "host_key_secrets": "1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "retry_max_s": 1.0,
     }
+    if os.environ.get("SILOFLOW_TEST_CREDENTIALS", "builtin") == "openbao":
+        values.update(openbao_settings(namespace))
     values.update(overrides)
     return load_settings(**values)
+
+
+def openbao_settings(namespace: str) -> dict[str, Any]:
+    """Settings that make a test deployment get its logins from the dev OpenBao server."""
+    from tests import openbao  # noqa: PLC0415 - starts a server: only when asked for
+
+    return {k: v for k, v in openbao.provision(namespace).items() if not k.startswith("_")}
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -83,7 +92,21 @@ def env_for(settings: Settings) -> dict[str, str]:
         else "",
         SILOFLOW_MULTITENANT=str(settings.multitenant).lower(),
         SILOFLOW_LOG_FORMAT="json",
+        SILOFLOW_CREDENTIALS=settings.credentials,
+        SILOFLOW_CREDENTIAL_TTL_S=str(settings.credential_ttl_s),
+        SILOFLOW_CREDENTIAL_MAX_TTL_S=str(settings.credential_max_ttl_s),
+        SILOFLOW_OPENBAO_ADDR=settings.openbao_addr,
+        SILOFLOW_OPENBAO_MOUNT=settings.openbao_mount,
+        SILOFLOW_OPENBAO_TIMEOUT_S=str(settings.openbao_timeout_s),
     )
+    optional = {
+        "SILOFLOW_CREDENTIAL_LOGIN_GROUP": settings.credential_login_group,
+        "SILOFLOW_OPENBAO_ROLE_ID": settings.openbao_role_id,
+        "SILOFLOW_OPENBAO_SECRET_ID": settings.openbao_secret_id.get_secret_value()
+        if settings.openbao_secret_id
+        else None,
+    }
+    env.update({k: v for k, v in optional.items() if v is not None})
     return env
 
 
@@ -99,6 +122,9 @@ async def drop_namespace(namespace: str) -> None:
     """Remove every database, role and the vhost a deployment with this namespace created."""
     assert namespace.startswith(TEST_PREFIX), "only test namespaces are ever dropped"
     await asyncio.to_thread(delete_vhost, namespace)
+    from tests import openbao  # noqa: PLC0415
+
+    await asyncio.to_thread(openbao.remove, namespace)  # revokes its leases, if it had any
     pattern = namespace.replace("_", r"\_") + r"\_%"
     conn = await asyncpg.connect(ADMIN_DSN)
     try:

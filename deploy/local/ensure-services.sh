@@ -30,6 +30,33 @@ if ! pg_up; then
     pg_up || { say "PostgreSQL did not come up on 127.0.0.1:5432"; exit 1; }
 fi
 
+# -- Password authentication for short-lived logins ---------------------------------------------
+# This server trusts loopback users, and a trusted login never expires. Logins in the group
+# below (siloflow's tests put theirs there, see SILOFLOW_CREDENTIAL_LOGIN_GROUP) must give their
+# password, so an expired or revoked credential is refused as it would be on a real server.
+LOGIN_GROUP=siloflow_password_login
+psql_admin() { psql -h 127.0.0.1 -U postgres -d postgres -qAtX "$@"; }
+if psql_admin -c "select 1" >/dev/null 2>&1; then
+    psql_admin -c "do \$\$ begin
+        if not exists (select 1 from pg_roles where rolname = '$LOGIN_GROUP') then
+            create role $LOGIN_GROUP nologin;
+        end if; end \$\$;" >/dev/null
+    hba=$(psql_admin -c "show hba_file")
+    if ! psql_admin -c "select 1 from pg_hba_file_rules where '+$LOGIN_GROUP' = any(user_name)" | grep -q 1; then
+        if [ -w "$hba" ]; then
+            say "requiring passwords of +$LOGIN_GROUP in $hba"
+            rules="host all +$LOGIN_GROUP 127.0.0.1/32 scram-sha-256
+host all +$LOGIN_GROUP ::1/128 scram-sha-256
+local all +$LOGIN_GROUP scram-sha-256"
+            { printf '%s\n' "# siloflow: short-lived logins must authenticate (deploy/local/ensure-services.sh)" "$rules"; cat "$hba"; } > "$hba.siloflow" && cat "$hba.siloflow" > "$hba" && rm -f "$hba.siloflow"
+            psql_admin -c "select pg_reload_conf()" >/dev/null
+        else
+            say "cannot edit $hba: the credential tests need these lines at its top, then a reload:"
+            say "  host all +$LOGIN_GROUP 127.0.0.1/32 scram-sha-256"
+        fi
+    fi
+fi
+
 # -- RabbitMQ ------------------------------------------------------------------------------------
 if ! rabbit_up; then
     command -v rabbitmq-server >/dev/null || install_packages rabbitmq-server

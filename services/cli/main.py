@@ -10,6 +10,7 @@ from services.cli.agent import agent
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.cli.dlq import dlq_group
 from services.cli.host import host
+from services.cli.openbao import openbao
 from services.cli.placement import placement
 from services.cli.run import run_group
 from services.cli.simulate import simulate
@@ -155,6 +156,7 @@ cli.add_command(token)
 cli.add_command(agent)
 cli.add_command(dlq_group)
 cli.add_command(status)
+cli.add_command(openbao)
 
 
 def main() -> None:

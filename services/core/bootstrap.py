@@ -12,7 +12,14 @@ from services.core.db import asyncpg_url, one_connection, provisioner_url, serve
 from services.core.errors import InvalidArgument, ProvisioningError, SiloflowError
 from services.core.hostkeys import ensure_keyring
 from services.core.names import Names
-from services.core.pgadmin import database_exists, ensure_database, ident, is_superuser, literal
+from services.core.pgadmin import (
+    database_exists,
+    end_login,
+    ensure_database,
+    ident,
+    is_superuser,
+    literal,
+)
 from services.core.settings import Settings
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -78,6 +85,10 @@ async def bootstrap(settings: Settings, admin_dsn: str) -> BootstrapReport:
         else:
             await conn.execute(text(f"alter role {ident(role)} {attributes}"))
             report.kept.append(f"role {role}")
+        # Revoking a login leaves its sessions running: the provisioner ends them itself
+        # (pg_terminate_backend). It may already grant itself any non-superuser role, so this
+        # adds nothing it could not take.
+        await conn.execute(text(f"grant pg_signal_backend to {ident(role)}"))
         for database in databases:
             existed = await database_exists(conn, database)
             await ensure_database(conn, database, owner=role)
@@ -123,14 +134,23 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
         if (
             await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
         ).first() is not None:
-            for owner in (
+            # Owner roles, and any login or OpenBao broker role a lost process left behind.
+            leftovers = (
                 await conn.execute(
-                    text("select rolname from pg_roles where rolname like :p"),
-                    {"p": names.role_prefix.replace("_", r"\_") + "owner%"},
+                    text(
+                        "select rolname from pg_roles where starts_with(rolname, :owner) "
+                        "or starts_with(rolname, :login) or starts_with(rolname, :bao)"
+                    ),
+                    {
+                        "owner": names.tenant_owner_role(""),
+                        "login": names.login_prefix,
+                        "bao": names.tenant_broker_role(""),
+                    },
                 )
-            ).scalars():
-                await conn.execute(text(f"drop role {ident(owner)}"))
-                removed.append(f"role {owner}")
+            ).scalars()
+            for leftover in sorted(leftovers, key=lambda r: r.startswith(names.login_prefix)):
+                await end_login(conn, leftover)
+                removed.append(f"role {leftover}")
             await conn.execute(text(f"drop role {ident(role)}"))
             removed.append(f"role {role}")
     if settings.host_key_secrets is None and settings.host_key_file.exists():

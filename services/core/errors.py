@@ -37,6 +37,16 @@ class DatabaseUnavailable(Transient):
         self.detail = detail
 
 
+class CredentialsUnavailable(Transient):
+    """Raised when no valid login for a tenant database can be had now (OpenBao or the
+    provisioner unreachable, and the last login expired): wait and retry."""
+
+    def __init__(self, tenant: str, detail: str) -> None:
+        super().__init__(f"no login for tenant {tenant}'s database: {detail}")
+        self.tenant = tenant
+        self.detail = detail
+
+
 class SchemaOutOfDate(Permanent):
     """Raised when a database's schema is not at the revision this code expects (run migrate)."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 from sqlalchemy.exc import DBAPIError
 
-from services.core.errors import DatabaseUnavailable, ResolutionError
+from services.core.errors import ResolutionError, Transient
 from services.core.notices import CONNECT_REFUSALS, CONNECTION_ERRORS
 
 
@@ -20,7 +20,7 @@ def root_cause(exc: BaseException) -> BaseException:
 def classify(exc: BaseException) -> str:
     """`transient` (wait and retry), `rejected` (this data can never commit) or `unknown`."""
     root = root_cause(exc)
-    if isinstance(exc, DatabaseUnavailable | ResolutionError) or isinstance(
+    if isinstance(exc, Transient | ResolutionError) or isinstance(
         root, CONNECTION_ERRORS + CONNECT_REFUSALS
     ):
         return "transient"

@@ -79,6 +79,27 @@ class Names:
         return f"{self.namespace}_owner_{slug.replace('-', '_')}"
 
     @property
+    def login_prefix(self) -> str:
+        """Short-lived tenant logins (the built-in broker's and OpenBao's): `<ns>_login_<random>`.
+        A login's tenant is the owner role it is a member of, not its name, so a name says
+        nothing about whose it is."""
+        return f"{self.namespace}_login_"
+
+    def tenant_broker_role(self, slug: str) -> str:
+        """The login OpenBao manages a tenant's logins with (its password rotated so that only
+        OpenBao knows it)."""
+        return f"{self.namespace}_bao_{slug.replace('-', '_')}"
+
+    def openbao_name(self, slug: str) -> str:
+        """A tenant's connection and role in OpenBao's database secrets engine."""
+        return f"{self.namespace}-{slug}"
+
+    @property
+    def openbao_prefix(self) -> str:
+        """The start of every OpenBao connection, role, policy and AppRole of this deployment."""
+        return f"{self.namespace}-"
+
+    @property
     def role_prefix(self) -> str:
         """Every role and database of this deployment starts with this (used by clean-ups)."""
         return f"{self.namespace}_"

@@ -78,3 +78,60 @@ async def drop_role(conn: AsyncConnection, role: str) -> None:
 async def set_role(conn: AsyncConnection, role: str) -> None:
     """Act as `role` for the rest of the session, so what is created is owned by it."""
     await conn.execute(text(f"set role {ident(role)}"))
+
+
+async def create_login(
+    conn: AsyncConnection,
+    login: str,
+    password: str,
+    *,
+    valid_for_s: float,
+    member_of: list[str],
+) -> None:
+    """A short-lived LOGIN role in the given roles, expiring `valid_for_s` from the server's
+    now. (The provisioner ends its sessions later through pg_signal_backend, not by being a
+    member of it: membership would put the provisioner in the login's groups too.)"""
+    expires = (
+        await conn.execute(
+            text(
+                "select to_char((now() + make_interval(secs => :s)) at time zone 'UTC', "
+                '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\')'
+            ),
+            {"s": valid_for_s},
+        )
+    ).scalar_one()
+    groups = ", ".join(ident(r) for r in member_of)
+    await conn.execute(
+        text(
+            f"create role {ident(login)} login password {literal(password)} "
+            f"valid until {literal(expires)} in role {groups}"
+        )
+    )
+
+
+async def member_logins(
+    conn: AsyncConnection, owner: str, prefix: str, *, expired_only: bool = False
+) -> list[str]:
+    """The logins (named `prefix...`) that are members of `owner`: a tenant's logins."""
+    query = """
+        select r.rolname from pg_roles r
+        join pg_auth_members m on m.member = r.oid
+        join pg_roles o on o.oid = m.roleid
+        where o.rolname = :owner and r.rolcanlogin and starts_with(r.rolname, :prefix)
+    """
+    if expired_only:
+        query += " and r.rolvaliduntil < now()"
+    rows = await conn.execute(text(query), {"owner": owner, "prefix": prefix})
+    return list(rows.scalars())
+
+
+async def end_login(conn: AsyncConnection, login: str) -> None:
+    """Drop a login after ending its sessions (dropping a role leaves them running)."""
+    if not await role_exists(conn, login):
+        return
+    await conn.execute(text(f"alter role {ident(login)} nologin"))
+    await conn.execute(
+        text("select pg_terminate_backend(pid) from pg_stat_activity where usename = :u"),
+        {"u": login},
+    )
+    await conn.execute(text(f"drop role if exists {ident(login)}"))

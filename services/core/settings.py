@@ -56,6 +56,26 @@ class Settings(BaseSettings):
     # a worker process holds at most max_tenant_engines * tenant_pool_size connections.
     tenant_pool_size: Annotated[int, Field(ge=1, le=100)] = 1
 
+    # -- tenant database logins -------------------------------------------------------------------
+    # Who issues the short-lived per-tenant logins the services use: `builtin` (the provisioner
+    # creates them itself) or `openbao` (its database secrets engine; see docs/credentials.md).
+    credentials: Literal["builtin", "openbao"] = "builtin"
+    # How long a login lives; it is renewed or replaced at two thirds of this ...
+    credential_ttl_s: Annotated[float, Field(ge=5, le=30 * 24 * 3600)] = 3600.0
+    # ... and never lives longer than this (OpenBao's max TTL; renewals stop here).
+    credential_max_ttl_s: Annotated[float, Field(ge=5, le=365 * 24 * 3600)] = 24 * 3600.0
+    # Every login also joins this group role, so pg_hba.conf can demand a password of them
+    # (`host all +<group> 0.0.0.0/0 scram-sha-256`) on a server that trusts other local users.
+    credential_login_group: str | None = None
+    openbao_addr: str = "http://127.0.0.1:8200"
+    # How services (and the provisioner) log in to OpenBao: an AppRole, or a token.
+    openbao_role_id: str | None = None
+    openbao_secret_id: SecretStr | None = None
+    openbao_token: SecretStr | None = None
+    # Where the database secrets engine is mounted.
+    openbao_mount: str = "database"
+    openbao_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+
     # -- the broker ------------------------------------------------------------------------------
     # The management HTTP API (policies, status). None means: the AMQP host on port 15672 with the
     # AMQP credentials.
@@ -125,6 +145,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an amqp:// or amqps:// URL with a host")
         return value
 
+    @field_validator("openbao_addr")
+    @classmethod
+    def _check_openbao_addr(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+            raise ValueError("must be an http:// or https:// URL (OpenBao's API address)")
+        return value
+
     @field_validator("management_url")
     @classmethod
     def _check_management_url(cls, value: str | None) -> str | None:
@@ -151,6 +178,15 @@ class Settings(BaseSettings):
                 "provisioner_dsn and provisioner_password are both set: put the password in "
                 "the DSN or drop the DSN, not both"
             )
+        if self.credential_max_ttl_s < self.credential_ttl_s:
+            raise ValueError("credential_max_ttl_s must be at least credential_ttl_s")
+        if self.credentials == "openbao":
+            has_approle = self.openbao_role_id is not None and self.openbao_secret_id is not None
+            if not has_approle and self.openbao_token is None:
+                raise ValueError(
+                    "credentials=openbao needs a way to log in to OpenBao: set "
+                    "openbao_role_id and openbao_secret_id (AppRole), or openbao_token"
+                )
         return self
 
     # Derived values: one place, so nothing rebuilds them by hand.

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from services.core import dlq, registry
-from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.management import Management
 from services.core.models.registry import host_tenant
@@ -125,7 +124,7 @@ async def collect(settings: Settings, *, reasons: bool = True) -> Status:
                 )
             )
     engine = registry_engine(settings)
-    databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
+    databases = TenantDatabases(settings, RegistryDirectory(engine))
     try:
         async with engine.connect() as conn:
             tenants = await registry.list_tenants(conn)

@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+import asyncpg
 import structlog
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import registry
-from services.core.credentials import CredentialSource, TenantLogin
+from services.core.credentials import CredentialSource, TenantLogin, credential_source
 from services.core.db import make_engine
 from services.core.engine_cache import EngineCache
 from services.core.errors import (
@@ -26,6 +27,7 @@ from services.core.errors import (
     TenantNotFound,
     TenantSuspended,
 )
+from services.core.failures import root_cause
 from services.core.pgadmin import ident
 from services.core.registry import TenantRecord
 from services.core.settings import Settings
@@ -78,19 +80,25 @@ class RegistryDirectory:
 
 
 class TenantDatabases:
-    """Engines for tenant databases, bounded and closed when idle."""
+    """Engines for tenant databases, bounded and closed when idle, each logged in with the
+    tenant's current short-lived login. A new login (a rotation) means a new engine; the old
+    one is retired: its connections finish what they are doing and are then closed."""
 
     def __init__(
-        self, settings: Settings, directory: TenantDirectory, credentials: CredentialSource
+        self,
+        settings: Settings,
+        directory: TenantDirectory,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self._settings = settings
         self._directory = directory
-        self._credentials = credentials
+        self._credentials = credentials or credential_source(settings)
         self._engines: EngineCache[uuid.UUID, AsyncEngine] = EngineCache(
             max_size=settings.max_tenant_engines,
             idle_s=settings.engine_idle_s,
-            close=_dispose,
+            close=self._retire,
         )
+        self._retiring: list[AsyncEngine] = []
 
     @property
     def open_engines(self) -> int:
@@ -110,10 +118,39 @@ class TenantDatabases:
         record = (
             await self.resolve(tenant) if isinstance(tenant, str) else routable(tenant, tenant.slug)
         )
+        engine, _ = await self._engine(record)
+        return engine
+
+    async def _engine(self, record: TenantRecord) -> tuple[AsyncEngine, TenantLogin]:
+        await self._reap()
         login = await self._credentials.login_for(record)
-        return await self._engines.get(
+        engine = await self._engines.get(
             record.id, login.fingerprint, lambda: self._open(record, login)
         )
+        return engine, login
+
+    async def connect(self, tenant: str | TenantRecord) -> AsyncConnection:
+        """A started connection to the tenant's database (the caller closes it). A login the
+        server refuses (expired, revoked) is evicted and a new one tried, once."""
+        record = (
+            await self.resolve(tenant) if isinstance(tenant, str) else routable(tenant, tenant.slug)
+        )
+        for attempt in (1, 2):
+            engine, login = await self._engine(record)
+            try:
+                return await engine.connect().start()
+            except DBAPIError as exc:
+                if attempt == 2 or not _login_refused(exc):
+                    raise
+                log.warning(
+                    "credentials.login_refused",
+                    tenant=record.slug,
+                    login=login.username,
+                    error=str(root_cause(exc)).splitlines()[0],
+                )
+                await self._credentials.evict(record, login)
+                await self._engines.discard(record.id)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def engine_for_host(self, host_id: uuid.UUID) -> tuple[TenantRecord, AsyncEngine]:
         record = await self.resolve_host(host_id)
@@ -122,21 +159,46 @@ class TenantDatabases:
     @asynccontextmanager
     async def begin(self, tenant: str | TenantRecord) -> AsyncIterator[AsyncConnection]:
         """A transaction in the tenant's database."""
-        engine = await self.engine(tenant)
+        name = tenant if isinstance(tenant, str) else tenant.slug
         try:
-            async with engine.begin() as conn:
-                yield conn
+            conn = await self.connect(tenant)
         except (OperationalError, InterfaceError, OSError) as exc:
-            name = tenant if isinstance(tenant, str) else tenant.slug
             raise DatabaseUnavailable(
                 f"tenant {name}'s database", str(exc).splitlines()[0]
             ) from exc
+        try:
+            async with conn.begin():
+                yield conn
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise DatabaseUnavailable(
+                f"tenant {name}'s database", str(exc).splitlines()[0]
+            ) from exc
+        finally:
+            await conn.close()
 
     async def sweep(self) -> int:
+        await self._reap()
         return await self._engines.sweep()
 
     async def close(self) -> None:
+        """Close every engine, then revoke this process's logins (ending their sessions)."""
         await self._engines.close()
+        for engine in self._retiring:
+            await engine.dispose()
+        self._retiring.clear()
+        await self._credentials.close()
+
+    async def _retire(self, engine: AsyncEngine) -> None:
+        """Close an engine that is no longer current once nothing uses it: a transaction begun
+        under the old login finishes on its connection."""
+        self._retiring.append(engine)
+        await self._reap()
+
+    async def _reap(self) -> None:
+        for engine in list(self._retiring):
+            if engine.pool.checkedout() == 0:  # type: ignore[attr-defined]
+                self._retiring.remove(engine)
+                await engine.dispose()
 
     def _open(self, record: TenantRecord, login: TenantLogin) -> AsyncEngine:
         engine = make_engine(login.url, self._settings, pool_size=self._settings.tenant_pool_size)
@@ -162,5 +224,12 @@ class TenantDatabases:
         return engine
 
 
-async def _dispose(engine: AsyncEngine) -> None:
-    await engine.dispose()
+def _login_refused(exc: DBAPIError) -> bool:
+    """The server refused the login itself (bad or expired password, no such role, no CONNECT),
+    as opposed to being unreachable."""
+    return isinstance(
+        root_cause(exc),
+        asyncpg.InvalidAuthorizationSpecificationError
+        | asyncpg.InvalidPasswordError
+        | asyncpg.InsufficientPrivilegeError,
+    )

@@ -12,6 +12,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core import migrator, registry, topology
+from services.core.credentials import credential_admin
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
 from services.core.errors import (
     InvalidArgument,
@@ -111,6 +112,7 @@ async def create_tenant(
         owner = names.tenant_owner_role(slug)
         await _ensure_role_and_database(settings, server, database, owner)
         revision = await migrate_tenant_database(settings, server, database, owner)
+        await credential_admin(settings).register(slug, server, database)
         # The queue exists before the tenant is active: the router never routes to a tenant
         # whose queue is missing.
         await tenant_queue(settings, slug, declare=True)
@@ -230,6 +232,8 @@ async def ensure_default_tenant(settings: Settings) -> registry.TenantRecord:
     async with registry_connection(settings) as conn:
         record = await registry.get_tenant(conn, DEFAULT_TENANT)
         assert record is not None and record.placement is not None
+        server = ServerAddress(record.placement.host, record.placement.port)
+        await credential_admin(settings).register(DEFAULT_TENANT, server, database)
         if record.status == "provisioning":
             await registry.set_status(conn, tenant_id, "active")
             await conn.commit()
@@ -274,6 +278,8 @@ async def delete_tenant(settings: Settings, slug: str) -> registry.TenantRecord:
         await conn.commit()
         if record.placement is not None:
             server = ServerAddress(record.placement.host, record.placement.port)
+            revoked = await credential_admin(settings).unregister(slug, server, record.db_name)
+            log.info("tenant.logins_revoked", tenant=slug, logins=revoked)
             url = at_server(provisioner_url(settings), server, MAINTENANCE_DATABASE)
             async with one_connection(url, settings, autocommit=True) as admin:
                 await drop_database(admin, record.db_name)

@@ -12,7 +12,6 @@ import structlog
 
 from services.core import wire
 from services.core.amqp import DeadLetters
-from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.hostkeys import Keyring, load_keyring
 from services.core.names import Names
@@ -68,7 +67,7 @@ async def run(
     if verifier is None:
         verifier = SignatureVerifier(keyring) if settings.require_signatures else AcceptUnsigned()
     engine = registry_engine(settings)
-    databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
+    databases = TenantDatabases(settings, RegistryDirectory(engine))
     try:
         async with health(settings) as readiness, broker(settings, "ingest") as channels:
             readiness.ready = True

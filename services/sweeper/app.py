@@ -14,7 +14,6 @@ import asyncpg
 import structlog
 
 from services.core import registry
-from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.failures import classify
 from services.core.registry import TenantRecord
@@ -81,7 +80,7 @@ async def run(
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     engine = registry_engine(settings)
-    databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
+    databases = TenantDatabases(settings, RegistryDirectory(engine))
     holder: asyncpg.Connection | None = None
     last: PassReport | None = None
     probes = health(settings)

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.core import registry
 from services.core.amqp import DeadLetters
-from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.errors import DatabaseUnavailable
 from services.core.names import Names
@@ -121,7 +120,7 @@ async def run(
     label = f"shard {shard.index}/{shard.count}" if shard else ",".join(sorted(tenants or []))
     label = label or "all"
     engine = registry_engine(settings)
-    databases = TenantDatabases(settings, RegistryDirectory(engine), StaticCredentials(settings))
+    databases = TenantDatabases(settings, RegistryDirectory(engine))
     changed = asyncio.Event()
 
     def on_notice(payload: str) -> None:

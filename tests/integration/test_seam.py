@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import insert, text, update
 
-from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.errors import (
     HostNotBound,
@@ -27,7 +26,7 @@ from services.core.tenants import create_tenant, registry_connection, set_tenant
 @pytest.fixture
 async def seam(deployment: Settings) -> AsyncIterator[TenantDatabases]:
     reg = registry_engine(deployment, pool_size=2)
-    databases = TenantDatabases(deployment, RegistryDirectory(reg), StaticCredentials(deployment))
+    databases = TenantDatabases(deployment, RegistryDirectory(reg))
     yield databases
     await databases.close()
     await reg.dispose()
@@ -118,7 +117,7 @@ async def test_unroutable_tenants_raise_and_never_fall_back(
 async def test_open_engines_are_bounded(deployment: Settings, slug: str) -> None:
     small = deployment.model_copy(update={"max_tenant_engines": 2})
     reg = registry_engine(small, pool_size=1)
-    seam = TenantDatabases(small, RegistryDirectory(reg), StaticCredentials(small))
+    seam = TenantDatabases(small, RegistryDirectory(reg))
     try:
         created = [(await create_tenant(deployment, f"{slug}-{i}")).tenant for i in range(4)]
         for record in created:

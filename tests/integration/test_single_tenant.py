@@ -11,7 +11,6 @@ from sqlalchemy import insert, text
 
 from services.core import migrate, migrator
 from services.core.bootstrap import bootstrap
-from services.core.credentials import StaticCredentials
 from services.core.db import registry_engine
 from services.core.errors import NotInSingleTenantMode
 from services.core.models.registry import host_tenant
@@ -51,7 +50,7 @@ async def test_one_database_holds_all_three_partitions(
     assert listed.output.count('"slug"') == 1
 
     reg = registry_engine(settings, pool_size=1)
-    seam = TenantDatabases(settings, RegistryDirectory(reg), StaticCredentials(settings))
+    seam = TenantDatabases(settings, RegistryDirectory(reg))
     try:
         tenant = await seam.resolve(DEFAULT_TENANT)
         host = uuid.uuid4()

@@ -35,7 +35,7 @@ async def test_status_json_matches_the_broker_and_the_silos(env: Env) -> None:
             await asyncio.sleep(0.5)
         result = await invoke_cli(["status", "--json"], env.settings)
         assert result.exit_code == 0, result.output
-        document = json.loads(result.output)
+        document = json.loads(result.stdout)  # logs go to stderr
         listed = {q["name"]: q for q in document["queues"]}
         queues = (await api.get(f"/queues/{env.settings.namespace}")).json()
     for queue in queues:
