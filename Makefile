@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ADMIN_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 DEMO_TENANTS ?= acme globex initech
 
-.PHONY: install services demo demo-down test test-openbao unit lint format faults clean
+.PHONY: install services demo demo-down test test-openbao bench unit lint format faults clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ test: install lint
 # The same suite with OpenBao issuing every test deployment's tenant logins (a dev server each run).
 test-openbao: install lint
 	SILOFLOW_TEST_CREDENTIALS=openbao $(BIN)/pytest
+
+# Siloflow against a hand-written baseline; figures printed and written to bench.json.
+bench: install services
+	$(BIN)/siloflow bench --out bench.json $(BENCH_ARGS)
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -142,6 +142,7 @@ class AgentPublisher:
         self._channel: AbstractChannel | None = None
         self._replies: dict[str, asyncio.Future[bytes]] = {}
         self._reply_channel: AbstractChannel | None = None
+        self._reply_lock = asyncio.Lock()
 
     async def __aenter__(self) -> AgentPublisher:
         self._connection = await aio_pika.connect_robust(
@@ -227,11 +228,13 @@ class AgentPublisher:
 
     async def _reply_consumer(self) -> AbstractChannel:
         """Direct reply-to: consume the pseudo-queue (no ack) on the channel that publishes."""
-        if self._reply_channel is None:
-            assert self._connection is not None, "use `async with AgentPublisher(...)`"
-            self._reply_channel = await self._connection.channel(publisher_confirms=False)
-            queue = await self._reply_channel.get_queue(wire.DIRECT_REPLY_TO, ensure=False)
-            await queue.consume(self._on_reply, no_ack=True)
+        async with self._reply_lock:  # concurrent registrations share one reply consumer
+            if self._reply_channel is None:
+                assert self._connection is not None, "use `async with AgentPublisher(...)`"
+                channel = await self._connection.channel(publisher_confirms=False)
+                queue = await channel.get_queue(wire.DIRECT_REPLY_TO, ensure=False)
+                await queue.consume(self._on_reply, no_ack=True)
+                self._reply_channel = channel
         return self._reply_channel
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:

@@ -42,7 +42,7 @@ def identity(keyring: Keyring, host: uuid.UUID) -> Identity:
     return Identity(host, keyring.host_key(host), keyring.current)
 
 
-def _debian_packages() -> dict[str, Any]:
+def debian_packages() -> dict[str, Any]:
     text = resources.files("services.agent").joinpath("data/debian12-packages.json").read_text()
     snapshot = json.loads(text)
     return {"manager": "dpkg", "packages": snapshot["packages"]}
@@ -120,7 +120,7 @@ async def simulate(
 ) -> Outcome:
     rng = random.Random(seed)
     keyring = load_keyring(settings)
-    packages = _debian_packages()
+    packages = debian_packages()
     kinds = [kind for kind, _ in MIX]
     weights = [weight for _, weight in MIX]
     outcome = Outcome()

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from services.cli.agent import agent
+from services.cli.bench import bench
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.cli.dlq import dlq_group
 from services.cli.host import host
@@ -157,6 +158,7 @@ cli.add_command(agent)
 cli.add_command(dlq_group)
 cli.add_command(status)
 cli.add_command(openbao)
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -35,6 +35,12 @@ ROUTER_CACHE_SIZE = Gauge("siloflow_router_cache_hosts", "Host bindings the rout
 ROUTER_LOOKUPS = Counter(
     "siloflow_router_lookups_total", "Router registry lookups, by cache result.", ["result"]
 )
+ROUTER_LOOKUP_SECONDS = Histogram(
+    "siloflow_router_lookup_seconds",
+    "Time to resolve a host to its tenant, by cache result (a miss queries the registry).",
+    ["result"],
+    buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+)
 QUEUE_LAG = Gauge(
     "siloflow_queue_lag_seconds",
     "Age (from the agent's timestamp) of the last message a stage took from its queue: how long "

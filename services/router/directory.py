@@ -82,6 +82,14 @@ class RouterDirectory:
     async def lookup(self, host_id: uuid.UUID) -> tuple[HostBinding | None, TenantState | None]:
         """The host's binding and its tenant's state (None, None when unbound). Raises
         `DatabaseUnavailable` when the registry cannot be asked."""
+        started, misses = time.perf_counter(), self.misses
+        try:
+            return await self._lookup(host_id)
+        finally:
+            result = "miss" if self.misses > misses else "hit"
+            metrics.ROUTER_LOOKUP_SECONDS.labels(result).observe(time.perf_counter() - started)
+
+    async def _lookup(self, host_id: uuid.UUID) -> tuple[HostBinding | None, TenantState | None]:
         self._maybe_refresh()
         cached = self._hosts.get(host_id)
         if cached is not None:

@@ -1,0 +1,194 @@
+"""The benchmark's figures: per phase and system, their ratios, the checks that void a score, and
+the table printed at the end."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from services.bench.runner import Options
+
+# Targets of the performance issue, as ratios or limits.
+TARGET_THROUGHPUT_RATIO = 1.0
+TARGET_P99_S = 0.250
+
+
+@dataclass
+class Phase:
+    system: str
+    published: int
+    committed: int  # of the published ids, how many are in the databases
+    missing: int
+    unexpected: int  # committed ids nobody published in this phase (must be 0)
+    seconds: float
+    first_sent: float
+    latencies_s: list[float] = field(repr=False)
+    cpu_s: dict[str, float]
+    rate: float  # the publishing rate asked for (0: as fast as possible)
+
+    @property
+    def throughput(self) -> float:
+        """Committed reports per second, from the first publish to the last commit seen."""
+        return self.committed / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        if len(self.latencies_s) < 2:
+            return None
+        return statistics.quantiles(self.latencies_s, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+    def cpu_per_1000(self) -> dict[str, float]:
+        per = (
+            {k: v / self.committed * 1000 for k, v in self.cpu_s.items()} if self.committed else {}
+        )
+        per["total"] = sum(per.values())
+        return per
+
+    @property
+    def exact(self) -> bool:
+        return self.missing == 0 and self.unexpected == 0 and self.committed == self.published
+
+    def as_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "latencies_s"}
+        out.update(
+            throughput=self.throughput,
+            p50_s=self.percentile(0.5),
+            p95_s=self.percentile(0.95),
+            p99_s=self.percentile(0.99),
+            cpu_s_per_1000=self.cpu_per_1000(),
+            exactly_once=self.exact,
+        )
+        return out
+
+
+@dataclass
+class SystemResult:
+    system: str
+    peak: Phase
+    steady: Phase
+    rss_mb: dict[str, float]
+    dead_letters: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "peak": self.peak.as_json(),
+            "steady": self.steady.as_json(),
+            "peak_rss_mb": self.rss_mb,
+            "dead_letters": self.dead_letters,
+            **self.extra,
+        }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def summarise(
+    namespace: str, options: Options, silo: SystemResult, base: SystemResult | None
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "namespace": namespace,
+        "options": {
+            k: (str(v) if k in ("workdir", "admin_dsn") else v)
+            for k, v in asdict(options).items()
+            if k != "admin_dsn"
+        },
+        "siloflow": silo.as_json(),
+    }
+    valid = silo.peak.exact and silo.steady.exact and silo.dead_letters == 0
+    if base is not None:
+        document["baseline"] = base.as_json()
+        valid = valid and base.peak.exact and base.steady.exact
+        document["ratios"] = {
+            "throughput": _ratio(silo.peak.throughput, base.peak.throughput),
+            "cpu_per_report": _ratio(
+                silo.peak.cpu_per_1000()["total"], base.peak.cpu_per_1000()["total"]
+            ),
+            "p99": _ratio(silo.steady.percentile(0.99), base.steady.percentile(0.99)),
+        }
+    document["valid"] = valid
+    document["targets"] = {
+        "throughput_ratio_at_least_1": (document.get("ratios") or {}).get("throughput") is not None
+        and document["ratios"]["throughput"] >= TARGET_THROUGHPUT_RATIO,
+        "cpu_per_report_ratio_at_most_1": (document.get("ratios") or {}).get("cpu_per_report")
+        is not None
+        and document["ratios"]["cpu_per_report"] <= 1.0,
+        "p99_under_250ms": (silo.steady.percentile(0.99) or 1e9) < TARGET_P99_S,
+    }
+    return document
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def render(document: dict[str, Any]) -> list[Table]:
+    systems = [s for s in ("siloflow", "baseline") if s in document]
+    main = Table(title="siloflow bench" + ("" if document["valid"] else "  (INVALID: see checks)"))
+    main.add_column("figure")
+    for system in systems:
+        main.add_column(system, justify="right")
+    if "ratios" in document:
+        main.add_column("siloflow / baseline", justify="right")
+    ratios = document.get("ratios", {})
+
+    def row(label: str, values: list[str], ratio: float | None = None) -> None:
+        cells = [label, *values]
+        if "ratios" in document:
+            cells.append("-" if ratio is None else f"{ratio:.2f}x")
+        main.add_row(*cells)
+
+    peak = {s: document[s]["peak"] for s in systems}
+    steady = {s: document[s]["steady"] for s in systems}
+    row("reports (throughput phase)", [f"{peak[s]['published']:,}" for s in systems])
+    row(
+        "committed reports/s",
+        [f"{peak[s]['throughput']:,.0f}" for s in systems],
+        ratios.get("throughput"),
+    )
+    row("latency-phase rate", [f"{steady[s]['rate']:,.0f}/s" for s in systems])
+    for q in ("p50", "p95", "p99"):
+        values = [steady[s][f"{q}_s"] for s in systems]
+        ratio = _ratio(values[0], values[1]) if len(values) == 2 else None
+        row(f"end-to-end latency {q}", [_ms(v) for v in values], ratio)
+    groups = sorted({g for s in systems for g in peak[s]["cpu_s_per_1000"]} - {"total"})
+    for group in groups:
+        row(
+            f"CPU s / 1,000 reports: {group}",
+            [
+                f"{peak[s]['cpu_s_per_1000'][group]:.3f}"
+                if group in peak[s]["cpu_s_per_1000"]
+                else "-"
+                for s in systems
+            ],
+        )
+    row(
+        "CPU s / 1,000 reports: all processes",
+        [f"{peak[s]['cpu_s_per_1000']['total']:.3f}" for s in systems],
+        ratios.get("cpu_per_report"),
+    )
+    for s in systems:
+        for name, mb in document[s]["peak_rss_mb"].items():
+            row(
+                f"peak RSS {name}",
+                [f"{mb:,.0f} MiB" if x == s else "" for x in systems],
+            )
+    row(
+        "exactly once (published = committed, none extra)",
+        ["yes" if peak[s]["exactly_once"] and steady[s]["exactly_once"] else "NO" for s in systems],
+    )
+    row("dead letters", [str(document[s]["dead_letters"]) for s in systems])
+    tables = [main]
+    extra = {k: v for k, v in document["siloflow"].items() if k.startswith("router_")}
+    if extra:
+        router = Table(title="router")
+        router.add_column("figure")
+        router.add_column("value", justify="right")
+        for key, value in extra.items():
+            router.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        tables.append(router)
+    return tables

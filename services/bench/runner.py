@@ -1,0 +1,563 @@
+"""`siloflow bench`: siloflow against a hand-written baseline, on one workload, in one run.
+
+Both systems run as separate processes, one after the other, on a namespace (databases, roles,
+vhost) of the bench's own that is removed at the end. For each: a throughput phase (the planned
+reports published as fast as the broker confirms), then a latency phase at a fixed rate (half of
+siloflow's measured maximum, the same rate for both). CPU time of every process (services, the
+RabbitMQ node, the PostgreSQL server) and peak RSS of each service are read from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from schemas.register import RegisterAccepted
+from services.agent.client import AgentPublisher, Identity
+from services.bench import baseline, procstat
+from services.bench.results import Phase, SystemResult
+from services.core import migrate, tokens
+from services.core.bootstrap import bootstrap, teardown
+from services.core.names import Names
+from services.core.settings import Settings, load_settings
+from services.core.tenants import create_tenant
+
+log = structlog.get_logger(__name__)
+
+SERVICES = ("ingest", "router", "workers")
+BASELINE_SERVICES = ("forward", "write")
+
+
+@dataclass
+class Options:
+    tenants: int = 10
+    hosts: int = 200
+    reports: int = 20_000
+    latency_s: float = 20.0  # how long the fixed-rate phase publishes
+    bindings: int = 0  # extra host bindings seeded into the registry (router scale)
+    seed: int = 7
+    baseline: bool = True
+    admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    worker_processes: int = 0  # siloflow's default: one per CPU
+    window: int = 500  # publisher confirms in flight
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="siloflow-bench-")))
+
+
+@dataclass
+class Commits:
+    """What the databases hold of a phase: ids, each one's latency, the last commit (epoch s)."""
+
+    ids: set[str]
+    latencies: list[float]
+    last_commit: float
+
+
+@dataclass
+class Running:
+    """The service processes of one system, by name."""
+
+    processes: dict[str, subprocess.Popen[bytes]]
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.processes.items()}
+
+    def check(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode} during the bench")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+class Bench:
+    def __init__(self, base: Settings, options: Options) -> None:
+        self.options = options
+        self.namespace = f"bench{secrets.token_hex(4)}"
+        self.names = Names(self.namespace)
+        self.base = base
+        amqp = base.amqp_url.rstrip("/").rsplit("/", 1)[0] if base.vhost != "/" else base.amqp_url
+        self.settings = load_settings(
+            namespace=self.namespace,
+            amqp_url=f"{amqp.rstrip('/')}/{self.namespace}",
+            management_url=base.management_api,
+            host_key_secrets="1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+            registry_dsn=None,
+            credentials=base.credentials,
+            log_level="warning",
+        )
+        self.pg = options.admin_dsn.rsplit("/", 1)[0]
+        self.identities: list[Identity] = []
+        self.tenant_dbs: list[str] = []
+        self.baseline_dbs: list[str] = []
+        self.latency_rate = 1.0
+        self.router_port = 0
+
+    # -- set-up and tear-down ---------------------------------------------------------------------
+
+    def env(self, **extra: str) -> dict[str, str]:
+        s = self.settings
+        env = {
+            **os.environ,
+            "SILOFLOW_NAMESPACE": s.namespace,
+            "SILOFLOW_AMQP_URL": s.amqp_url,
+            "SILOFLOW_MANAGEMENT_URL": s.management_api,
+            "SILOFLOW_HOST_KEY_SECRETS": s.host_key_secrets.get_secret_value()
+            if s.host_key_secrets
+            else "",
+            "SILOFLOW_LOG_LEVEL": "warning",
+            "SILOFLOW_LOG_FORMAT": "json",
+            "SILOFLOW_CREDENTIALS": s.credentials,
+        }
+        if self.options.worker_processes:
+            env["SILOFLOW_WORKER_PROCESSES"] = str(self.options.worker_processes)
+        env.update(extra)
+        return env
+
+    async def management(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=f"{self.base.management_api}/api", timeout=30) as api:
+            return await api.request(method, path, **kwargs)
+
+    async def set_up(self, progress: Callable[[str], None]) -> None:
+        (await self.management("PUT", f"/vhosts/{self.namespace}")).raise_for_status()
+        user = httpx.URL(self.base.management_api).username or "guest"
+        await self.management(
+            "PUT",
+            f"/permissions/{self.namespace}/{user}",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        )
+        await bootstrap(self.settings, self.options.admin_dsn)
+        await migrate.migrate(self.settings)
+        progress(f"provisioning {self.options.tenants} tenants")
+        slugs = [f"t{i:04d}" for i in range(self.options.tenants)]
+        limit = asyncio.Semaphore(4)
+
+        async def create(slug: str) -> str:
+            async with limit:
+                return (await create_tenant(self.settings, slug)).tenant.db_name
+
+        self.tenant_dbs = list(await asyncio.gather(*(create(s) for s in slugs)))
+        if self.options.bindings:
+            progress(f"seeding {self.options.bindings:,} host bindings")
+            await self.seed_bindings(self.options.bindings)
+        progress(f"enrolling {self.options.hosts} hosts through the reference client")
+        await self.enroll(slugs)
+
+    async def seed_bindings(self, count: int) -> None:
+        """Bulk bindings of hosts that never report (a large registry for the router)."""
+        conn = await asyncpg.connect(f"{self.pg}/{self.settings.registry_database}")
+        try:
+            tenant_ids = [r["id"] for r in await conn.fetch("select id from registry_tenants")]
+            records = ((uuid.uuid4(), tenant_ids[i % len(tenant_ids)]) for i in range(count))
+            await conn.copy_records_to_table(
+                "registry_host_tenant", records=records, columns=["host_id", "tenant_id"]
+            )
+        finally:
+            await conn.close()
+
+    async def enroll(self, slugs: list[str]) -> None:
+        per_tenant = -(-self.options.hosts // len(slugs))
+        issued = [
+            await tokens.issue(
+                self.settings, slug, ttl=timedelta(hours=1), uses=per_tenant, note="bench"
+            )
+            for slug in slugs
+        ]
+        ingest = self.start({"ingest": ["run", "ingest"]})
+        try:
+            await self.wait_consumers([self.names.register_queue])
+            limit = asyncio.Semaphore(32)
+            async with AgentPublisher(self.settings.amqp_url, self.namespace) as agent:
+
+                async def one(index: int) -> Identity:
+                    async with limit:
+                        answer = await agent.register(
+                            issued[index % len(slugs)].token,
+                            hostname=f"bench-{index:06d}",
+                            fqdn=f"bench-{index:06d}.fleet.example",
+                            machine_id=uuid.uuid4().hex,
+                        )
+                    if not isinstance(answer, RegisterAccepted):
+                        raise RuntimeError(f"enrollment refused: {answer}")
+                    return Identity.from_answer(answer)
+
+                self.identities = list(
+                    await asyncio.gather(*(one(i) for i in range(self.options.hosts)))
+                )
+        finally:
+            ingest.stop()
+
+    async def tear_down(self) -> None:
+        try:
+            await teardown(self.settings, self.options.admin_dsn)
+        finally:
+            conn = await asyncpg.connect(self.options.admin_dsn)
+            try:
+                for database in self.baseline_dbs:
+                    await conn.execute(f'drop database if exists "{database}" with (force)')
+            finally:
+                await conn.close()
+            await self.management("DELETE", f"/vhosts/{self.namespace}")
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def start(
+        self,
+        commands: dict[str, list[str]],
+        module: str = "services.cli",
+        envs: dict[str, dict[str, str]] | None = None,
+    ) -> Running:
+        processes = {}
+        for name, args in commands.items():
+            log_file = (self.options.workdir / f"{name}.log").open("ab")
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                env=self.env(**(envs or {}).get(name, {})),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            log_file.close()
+        return Running(processes)
+
+    async def wait_consumers(self, queues: list[str], timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            listed = (await self.management("GET", f"/queues/{self.namespace}")).json()
+            consumers = {q["name"]: q.get("consumers", 0) for q in listed}
+            if all(consumers.get(q, 0) >= 1 for q in queues):
+                return
+            if time.monotonic() > deadline:
+                missing = [q for q in queues if consumers.get(q, 0) < 1]
+                raise RuntimeError(f"no consumer on {missing[:5]} after {timeout_s:.0f} s")
+            await asyncio.sleep(0.5)
+
+    # -- phases --------------------------------------------------------------------------------
+
+    async def publish(
+        self, exchange: str, count: int, rate: float, seed: int, sign: bool
+    ) -> dict[str, Any]:
+        job_path = self.options.workdir / f"publish-{seed}.json"
+        ids_path = self.options.workdir / f"ids-{seed}.txt"
+        job = {
+            "amqp_url": self.settings.amqp_url,
+            "exchange": exchange,
+            "identities": [
+                {
+                    "host_id": str(i.host_id),
+                    "host_key": base64.b64encode(i.host_key).decode(),
+                    "key_version": i.key_version,
+                }
+                for i in self.identities
+            ],
+            "count": count,
+            "rate": rate,
+            "seed": seed,
+            "sign": sign,
+            "window": self.options.window,
+            "ids_out": str(ids_path),
+        }
+        job_path.write_text(json.dumps(job))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.bench.publisher",
+            str(job_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"the publisher failed: {err.decode()[-2000:]}")
+        summary: dict[str, Any] = json.loads(out)
+        summary["ids"] = set(ids_path.read_text().split())
+        return summary
+
+    async def measure(
+        self,
+        system: str,
+        running: Running,
+        publish: Callable[[int, float, int], Awaitable[dict[str, Any]]],
+        committed: Callable[[datetime], Awaitable[Commits]],
+        count: int,
+        rate: float,
+        seed: int,
+    ) -> Phase:
+        """One phase: publish, wait until every report is committed, read the figures."""
+        before = procstat.snapshot()
+        since = datetime.now(UTC)
+        wall = time.monotonic()
+        published = await publish(count, rate, seed)
+        deadline = time.monotonic() + max(120.0, count / 200)
+        while True:
+            running.check()
+            seen = await committed(since)
+            if len(seen.ids) >= len(published["ids"]) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1.0 if self.options.tenants > 100 else 0.25)
+        after = procstat.snapshot()
+        ids = seen.ids
+        # From the first report sent to the last commit, by the clocks that stamped them.
+        elapsed = (
+            seen.last_commit - published["started"] if seen.last_commit else time.monotonic() - wall
+        )
+        groups = self.groups(before, running)
+        cpu = {
+            name: procstat.group_cpu_s(after, roots) - procstat.group_cpu_s(before, roots)
+            for name, roots in groups.items()
+        }
+        return Phase(
+            system=system,
+            published=len(published["ids"]),
+            committed=len(ids & published["ids"]),
+            missing=len(published["ids"] - ids),
+            unexpected=len(ids - published["ids"]),
+            seconds=elapsed,
+            first_sent=published["started"],
+            latencies_s=seen.latencies,
+            cpu_s=cpu,
+            rate=rate,
+        )
+
+    def groups(self, stats: dict[int, procstat.Stat], running: Running) -> dict[str, set[int]]:
+        groups = {name: {pid} for name, pid in running.pids().items()}
+        groups["rabbitmq"] = procstat.rabbitmq_roots(stats)
+        groups["postgresql"] = procstat.postgres_roots(stats)
+        return groups
+
+    def peak_rss(self, running: Running) -> dict[str, float]:
+        """Peak RSS of each service: the largest of its process tree's members."""
+        stats = procstat.snapshot()
+        peaks: dict[str, float] = {}
+        for name, pid in running.pids().items():
+            members = procstat.descendants(stats, {pid})
+            values = [procstat.peak_rss_mb(p) or 0.0 for p in members]
+            peaks[name] = max(values, default=0.0)
+            if len(members) > 1:  # the worker supervisor's children, each one
+                peaks[f"{name} (sum of {len(members)} processes)"] = sum(values)
+        return peaks
+
+    async def silo_commits(self, since: datetime) -> Commits:
+        return await self._commits(self.tenant_dbs, "agent_messages", since)
+
+    async def baseline_commits(self, since: datetime) -> Commits:
+        return await self._commits(self.baseline_dbs, "reports", since)
+
+    async def _commits(self, databases: list[str], table: str, since: datetime) -> Commits:
+        seen = Commits(set(), [], 0.0)
+        limit = asyncio.Semaphore(8)
+
+        async def one(database: str) -> None:
+            async with limit:
+                conn = await asyncpg.connect(f"{self.pg}/{database}")
+                try:
+                    rows = await conn.fetch(
+                        "select message_id::text, extract(epoch from committed_at - sent_at), "
+                        f"extract(epoch from committed_at) from {table} where sent_at >= $1",
+                        since,
+                    )
+                finally:
+                    await conn.close()
+            for row in rows:
+                seen.ids.add(row[0])
+                seen.latencies.append(float(row[1]))
+                seen.last_commit = max(seen.last_commit, float(row[2]))
+
+        await asyncio.gather(*(one(d) for d in databases))
+        return seen
+
+    async def dead_letters(self) -> int:
+        total = 0
+        for which in ("invalid", "unrouted", "failed"):
+            response = await self.management(
+                "GET", f"/queues/{self.namespace}/{self.names.dlq(which)}"
+            )
+            total += int(response.json().get("messages", 0) or 0)
+        return total
+
+    # -- the two systems ------------------------------------------------------------------------
+
+    async def run_siloflow(self, progress: Callable[[str], None]) -> SystemResult:
+        self.router_port = _free_port()
+        running = self.start(
+            {name: ["run", name] for name in SERVICES},
+            envs={"router": {"SILOFLOW_METRICS_PORT": str(self.router_port)}},
+        )
+        try:
+            queues = [self.names.intake_queue, self.names.router_queue] + [
+                self.names.tenant_queue(f"t{i:04d}") for i in range(self.options.tenants)
+            ]
+            await self.wait_consumers(queues, timeout_s=120 + self.options.tenants * 0.2)
+
+            async def publish(count: int, rate: float, seed: int) -> dict[str, Any]:
+                return await self.publish(self.names.agents_exchange, count, rate, seed, True)
+
+            progress(f"siloflow: {self.options.reports:,} reports as fast as they are taken")
+            peak = await self.measure(
+                "siloflow", running, publish, self.silo_commits, self.options.reports, 0, 1
+            )
+            self.latency_rate = max(peak.throughput / 2, 1.0)
+            count = int(self.latency_rate * self.options.latency_s)
+            progress(f"siloflow: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
+            steady = await self.measure(
+                "siloflow", running, publish, self.silo_commits, count, self.latency_rate, 2
+            )
+            rss = self.peak_rss(running)
+            lookups = await self.router_lookups()
+        finally:
+            running.stop()
+        return SystemResult(
+            "siloflow", peak, steady, rss, dead_letters=await self.dead_letters(), extra=lookups
+        )
+
+    async def router_lookups(self) -> dict[str, Any]:
+        """The router's own figures, scraped from its /metrics: lookup latency (p99 as the
+        histogram bucket it falls in), cache hit ratio and size."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            text = (await client.get(f"http://127.0.0.1:{self.router_port}/metrics")).text
+        buckets: dict[str, list[tuple[float, float]]] = {"hit": [], "miss": []}
+        lookups: dict[str, float] = {}
+        cache_hosts = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "siloflow_router_lookup_seconds_bucket":
+                    result = sample.labels["result"]
+                    buckets[result].append((float(sample.labels["le"]), sample.value))
+                elif sample.name == "siloflow_router_lookups_total":
+                    lookups[sample.labels["result"]] = sample.value
+                elif sample.name == "siloflow_router_cache_hosts":
+                    cache_hosts = sample.value
+        hits, misses = lookups.get("hit", 0.0), lookups.get("miss", 0.0)
+        return {
+            "router_lookups": int(hits + misses),
+            # Warm: answered from the cache. A miss is a registry round trip (first sight of a
+            # host, or after a change notice).
+            "router_lookup_p99_warm_at_most_s": _p99(buckets["hit"]),
+            "router_lookup_p99_miss_at_most_s": _p99(buckets["miss"]),
+            "router_cache_hit_ratio": hits / (hits + misses) if hits + misses else None,
+            "router_cache_hosts": int(cache_hosts),
+            "registry_bindings": self.options.hosts + self.options.bindings,
+        }
+
+    async def run_baseline(self, progress: Callable[[str], None]) -> SystemResult:
+        conn = await asyncpg.connect(self.options.admin_dsn)
+        try:
+            for index in range(self.options.tenants):
+                database = f"{self.namespace}_base_{index}"
+                await conn.execute(f'create database "{database}"')
+                self.baseline_dbs.append(database)
+        finally:
+            await conn.close()
+        for database in self.baseline_dbs:
+            db = await asyncpg.connect(f"{self.pg}/{database}")
+            try:
+                await db.execute(baseline.SCHEMA)
+            finally:
+                await db.close()
+        await baseline.declare(self.settings.amqp_url, self.namespace, self.options.tenants)
+        slug_index = {f"t{i:04d}": i for i in range(self.options.tenants)}
+        routes = await self.host_routes(slug_index)
+        job = {
+            "namespace": self.namespace,
+            "amqp_url": self.settings.amqp_url,
+            "routes": routes,
+            "databases": [f"{self.pg}/{d}" for d in self.baseline_dbs],
+        }
+        job_path = self.options.workdir / "baseline.json"
+        job_path.write_text(json.dumps(job))
+        running = self.start(
+            {role: [role, str(job_path)] for role in BASELINE_SERVICES},
+            module="services.bench.baseline",
+        )
+        try:
+            await self.wait_consumers(
+                [baseline.intake_queue(self.namespace)]
+                + [baseline.tenant_queue(self.namespace, i) for i in range(self.options.tenants)]
+            )
+            exchange = baseline.exchange_name(self.namespace)
+
+            async def publish(count: int, rate: float, seed: int) -> dict[str, Any]:
+                return await self.publish(exchange, count, rate, seed, False)
+
+            progress(f"baseline: {self.options.reports:,} reports as fast as they are taken")
+            peak = await self.measure(
+                "baseline", running, publish, self.baseline_commits, self.options.reports, 0, 1
+            )
+            count = int(self.latency_rate * self.options.latency_s)
+            progress(f"baseline: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
+            steady = await self.measure(
+                "baseline", running, publish, self.baseline_commits, count, self.latency_rate, 2
+            )
+            rss = self.peak_rss(running)
+        finally:
+            running.stop()
+        return SystemResult("baseline", peak, steady, rss, dead_letters=0)
+
+    async def host_routes(self, slug_index: dict[str, int]) -> dict[str, int]:
+        """host id -> tenant index, as the baseline's afternoon would load it: one query."""
+        conn = await asyncpg.connect(f"{self.pg}/{self.settings.registry_database}")
+        try:
+            rows = await conn.fetch(
+                "select h.host_id::text, t.slug from registry_host_tenant h "
+                "join registry_tenants t on t.id = h.tenant_id where h.revoked_at is null"
+            )
+        finally:
+            await conn.close()
+        return {r[0]: slug_index[r[1]] for r in rows}
+
+
+def _p99(buckets: list[tuple[float, float]]) -> float | None:
+    """The upper bound of the histogram bucket holding the 99th percentile."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return None
+    return next(le for le, count in buckets if count >= 0.99 * total)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run(base: Settings, options: Options, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The whole benchmark; returns the figures (see `results.summarise`)."""
+    from services.bench.results import summarise  # noqa: PLC0415
+
+    bench = Bench(base, options)
+    progress(f"namespace {bench.namespace}; logs in {options.workdir}")
+    try:
+        await bench.set_up(progress)
+        silo = await bench.run_siloflow(progress)
+        base_result = await bench.run_baseline(progress) if options.baseline else None
+    finally:
+        progress("removing the bench's databases, roles and vhost")
+        await bench.tear_down()
+    return summarise(bench.namespace, options, silo, base_result)

@@ -1,0 +1,54 @@
+"""The benchmark's workload: which host sends which kind of report, in what order. Pure and
+seeded, so siloflow and the baseline get the very same sequence."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from services.agent.simulate import data_for, debian_packages
+
+# The mix the issue names: about 90% heartbeats, 5% system_info/hardware, 4% compliance and 1%
+# packages snapshots of about 2,000 entries.
+MIX = (("heartbeat", 90), ("system_info", 3), ("hardware", 2), ("compliance", 4), ("packages", 1))
+PACKAGES_PER_SNAPSHOT = 2000
+
+
+@dataclass(frozen=True)
+class Planned:
+    host_index: int
+    kind: str
+
+
+def plan(hosts: int, count: int, seed: int) -> list[Planned]:
+    """`count` reports from `hosts` hosts, kinds drawn from `MIX`."""
+    rng = random.Random(seed)
+    kinds = [k for k, _ in MIX]
+    weights = [w for _, w in MIX]
+    drawn = rng.choices(kinds, weights, k=count)
+    return [Planned(rng.randrange(hosts), kind) for kind in drawn]
+
+
+def packages_snapshot() -> dict[str, Any]:
+    """The real Debian 12 snapshot (733 packages), grown to ~2,000 entries the way a busier
+    server's would be: each real package joined by its -dev, -doc, ... siblings, in order."""
+    real = debian_packages()
+    entries = list(real["packages"])
+    suffixes = ("-dev", "-doc", "-dbgsym")
+    known = {p["name"] for p in entries}
+    extra = [
+        {**p, "name": p["name"] + suffix}
+        for suffix in suffixes
+        for p in real["packages"]
+        if p["name"] + suffix not in known
+    ]
+    entries += extra[: max(PACKAGES_PER_SNAPSHOT - len(entries), 0)]
+    return {"manager": real["manager"], "packages": entries}
+
+
+def data(
+    kind: str, host_index: int, rng: random.Random, packages: dict[str, Any]
+) -> dict[str, Any]:
+    """The report's data: the simulator's, with the larger packages snapshot."""
+    return data_for(kind, rng, host_index, packages)

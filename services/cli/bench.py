@@ -1,0 +1,97 @@
+"""`siloflow bench`: throughput, latency, CPU and memory, siloflow against a baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from services.bench.results import render
+from services.bench.runner import Options
+from services.bench.runner import run as run_bench
+from services.cli.common import AppContext, console, pass_app, run
+
+
+@click.command()
+@click.option("--tenants", type=click.IntRange(1, 100_000), default=10, show_default=True)
+@click.option(
+    "--hosts",
+    type=click.IntRange(1, 10_000_000),
+    default=200,
+    show_default=True,
+    help="Hosts enrolled through the reference client, spread over the tenants.",
+)
+@click.option(
+    "--reports",
+    type=click.IntRange(100),
+    default=20_000,
+    show_default=True,
+    help="Reports of the throughput phase.",
+)
+@click.option(
+    "--latency-seconds",
+    type=click.FloatRange(min=1),
+    default=20.0,
+    show_default=True,
+    help="How long the fixed-rate (latency) phase publishes.",
+)
+@click.option(
+    "--bindings",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Extra host bindings seeded into the registry in bulk (router scale).",
+)
+@click.option("--no-baseline", is_flag=True, help="Measure siloflow only.")
+@click.option("--worker-processes", type=click.IntRange(0, 64), default=0, show_default=True)
+@click.option(
+    "--admin-dsn",
+    default="postgresql://postgres@127.0.0.1:5432/postgres",
+    show_default=True,
+    help="A superuser DSN: the bench bootstraps a namespace of its own and removes it after.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("bench.json"),
+    show_default=True,
+    help="Where the figures are written as JSON.",
+)
+@pass_app
+def bench(
+    app: AppContext,
+    tenants: int,
+    hosts: int,
+    reports: int,
+    latency_seconds: float,
+    bindings: int,
+    no_baseline: bool,
+    worker_processes: int,
+    admin_dsn: str,
+    out: Path,
+) -> None:
+    """Run siloflow's services and a hand-written baseline pipeline as separate processes on the
+    same workload (90% heartbeats, 5% system info and hardware, 4% compliance, 1% packages
+    snapshots of ~2,000 entries), and print throughput, end-to-end latency, CPU per report of
+    every process (RabbitMQ and PostgreSQL included), peak memory, and the ratios."""
+    if hosts < tenants:
+        raise click.BadParameter("needs at least one host per tenant", param_hint="--hosts")
+    options = Options(
+        tenants=tenants,
+        hosts=hosts,
+        reports=reports,
+        latency_s=latency_seconds,
+        bindings=bindings,
+        baseline=not no_baseline,
+        admin_dsn=admin_dsn,
+        worker_processes=worker_processes,
+    )
+    shown = console()
+    document = run(run_bench(app.settings, options, lambda line: shown.print(f"[dim]{line}[/dim]")))
+    out.write_text(json.dumps(document, indent=2, default=str))
+    for table in render(document):
+        shown.print(table)
+    shown.print(f"figures written to {out}")
+    if not document["valid"]:
+        raise click.ClickException("a report was lost, doubled or dead-lettered: no score")

@@ -1,0 +1,59 @@
+"""`siloflow bench` end to end on a tiny workload: it runs both systems, checks every report
+landed once, writes its figures, and leaves nothing behind. (It asserts the figures exist and
+add up, never how fast they are: speed is the benchmark's business, not a test's.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import SILOFLOW
+from tests.support import admin_fetch
+
+
+@pytest.mark.timeout(300)
+async def test_bench_runs_both_systems_and_cleans_up(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(SILOFLOW),
+            "bench",
+            "--tenants",
+            "2",
+            "--hosts",
+            "6",
+            "--reports",
+            "300",
+            "--latency-seconds",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "SILOFLOW_LOG_LEVEL": "warning"},
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    document = json.loads(out.read_text())
+    assert document["valid"]
+    for system in ("siloflow", "baseline"):
+        peak = document[system]["peak"]
+        assert peak["published"] == peak["committed"] == 300 and peak["exactly_once"]
+        assert peak["throughput"] > 0 and peak["cpu_s_per_1000"]["total"] > 0
+        assert {"rabbitmq", "postgresql"} <= set(peak["cpu_s_per_1000"])
+        assert document[system]["steady"]["p99_s"] is not None
+    assert set(document["ratios"]) == {"throughput", "cpu_per_report", "p99"}
+    assert document["siloflow"]["router_lookups"] >= 300
+    assert "committed reports/s" in result.stdout
+    namespace = document["namespace"]
+    left = f"{namespace}%"
+    assert await admin_fetch("select 1 from pg_database where datname like $1", left) == []
+    assert await admin_fetch("select 1 from pg_roles where rolname like $1", left) == []

@@ -1,0 +1,86 @@
+"""The benchmark's pure parts: /proc parsing, CPU accounting over process trees, the workload
+mix, and the figures' arithmetic and checks."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from services.bench import procstat, workload
+from services.bench.results import Phase
+
+
+def stat_line(pid: int, comm: str, ppid: int, utime: int, stime: int, cutime: int = 0) -> str:
+    fields = ["S", str(ppid)] + ["0"] * 9 + [str(utime), str(stime), str(cutime), "0"] + ["0"] * 30
+    return f"{pid} ({comm}) " + " ".join(fields)
+
+
+def test_parse_stat_survives_spaces_and_parentheses_in_the_name() -> None:
+    stat = procstat.parse_stat(stat_line(42, "tricky (name) x", 7, 200, 100, 50))
+    assert (stat.pid, stat.ppid, stat.comm) == (42, 7, "tricky (name) x")
+    assert stat.cpu_s == pytest.approx(300 / procstat.CLOCK_TICKS)
+    assert stat.children_cpu_s == pytest.approx(50 / procstat.CLOCK_TICKS)
+
+
+def test_group_cpu_counts_descendants_and_reaped_children_but_not_strangers() -> None:
+    stats = {
+        s.pid: s
+        for s in (
+            procstat.parse_stat(stat_line(10, "postgres", 1, 100, 0, cutime=500)),
+            procstat.parse_stat(stat_line(11, "postgres", 10, 30, 0)),
+            procstat.parse_stat(stat_line(12, "postgres", 10, 20, 0)),
+            procstat.parse_stat(stat_line(20, "python", 1, 1000, 0)),
+        )
+    }
+    assert procstat.postgres_roots(stats) == {10}
+    assert procstat.descendants(stats, {10}) == {10, 11, 12}
+    assert procstat.group_cpu_s(stats, {10}) == pytest.approx(650 / procstat.CLOCK_TICKS)
+
+
+def test_the_mix_is_the_issue_s_and_the_same_for_the_same_seed() -> None:
+    planned = workload.plan(hosts=50, count=20_000, seed=7)
+    assert planned == workload.plan(hosts=50, count=20_000, seed=7)
+    share = Counter(p.kind for p in planned)
+    assert share["heartbeat"] / 20_000 == pytest.approx(0.90, abs=0.01)
+    assert (share["system_info"] + share["hardware"]) / 20_000 == pytest.approx(0.05, abs=0.01)
+    assert share["compliance"] / 20_000 == pytest.approx(0.04, abs=0.01)
+    assert share["packages"] / 20_000 == pytest.approx(0.01, abs=0.005)
+    assert {p.host_index for p in planned} <= set(range(50))
+    snapshot = workload.packages_snapshot()
+    assert len(snapshot["packages"]) == workload.PACKAGES_PER_SNAPSHOT
+    names = [p["name"] for p in snapshot["packages"]]
+    assert len(set(names)) == len(names)
+
+
+def phase(**overrides: object) -> Phase:
+    values: dict[str, object] = {
+        "system": "x",
+        "published": 1000,
+        "committed": 1000,
+        "missing": 0,
+        "unexpected": 0,
+        "seconds": 2.0,
+        "first_sent": 0.0,
+        "latencies_s": [i / 1000 for i in range(1, 1001)],
+        "cpu_s": {"ingest": 1.0, "postgresql": 0.5},
+        "rate": 0.0,
+    }
+    values.update(overrides)
+    return Phase(**values)  # type: ignore[arg-type]
+
+
+def test_phase_figures() -> None:
+    p = phase()
+    assert p.throughput == 500
+    assert p.percentile(0.5) == pytest.approx(0.5, abs=0.002)
+    assert p.percentile(0.99) == pytest.approx(0.99, abs=0.002)
+    assert p.cpu_per_1000() == {"ingest": 1.0, "postgresql": 0.5, "total": 1.5}
+    assert p.exact
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"missing": 1, "committed": 999}, {"unexpected": 2}, {"committed": 999}]
+)
+def test_a_lost_or_extra_report_voids_the_phase(overrides: dict[str, object]) -> None:
+    assert not phase(**overrides).exact
