@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+# Refused by the validator's own regex engine, not by a Python call per string: a packages
+# snapshot carries thousands of strings (a Python validator per string doubled its cost).
+NO_NUL = r"^[^\x00]*$"
 
 
 class WireModel(BaseModel):
@@ -20,8 +18,11 @@ class WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True)
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_no_nul)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
-OptionalText = Annotated[
-    str, StringConstraints(min_length=0, max_length=255), AfterValidator(_no_nul)
-]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+OptionalText = Annotated[str, StringConstraints(min_length=0, max_length=255, pattern=NO_NUL)]
+
+# Entries of long lists (packages, rule results) are validated as typed dicts, not models: the
+# same checks without building a Python object per entry (about twice as fast on a snapshot of
+# 2,000 packages). Nothing downstream uses the parsed entries; ingest only judges them.
+ENTRY_CONFIG = ConfigDict(extra="forbid", strict=True)

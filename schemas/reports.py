@@ -8,8 +8,9 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, StringConstraints
+from typing_extensions import TypedDict
 
-from schemas.common import Name, OptionalText, ShortText, WireModel
+from schemas.common import ENTRY_CONFIG, NO_NUL, Name, OptionalText, ShortText, WireModel
 
 MAX_PACKAGES = 20_000
 MAX_RULES = 20_000
@@ -81,7 +82,8 @@ class HardwareData(WireModel):
 # -- packages ------------------------------------------------------------------------------------
 
 
-class Package(WireModel):
+class Package(TypedDict):
+    __pydantic_config__ = ENTRY_CONFIG  # type: ignore[misc]
     name: Name
     version: Name
     arch: ShortText
@@ -97,8 +99,9 @@ class PackagesData(WireModel):
 # -- compliance ----------------------------------------------------------------------------------
 
 
-class RuleResult(WireModel):
-    rule_id: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+class RuleResult(TypedDict):
+    __pydantic_config__ = ENTRY_CONFIG  # type: ignore[misc]
+    rule_id: Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=NO_NUL)]
     status: Literal["pass", "fail", "error", "notapplicable"]
     severity: Literal["info", "low", "medium", "high", "critical", "unknown"]
 

@@ -11,6 +11,7 @@ from services.bench.results import render
 from services.bench.runner import Options
 from services.bench.runner import run as run_bench
 from services.cli.common import AppContext, console, pass_app, run
+from services.core.logs import configure_logging
 
 
 @click.command()
@@ -87,6 +88,8 @@ def bench(
         admin_dsn=admin_dsn,
         worker_processes=worker_processes,
     )
+    # The bench's own provisioning and tear-down would drown the figures at info level.
+    configure_logging(app.settings.model_copy(update={"log_level": "warning"}))
     shown = console()
     document = run(run_bench(app.settings, options, lambda line: shown.print(f"[dim]{line}[/dim]")))
     out.write_text(json.dumps(document, indent=2, default=str))
