@@ -65,6 +65,18 @@ if ! rabbit_up; then
     for _ in $(seq 1 60); do rabbit_up && break; sleep 1; done
     rabbit_up || { say "RabbitMQ did not come up"; exit 1; }
 fi
+# A node can answer `ping` and accept TCP on 5672 yet never start an AMQP handshake (seen here
+# after a benchmark created a few hundred quorum queues at once): ask for Connection.Start.
+amqp_ok() {
+    timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672; printf "AMQP\000\000\011\001" >&3; head -c 1 <&3' 2>/dev/null \
+        | od -An -tx1 | grep -q 01
+}
+for _ in $(seq 1 30); do amqp_ok && break; sleep 2; done
+if ! amqp_ok; then
+    say "RabbitMQ answers ping but not AMQP on 127.0.0.1:5672: it is wedged. Restart it:"
+    say "  rabbitmqctl stop   (or: rabbitmqctl eval 'erlang:halt().')   then   rabbitmq-server -detached"
+    exit 1
+fi
 rabbitmq-plugins enable --quiet rabbitmq_management rabbitmq_shovel rabbitmq_shovel_management >/dev/null
 for _ in $(seq 1 30); do
     curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1 && break

@@ -29,6 +29,7 @@ class Phase:
     latencies_s: list[float] = field(repr=False)
     cpu_s: dict[str, float]
     rate: float  # the publishing rate asked for (0: as fast as possible)
+    peak_tenant_connections: int = 0  # sessions under tenant logins, sampled while it ran
 
     @property
     def throughput(self) -> float:
@@ -126,21 +127,18 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def render(document: dict[str, Any]) -> list[Table]:
+def figures(document: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The main table: its header and rows, as text (for the terminal and for the docs)."""
     systems = [s for s in ("siloflow", "baseline") if s in document]
-    main = Table(title="siloflow bench" + ("" if document["valid"] else "  (INVALID: see checks)"))
-    main.add_column("figure")
-    for system in systems:
-        main.add_column(system, justify="right")
-    if "ratios" in document:
-        main.add_column("siloflow / baseline", justify="right")
+    header = ["figure", *systems] + (["siloflow / baseline"] if "ratios" in document else [])
+    rows: list[list[str]] = []
     ratios = document.get("ratios", {})
 
     def row(label: str, values: list[str], ratio: float | None = None) -> None:
         cells = [label, *values]
         if "ratios" in document:
             cells.append("-" if ratio is None else f"{ratio:.2f}x")
-        main.add_row(*cells)
+        rows.append(cells)
 
     peak = {s: document[s]["peak"] for s in systems}
     steady = {s: document[s]["steady"] for s in systems}
@@ -182,13 +180,49 @@ def render(document: dict[str, Any]) -> list[Table]:
         ["yes" if peak[s]["exactly_once"] and steady[s]["exactly_once"] else "NO" for s in systems],
     )
     row("dead letters", [str(document[s]["dead_letters"]) for s in systems])
+    row(
+        "tenant database sessions (peak sampled)",
+        [
+            str(peak[s].get("peak_tenant_connections", "-")) if s == "siloflow" else "-"
+            for s in systems
+        ],
+    )
+    return header, rows
+
+
+def extras(document: dict[str, Any]) -> list[list[str]]:
+    """siloflow's own figures: router lookups, tenant connections and their bound."""
+    return [
+        [key, f"{value:.4g}" if isinstance(value, float) else str(value)]
+        for key, value in document["siloflow"].items()
+        if key.startswith(("router_", "registry_", "tenant_"))
+    ]
+
+
+def render(document: dict[str, Any]) -> list[Table]:
+    header, rows = figures(document)
+    main = Table(title="siloflow bench" + ("" if document["valid"] else "  (INVALID: see checks)"))
+    for index, column in enumerate(header):
+        main.add_column(column, justify="left" if index == 0 else "right")
+    for cells in rows:
+        main.add_row(*cells)
     tables = [main]
-    extra = {k: v for k, v in document["siloflow"].items() if k.startswith("router_")}
-    if extra:
-        router = Table(title="router")
+    if more := extras(document):
+        router = Table(title="siloflow: router and tenant connections")
         router.add_column("figure")
         router.add_column("value", justify="right")
-        for key, value in extra.items():
-            router.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        for cells in more:
+            router.add_row(*cells)
         tables.append(router)
     return tables
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The same tables as Markdown, for docs/performance.md."""
+    header, rows = figures(document)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    if more := extras(document):
+        lines += ["", "| siloflow figure | value |", "|---|---|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in more]
+    return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from services.bench.results import markdown as to_markdown
 from services.bench.results import render
 from services.bench.runner import Options
 from services.bench.runner import run as run_bench
@@ -59,6 +60,11 @@ from services.core.logs import configure_logging
     show_default=True,
     help="Where the figures are written as JSON.",
 )
+@click.option(
+    "--markdown",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the tables as Markdown here (docs/performance.md takes them).",
+)
 @pass_app
 def bench(
     app: AppContext,
@@ -71,6 +77,7 @@ def bench(
     worker_processes: int,
     admin_dsn: str,
     out: Path,
+    markdown: Path | None,
 ) -> None:
     """Run siloflow's services and a hand-written baseline pipeline as separate processes on the
     same workload (90% heartbeats, 5% system info and hardware, 4% compliance, 1% packages
@@ -93,6 +100,8 @@ def bench(
     shown = console()
     document = run(run_bench(app.settings, options, lambda line: shown.print(f"[dim]{line}[/dim]")))
     out.write_text(json.dumps(document, indent=2, default=str))
+    if markdown is not None:
+        markdown.write_text(to_markdown(document))
     for table in render(document):
         shown.print(table)
     shown.print(f"figures written to {out}")

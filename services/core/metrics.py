@@ -39,7 +39,10 @@ ROUTER_LOOKUP_SECONDS = Histogram(
     "siloflow_router_lookup_seconds",
     "Time to resolve a host to its tenant, by cache result (a miss queries the registry).",
     ["result"],
-    buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+    buckets=(
+        *(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005),
+        *(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    ),
 )
 QUEUE_LAG = Gauge(
     "siloflow_queue_lag_seconds",

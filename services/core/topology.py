@@ -218,8 +218,10 @@ async def connect(settings: Settings, *, name: str) -> aio_pika.abc.AbstractRobu
             settings.amqp_url,
             client_properties={"connection_name": f"siloflow {name}"},
             reconnect_interval=RECONNECT_INTERVAL_S,
+            # A broker that accepts TCP but never starts the handshake must not hang us.
+            timeout=settings.connect_timeout_s,
         )
-    except (OSError, aiormq.exceptions.AMQPError) as exc:
+    except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
         url = urlsplit(settings.amqp_url)
         raise BrokerUnavailable(
             f"RabbitMQ at {url.hostname}:{url.port or 5672} (vhost {settings.vhost!r}) is "
