@@ -80,16 +80,6 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in (PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def find(stats: dict[int, Stat], comm: str, *, top_level: bool = True) -> set[int]:
     """Processes named `comm` (only those whose parent is not also one, when `top_level`)."""
     named = {pid for pid, s in stats.items() if s.comm == comm}

@@ -12,8 +12,7 @@ import pytest
 from services.core import migrate
 from services.core.bootstrap import bootstrap
 from services.core.settings import Settings
-from services.core.tenants import create_tenant
-from tests.integration.pipeline import Env
+from tests.integration.pipeline import Env, deploy_env
 from tests.support import ADMIN_DSN, drop_namespace, new_namespace, settings_for
 
 
@@ -52,11 +51,7 @@ async def env() -> AsyncIterator[Env]:
     namespace = new_namespace()
     settings = settings_for(namespace)
     try:
-        await bootstrap(settings, ADMIN_DSN)
-        await migrate.migrate(settings)
-        a = (await create_tenant(settings, "acme")).tenant
-        b = (await create_tenant(settings, "globex")).tenant
-        yield Env(settings, a, b)
+        yield await deploy_env(settings)
     finally:
         await drop_namespace(namespace)
 

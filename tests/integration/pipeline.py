@@ -13,15 +13,17 @@ import asyncpg
 import httpx
 
 from services.agent.client import AgentPublisher, Identity, OutgoingReport
-from services.core import hosts, wire
+from services.core import hosts, migrate, wire
+from services.core.bootstrap import bootstrap
 from services.core.hostkeys import load_keyring, sign
 from services.core.names import Names
 from services.core.registry import TenantRecord
 from services.core.settings import Settings
+from services.core.tenants import create_tenant
 from services.ingest import app as ingest_app
 from services.router import app as router_app
 from services.workers import app as workers_app
-from tests.support import MANAGEMENT, MANAGEMENT_AUTH
+from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH
 
 PG = "postgresql://postgres@127.0.0.1:5432/{db}"
 
@@ -37,6 +39,15 @@ class Env:
     @property
     def slugs(self) -> set[str]:
         return {self.a.slug, self.b.slug}
+
+
+async def deploy_env(settings: Settings) -> Env:
+    """Bootstrap and migrate the deployment, and provision its tenants acme and globex."""
+    await bootstrap(settings, ADMIN_DSN)
+    await migrate.migrate(settings)
+    a = (await create_tenant(settings, "acme")).tenant
+    b = (await create_tenant(settings, "globex")).tenant
+    return Env(settings, a, b)
 
 
 async def bound_host(env: Env, tenant: TenantRecord) -> uuid.UUID:

@@ -15,8 +15,6 @@ import pytest
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
-from services.core import migrate
-from services.core.bootstrap import bootstrap
 from services.core.credentials import TenantLogin, credential_source
 from services.core.db import registry_engine
 from services.core.names import Names
@@ -27,10 +25,16 @@ from services.ingest import app as ingest_app
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests import openbao
-from tests.integration.pipeline import Env, bound_host, committed_ids, dead_letters, publish
+from tests.integration.pipeline import (
+    Env,
+    bound_host,
+    committed_ids,
+    dead_letters,
+    deploy_env,
+    publish,
+)
 from tests.reports import report
 from tests.support import (
-    ADMIN_DSN,
     admin_fetch,
     drop_namespace,
     new_namespace,
@@ -75,11 +79,7 @@ async def issuer_env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
         **extra,
     )
     try:
-        await bootstrap(settings, ADMIN_DSN)
-        await migrate.migrate(settings)
-        a = (await create_tenant(settings, "acme")).tenant
-        b = (await create_tenant(settings, "globex")).tenant
-        yield Env(settings, a, b)
+        yield await deploy_env(settings)
     finally:
         await drop_namespace(namespace)
 
