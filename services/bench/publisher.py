@@ -84,6 +84,57 @@ async def publish(job: dict[str, Any]) -> dict[str, Any]:
     return {"published": len(ids), "started": started, "finished": finished}
 
 
+async def in_process(
+    amqp_url: str,
+    exchange: str,
+    identities: list[Identity],
+    *,
+    count: int,
+    rate: float,
+    seed: int,
+    sign: bool,
+    window: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Run the publisher as a process of its own (the agents are not the services' CPU) and
+    return its summary with the set of message ids the broker confirmed."""
+    job_path = workdir / f"publish-{seed}.json"
+    ids_path = workdir / f"ids-{seed}.txt"
+    job = {
+        "amqp_url": amqp_url,
+        "exchange": exchange,
+        "identities": [
+            {
+                "host_id": str(i.host_id),
+                "host_key": base64.b64encode(i.host_key).decode(),
+                "key_version": i.key_version,
+            }
+            for i in identities
+        ],
+        "count": count,
+        "rate": rate,
+        "seed": seed,
+        "sign": sign,
+        "window": window,
+        "ids_out": str(ids_path),
+    }
+    await asyncio.to_thread(job_path.write_text, json.dumps(job))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.bench.publisher",
+        str(job_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the publisher failed: {err.decode()[-2000:]}")
+    summary: dict[str, Any] = json.loads(out)
+    summary["ids"] = set((await asyncio.to_thread(ids_path.read_text)).split())
+    return summary
+
+
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
     print(json.dumps(asyncio.run(publish(job))))

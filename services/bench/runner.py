@@ -13,10 +13,6 @@ import base64
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,11 +25,12 @@ from typing import Any
 import asyncpg
 import httpx
 import structlog
-from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.register import RegisterAccepted
 from services.agent.client import AgentPublisher, Identity
-from services.bench import baseline, procstat
+from services.bench import baseline, procstat, publisher
+from services.bench.probes import Commits, read_commits, router_figures, tenant_sessions
+from services.bench.processes import Running, cpu_groups, free_port, peak_rss, start
 from services.bench.results import Phase, SystemResult
 from services.core import migrate, tokens
 from services.core.bootstrap import bootstrap, teardown
@@ -60,41 +57,6 @@ class Options:
     worker_processes: int = 0  # siloflow's default: one per CPU
     window: int = 500  # publisher confirms in flight
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="siloflow-bench-")))
-
-
-@dataclass
-class Commits:
-    """What the databases hold of a phase: ids, each one's latency, the last commit (epoch s)."""
-
-    ids: set[str]
-    latencies: list[float]
-    last_commit: float
-
-
-@dataclass
-class Running:
-    """The service processes of one system, by name."""
-
-    processes: dict[str, subprocess.Popen[bytes]]
-
-    def pids(self) -> dict[str, int]:
-        return {name: p.pid for name, p in self.processes.items()}
-
-    def check(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode} during the bench")
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
 
 
 class Bench:
@@ -223,25 +185,18 @@ class Bench:
                 await conn.close()
             await self.management("DELETE", f"/vhosts/{self.namespace}")
 
-    # -- processes -----------------------------------------------------------------------------
-
     def start(
         self,
         commands: dict[str, list[str]],
         module: str = "services.cli",
         envs: dict[str, dict[str, str]] | None = None,
     ) -> Running:
-        processes = {}
-        for name, args in commands.items():
-            log_file = (self.options.workdir / f"{name}.log").open("ab")
-            processes[name] = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                env=self.env(**(envs or {}).get(name, {})),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-            log_file.close()
-        return Running(processes)
+        return start(
+            commands,
+            module=module,
+            env_for=lambda name: self.env(**(envs or {}).get(name, {})),
+            workdir=self.options.workdir,
+        )
 
     async def wait_consumers(self, queues: list[str], timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -260,41 +215,17 @@ class Bench:
     async def publish(
         self, exchange: str, count: int, rate: float, seed: int, sign: bool
     ) -> dict[str, Any]:
-        job_path = self.options.workdir / f"publish-{seed}.json"
-        ids_path = self.options.workdir / f"ids-{seed}.txt"
-        job = {
-            "amqp_url": self.settings.amqp_url,
-            "exchange": exchange,
-            "identities": [
-                {
-                    "host_id": str(i.host_id),
-                    "host_key": base64.b64encode(i.host_key).decode(),
-                    "key_version": i.key_version,
-                }
-                for i in self.identities
-            ],
-            "count": count,
-            "rate": rate,
-            "seed": seed,
-            "sign": sign,
-            "window": self.options.window,
-            "ids_out": str(ids_path),
-        }
-        job_path.write_text(json.dumps(job))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.bench.publisher",
-            str(job_path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        return await publisher.in_process(
+            self.settings.amqp_url,
+            exchange,
+            self.identities,
+            count=count,
+            rate=rate,
+            seed=seed,
+            sign=sign,
+            window=self.options.window,
+            workdir=self.options.workdir,
         )
-        out, err = await process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"the publisher failed: {err.decode()[-2000:]}")
-        summary: dict[str, Any] = json.loads(out)
-        summary["ids"] = set(ids_path.read_text().split())
-        return summary
 
     async def measure(
         self,
@@ -331,7 +262,7 @@ class Bench:
         elapsed = (
             seen.last_commit - published["started"] if seen.last_commit else time.monotonic() - wall
         )
-        groups = self.groups(before, running)
+        groups = cpu_groups(before, running)
         cpu = {
             name: procstat.group_cpu_s(after, roots) - procstat.group_cpu_s(before, roots)
             for name, roots in groups.items()
@@ -350,24 +281,6 @@ class Bench:
             rate=rate,
         )
 
-    def groups(self, stats: dict[int, procstat.Stat], running: Running) -> dict[str, set[int]]:
-        groups = {name: {pid} for name, pid in running.pids().items()}
-        groups["rabbitmq"] = procstat.rabbitmq_roots(stats)
-        groups["postgresql"] = procstat.postgres_roots(stats)
-        return groups
-
-    def peak_rss(self, running: Running) -> dict[str, float]:
-        """Peak RSS of each service: the largest of its process tree's members."""
-        stats = procstat.snapshot()
-        peaks: dict[str, float] = {}
-        for name, pid in running.pids().items():
-            members = procstat.descendants(stats, {pid})
-            values = [procstat.peak_rss_mb(p) or 0.0 for p in members]
-            peaks[name] = max(values, default=0.0)
-            if len(members) > 1:  # the worker supervisor's children, each one
-                peaks[f"{name} (sum of {len(members)} processes)"] = sum(values)
-        return peaks
-
     async def silo_commits(self, since: datetime) -> Commits:
         return await self._commits(self.tenant_dbs, "agent_messages", since)
 
@@ -375,27 +288,7 @@ class Bench:
         return await self._commits(self.baseline_dbs, "reports", since)
 
     async def _commits(self, databases: list[str], table: str, since: datetime) -> Commits:
-        seen = Commits(set(), [], 0.0)
-        limit = asyncio.Semaphore(8)
-
-        async def one(database: str) -> None:
-            async with limit:
-                conn = await asyncpg.connect(f"{self.pg}/{database}")
-                try:
-                    rows = await conn.fetch(
-                        "select message_id::text, extract(epoch from committed_at - sent_at), "
-                        f"extract(epoch from committed_at) from {table} where sent_at >= $1",
-                        since,
-                    )
-                finally:
-                    await conn.close()
-            for row in rows:
-                seen.ids.add(row[0])
-                seen.latencies.append(float(row[1]))
-                seen.last_commit = max(seen.last_commit, float(row[2]))
-
-        await asyncio.gather(*(one(d) for d in databases))
-        return seen
+        return await read_commits(self.pg, databases, table, since)
 
     async def queued(self) -> int:
         """Messages in this namespace's work queues (the management API's view, a few seconds
@@ -404,18 +297,7 @@ class Bench:
         return sum(int(q.get("messages", 0) or 0) for q in listed if ".dlq." not in q["name"])
 
     async def tenant_connections(self) -> int:
-        """Sessions open under tenant logins now (siloflow's services; 0 for the baseline,
-        which connects as the superuser)."""
-        conn = await asyncpg.connect(self.options.admin_dsn)
-        try:
-            return int(
-                await conn.fetchval(
-                    "select count(*) from pg_stat_activity where starts_with(usename, $1)",
-                    self.names.login_prefix,
-                )
-            )
-        finally:
-            await conn.close()
+        return await tenant_sessions(self.options.admin_dsn, self.names.login_prefix)
 
     async def dead_letters(self) -> int:
         total = 0
@@ -429,7 +311,7 @@ class Bench:
     # -- the two systems ------------------------------------------------------------------------
 
     async def run_siloflow(self, progress: Callable[[str], None]) -> SystemResult:
-        self.router_port = _free_port()
+        self.router_port = free_port()
         running = self.start(
             {name: ["run", name] for name in SERVICES},
             envs={"router": {"SILOFLOW_METRICS_PORT": str(self.router_port)}},
@@ -453,8 +335,9 @@ class Bench:
             steady = await self.measure(
                 "siloflow", running, publish, self.silo_commits, count, self.latency_rate, 2
             )
-            rss = self.peak_rss(running)
-            lookups = await self.router_lookups()
+            rss = peak_rss(running)
+            lookups = await router_figures(self.router_port)
+            lookups["registry_bindings"] = self.options.hosts + self.options.bindings
             # What the settings allow: each worker process and ingest keep at most
             # max_tenant_engines pools of tenant_pool_size connections, whatever the tenants.
             processes = self.options.worker_processes or os.cpu_count() or 1
@@ -467,35 +350,6 @@ class Bench:
         return SystemResult(
             "siloflow", peak, steady, rss, dead_letters=await self.dead_letters(), extra=lookups
         )
-
-    async def router_lookups(self) -> dict[str, Any]:
-        """The router's own figures, scraped from its /metrics: lookup latency (p99 as the
-        histogram bucket it falls in), cache hit ratio and size."""
-        async with httpx.AsyncClient(timeout=10) as client:
-            text = (await client.get(f"http://127.0.0.1:{self.router_port}/metrics")).text
-        buckets: dict[str, list[tuple[float, float]]] = {"hit": [], "miss": []}
-        lookups: dict[str, float] = {}
-        cache_hosts = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "siloflow_router_lookup_seconds_bucket":
-                    result = sample.labels["result"]
-                    buckets[result].append((float(sample.labels["le"]), sample.value))
-                elif sample.name == "siloflow_router_lookups_total":
-                    lookups[sample.labels["result"]] = sample.value
-                elif sample.name == "siloflow_router_cache_hosts":
-                    cache_hosts = sample.value
-        hits, misses = lookups.get("hit", 0.0), lookups.get("miss", 0.0)
-        return {
-            "router_lookups": int(hits + misses),
-            # Warm: answered from the cache. A miss is a registry round trip (first sight of a
-            # host, or after a change notice).
-            "router_lookup_p99_warm_at_most_s": _p99(buckets["hit"]),
-            "router_lookup_p99_miss_at_most_s": _p99(buckets["miss"]),
-            "router_cache_hit_ratio": hits / (hits + misses) if hits + misses else None,
-            "router_cache_hosts": int(cache_hosts),
-            "registry_bindings": self.options.hosts + self.options.bindings,
-        }
 
     async def run_baseline(self, progress: Callable[[str], None]) -> SystemResult:
         conn = await asyncpg.connect(self.options.admin_dsn)
@@ -546,7 +400,7 @@ class Bench:
             steady = await self.measure(
                 "baseline", running, publish, self.baseline_commits, count, self.latency_rate, 2
             )
-            rss = self.peak_rss(running)
+            rss = peak_rss(running)
         finally:
             running.stop()
         return SystemResult("baseline", peak, steady, rss, dead_letters=0)
@@ -562,21 +416,6 @@ class Bench:
         finally:
             await conn.close()
         return {r[0]: slug_index[r[1]] for r in rows}
-
-
-def _p99(buckets: list[tuple[float, float]]) -> float | None:
-    """The upper bound of the histogram bucket holding the 99th percentile."""
-    buckets = sorted(buckets)
-    total = buckets[-1][1] if buckets else 0.0
-    if not total:
-        return None
-    return next(le for le, count in buckets if count >= 0.99 * total)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run(base: Settings, options: Options, progress: Callable[[str], None]) -> dict[str, Any]:

@@ -160,13 +160,9 @@ class TenantDatabases:
     async def begin(self, tenant: str | TenantRecord) -> AsyncIterator[AsyncConnection]:
         """A transaction in the tenant's database."""
         name = tenant if isinstance(tenant, str) else tenant.slug
+        conn: AsyncConnection | None = None
         try:
             conn = await self.connect(tenant)
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise DatabaseUnavailable(
-                f"tenant {name}'s database", str(exc).splitlines()[0]
-            ) from exc
-        try:
             async with conn.begin():
                 yield conn
         except (OperationalError, InterfaceError, OSError) as exc:
@@ -174,7 +170,8 @@ class TenantDatabases:
                 f"tenant {name}'s database", str(exc).splitlines()[0]
             ) from exc
         finally:
-            await conn.close()
+            if conn is not None:
+                await conn.close()
 
     async def sweep(self) -> int:
         await self._reap()
