@@ -93,6 +93,10 @@ class LeasedCredentials:
         self._logins: dict[object, TenantLogin] = {}
         self._next_try: dict[object, float] = {}
         self._locks: defaultdict[object, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Logins issued at once, whatever the tenant count: each is an admin connection (the
+        # built-in broker) or a request to OpenBao. A thousand tenants starting together once
+        # opened a thousand admin connections and ran the server out of them.
+        self._issuing = asyncio.Semaphore(settings.credential_issue_concurrency)
 
     async def login_for(self, tenant: TenantRecord) -> TenantLogin:
         if tenant.placement is None:  # the routing seam refuses these before asking
@@ -113,11 +117,12 @@ class LeasedCredentials:
             ):
                 return current  # the issuer failed a moment ago: keep the valid login
             try:
-                if action is Action.RENEW:
-                    assert current is not None
-                    fresh = await self._renew(tenant, current)
-                else:
-                    fresh = await self._issue(tenant)
+                async with self._issuing:
+                    if action is Action.RENEW:
+                        assert current is not None
+                        fresh = await self._renew(tenant, current)
+                    else:
+                        fresh = await self._issue(tenant)
             except Exception as exc:
                 return self._failed(tenant, current, now, exc)
             self._logins[tenant.id] = fresh
@@ -167,7 +172,8 @@ class LeasedCredentials:
         self._logins.clear()
         for _, login in held:
             try:
-                await self._revoke(login)
+                async with self._issuing:
+                    await self._revoke(login)
             except Exception as exc:  # it expires on its own; say so and go on
                 log.warning(
                     "credentials.revoke_failed",

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     credential_ttl_s: Annotated[float, Field(ge=5, le=30 * 24 * 3600)] = 3600.0
     # ... and never lives longer than this (OpenBao's max TTL; renewals stop here).
     credential_max_ttl_s: Annotated[float, Field(ge=5, le=365 * 24 * 3600)] = 24 * 3600.0
+    # Logins issued (or revoked) at once by one process, however many tenants it serves.
+    credential_issue_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # Every login also joins this group role, so pg_hba.conf can demand a password of them
     # (`host all +<group> 0.0.0.0/0 scram-sha-256`) on a server that trusts other local users.
     credential_login_group: str | None = None
@@ -90,6 +92,10 @@ class Settings(BaseSettings):
     max_clock_skew_s: Annotated[float, Field(ge=0)] = 300.0
     # ... and one older than this is refused as stale (30 days).
     max_report_age_s: Annotated[float, Field(gt=0)] = 30 * 24 * 3600.0
+    # Registration: bad tokens one source may present before it must wait (doubling each time),
+    # and failed guesses per second from all sources together (see services/ingest/throttle.py).
+    registration_free_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    registration_failures_per_s: Annotated[float, Field(gt=0, le=10_000)] = 20.0
     # Unacknowledged deliveries per consumer: the window of pipelined confirms.
     prefetch: Annotated[int, Field(ge=1, le=65_535)] = 256
     # Workers commit up to this many reports per transaction, waiting at most batch_wait_s.

@@ -192,10 +192,12 @@ class TenantDatabases:
         await self._reap()
 
     async def _reap(self) -> None:
-        for engine in list(self._retiring):
-            if engine.pool.checkedout() == 0:  # type: ignore[attr-defined]
-                self._retiring.remove(engine)
-                await engine.dispose()
+        # Take the idle ones off the list before the first await: concurrent reaps (one per
+        # tenant's batch) must not dispose, or try to remove, the same engine twice.
+        idle = [e for e in self._retiring if e.pool.checkedout() == 0]  # type: ignore[attr-defined]
+        self._retiring = [e for e in self._retiring if e not in idle]
+        for engine in idle:
+            await engine.dispose()
 
     def _open(self, record: TenantRecord, login: TenantLogin) -> AsyncEngine:
         engine = make_engine(login.url, self._settings, pool_size=self._settings.tenant_pool_size)

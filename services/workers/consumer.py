@@ -183,13 +183,16 @@ class TenantConsumer:
             backoff = min(backoff * 2, self._settings.retry_max_s)
 
     async def _commit(self, reports: list[Report]) -> None:
-        engine = await self._databases.engine(self.tenant)
         try:
+            engine = await self._databases.engine(self.tenant)
             conn = await engine.connect()
         except Exception as exc:
-            # No connection at all (server down, database closed to connections, login refused)
-            # says nothing about the reports: wait for the database, never dead-letter.
-            raise DatabaseUnavailable(f"tenant {self.tenant.slug}'s database", str(exc)) from exc
+            # No connection at all (server down, database closed to connections, login refused
+            # or not issued, even a bug in getting one) says nothing about the reports: wait
+            # for the database, never dead-letter.
+            raise DatabaseUnavailable(
+                f"tenant {self.tenant.slug}'s database", f"{type(exc).__name__}: {exc}"
+            ) from exc
         try:
             raw = await conn.get_raw_connection()
             pg: asyncpg.Connection = raw.driver_connection
