@@ -60,10 +60,13 @@ def start(
     return Running(processes)
 
 
-def cpu_groups(stats: dict[int, procstat.Stat], running: Running) -> dict[str, set[int]]:
-    """Each service's process tree, the RabbitMQ node and the PostgreSQL server."""
+def cpu_groups(
+    stats: dict[int, procstat.Stat], running: Running, amqp_port: int
+) -> dict[str, set[int]]:
+    """Each service's process tree, the RabbitMQ node serving `amqp_port` and the PostgreSQL
+    server."""
     groups = {name: {pid} for name, pid in running.pids().items()}
-    groups["rabbitmq"] = procstat.rabbitmq_roots(stats)
+    groups["rabbitmq"] = procstat.rabbitmq_roots(stats, amqp_port)
     groups["postgresql"] = procstat.postgres_roots(stats)
     return groups
 

@@ -88,9 +88,45 @@ def find(stats: dict[int, Stat], comm: str, *, top_level: bool = True) -> set[in
     return {pid for pid in named if stats[pid].ppid not in named}
 
 
-def rabbitmq_roots(stats: dict[int, Stat]) -> set[int]:
-    """The RabbitMQ node: the Erlang VM (`beam.smp`)."""
-    return find(stats, "beam.smp")
+def rabbitmq_roots(stats: dict[int, Stat], amqp_port: int) -> set[int]:
+    """The RabbitMQ node serving `amqp_port`: the Erlang VM (`beam.smp`) holding its listening
+    socket. Every node's VM when that cannot be told (another user's process, no /proc/net)."""
+    beams = find(stats, "beam.smp")
+    inodes = listening_inodes(amqp_port)
+    serving = {pid for pid in beams if inodes & socket_inodes(pid)}
+    return serving or beams
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP `port` (IPv4 or IPv6)."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(inode)
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets process `pid` holds open (empty when it cannot be read)."""
+    found: set[str] = set()
+    try:
+        for fd in (PROC / str(pid) / "fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                found.add(target[8:-1])
+    except OSError:
+        pass
+    return found
 
 
 def postgres_roots(stats: dict[int, Stat]) -> set[int]:

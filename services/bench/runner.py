@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -262,7 +263,7 @@ class Bench:
         elapsed = (
             seen.last_commit - published["started"] if seen.last_commit else time.monotonic() - wall
         )
-        groups = cpu_groups(before, running)
+        groups = cpu_groups(before, running, urlsplit(self.settings.amqp_url).port or 5672)
         cpu = {
             name: procstat.group_cpu_s(after, roots) - procstat.group_cpu_s(before, roots)
             for name, roots in groups.items()

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# A PostgreSQL server of its own on this machine, beside the system one: for the fault suite
+# (restart or crash the server under load without touching anyone else's) and for trying a
+# second database server for tenant placements.
+#
+#   deploy/local/pg-instance.sh start      initdb (first time) and start on $SILOFLOW_PG_PORT
+#   deploy/local/pg-instance.sh restart    a fast restart (sessions cut, nothing lost)
+#   deploy/local/pg-instance.sh crash      an immediate stop (as a power cut), then start: recovery
+#   deploy/local/pg-instance.sh down, up   an immediate stop; a start (an outage of any length)
+#   deploy/local/pg-instance.sh stop       stop and remove its data directory
+#   deploy/local/pg-instance.sh env        the admin DSN that reaches it
+#
+# Loopback only, trust authentication for `postgres`, data in $SILOFLOW_PG_DIR. As root, the
+# server runs as the `postgres` user (PostgreSQL refuses to run as root).
+set -euo pipefail
+
+PORT=${SILOFLOW_PG_PORT:-5440}
+DIR=${SILOFLOW_PG_DIR:-/tmp/siloflow-pg-$PORT}
+version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
+BIN=${SILOFLOW_PG_BIN:-/usr/lib/postgresql/$version/bin}
+
+say() { printf 'pg-instance: %s\n' "$*" >&2; }
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+ctl() { as_owner "$BIN/pg_ctl" -D "$DIR/data" -w -l "$DIR/server.log" "$@"; }
+
+start() {
+    [ -x "$BIN/initdb" ] || { say "no PostgreSQL server binaries under $BIN"; exit 1; }
+    if [ ! -f "$DIR/data/PG_VERSION" ]; then
+        mkdir -p "$DIR"
+        [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
+        as_owner "$BIN/initdb" -D "$DIR/data" -A trust -U postgres --no-instructions >/dev/null
+        cat >> "$DIR/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$DIR'
+max_connections = 300
+EOF
+    fi
+    ctl -o "-p $PORT" start >/dev/null
+    say "up: postgresql://postgres@127.0.0.1:$PORT/postgres (data $DIR/data)"
+}
+
+case "${1:-}" in
+    start) start ;;
+    restart) ctl -m fast restart >/dev/null && say "restarted" ;;
+    crash)
+        ctl -m immediate stop >/dev/null && say "stopped immediately"
+        start
+        ;;
+    down) ctl -m immediate stop >/dev/null && say "down" ;;
+    up) start ;;
+    stop)
+        ctl -m fast stop >/dev/null 2>&1 || true
+        rm -rf "$DIR"
+        say "stopped and removed $DIR"
+        ;;
+    env) echo "postgresql://postgres@127.0.0.1:$PORT/postgres" ;;
+    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
