@@ -3,6 +3,8 @@ mix, and the figures' arithmetic and checks."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import Counter
 
 import pytest
@@ -84,3 +86,12 @@ def test_phase_figures() -> None:
 )
 def test_a_lost_or_extra_report_voids_the_phase(overrides: dict[str, object]) -> None:
     assert not phase(**overrides).exact
+
+
+def test_the_process_listening_on_a_port_is_found() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert procstat.listening_inodes(port) & procstat.socket_inodes(os.getpid())
+    assert not procstat.listening_inodes(port)  # closed: nobody listens there now
