@@ -18,6 +18,7 @@ RejectionReason = Literal[
     "token-revoked",
     "tenant-suspended",
     "invalid",
+    "rate-limited",  # too many bad tokens from this source (or from everyone): retry later
 ]
 REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)
 
@@ -42,3 +43,5 @@ class RegisterAccepted(WireModel):
 class RegisterRejected(WireModel):
     status: Literal["rejected"] = "rejected"
     reason: RejectionReason
+    # With `rate-limited`: seconds to wait before asking again (the token was not checked).
+    retry_after_s: Annotated[float, Field(ge=0)] | None = None

@@ -55,7 +55,8 @@ def register(app: AppContext, token: str, state: Path, hostname: str) -> None:
             except RegistrationFailed as exc:
                 raise SiloflowError(f"{exc} (is `siloflow run ingest` running?)") from None
         if isinstance(answer, RegisterRejected):
-            return answer.reason
+            wait = answer.retry_after_s
+            return answer.reason + (f" (ask again in {wait:g} s)" if wait else "")
         return Identity.from_answer(answer)
 
     outcome = run(go())

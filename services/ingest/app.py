@@ -31,6 +31,7 @@ from services.ingest.consumer import IngestConsumer
 from services.ingest.handlers import AcceptUnsigned, Delivery, Limits, Verifier
 from services.ingest.registrar import RegistrationConsumer
 from services.ingest.registration import Registrar
+from services.ingest.throttle import ThrottleLimits
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +99,15 @@ async def _consume(
     dead = DeadLetters(channels.publish, names, Stage.INGEST)
     reports = IngestConsumer(channels.publish, names, limits_from(settings), verifier, dead)
     registrations = RegistrationConsumer(
-        channels.publish, registrar, dead, stop=stop, retry_max_s=settings.retry_max_s
+        channels.publish,
+        registrar,
+        dead,
+        stop=stop,
+        retry_max_s=settings.retry_max_s,
+        throttle=ThrottleLimits(
+            free_failures=settings.registration_free_failures,
+            failures_per_s=settings.registration_failures_per_s,
+        ),
     )
     log.info(
         "ingest.started",

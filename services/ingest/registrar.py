@@ -1,11 +1,13 @@
 """The registration consumer: decode the request, register, reply through direct reply-to,
 then ack. Database trouble holds the request and retries (the agent may retry too: same
-message_id, same answer)."""
+message_id, same answer). A source presenting bad tokens is throttled (throttle.py); its source
+is the direct reply-to address the broker assigned to its channel."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import aio_pika
@@ -20,10 +22,15 @@ from services.core.failures import classify
 from services.core.outcomes import Reason
 from services.core.runtime import InFlight, stopped_within
 from services.ingest.registration import Registrar
+from services.ingest.throttle import Throttle, ThrottleLimits
 
 log = structlog.get_logger(__name__)
 
 MAX_REQUEST_BYTES = 16 * 1024
+# Answers that mean the requester does not hold a good token: each counts against its source.
+GUESSES = frozenset(
+    {"token-unknown", "token-expired", "token-exhausted", "token-revoked", "invalid"}
+)
 
 
 class RegistrationConsumer:
@@ -35,7 +42,9 @@ class RegistrationConsumer:
         *,
         stop: asyncio.Event,
         retry_max_s: float,
+        throttle: ThrottleLimits | None = None,
     ) -> None:
+        self._throttle = Throttle(throttle or ThrottleLimits(), time.monotonic())
         self._channel = publish_channel
         self._registrar = registrar
         self._dead = dead_letters
@@ -54,6 +63,15 @@ class RegistrationConsumer:
                 )
                 await settle(message)
                 return
+            source = message.reply_to
+            wait_s = self._throttle.wait_s(source, time.monotonic())
+            if wait_s > 0:
+                await self._reply(
+                    message, RegisterRejected(reason="rate-limited", retry_after_s=round(wait_s, 1))
+                )
+                await settle(message)
+                log.warning("registration.rate_limited", source=source, retry_after_s=wait_s)
+                return
             try:
                 message_id = uuid.UUID(message.message_id or "")
                 if len(message.body) > MAX_REQUEST_BYTES:
@@ -67,6 +85,7 @@ class RegistrationConsumer:
                 )
                 await self._reply(message, RegisterRejected(reason="invalid"))
                 await settle(message)
+                self._count(source, "invalid")
                 return
             answer = await self._register(message_id, request)
             if answer is None:  # stopping while the databases are down: hand it back
@@ -74,6 +93,7 @@ class RegistrationConsumer:
                 return
             await self._reply(message, answer)
             await settle(message)
+            self._count(source, answer.reason if isinstance(answer, RegisterRejected) else None)
             if isinstance(answer, RegisterAccepted):
                 log.info(
                     "registration.accepted",
@@ -87,6 +107,20 @@ class RegistrationConsumer:
                     message_id=str(message_id),
                     reason=answer.reason,
                     hostname=request.hostname,
+                )
+
+    def _count(self, source: str, rejection: str | None) -> None:
+        """A good token clears its source's record; a guess counts against it."""
+        if rejection is None:
+            self._throttle.succeeded(source)
+        elif rejection in GUESSES:
+            failures = self._throttle.failed(source, time.monotonic())
+            if failures == self._throttle.limits.free_failures:
+                log.warning(
+                    "registration.source_throttled",
+                    source=source,
+                    failures=failures,
+                    first_wait_s=self._throttle.penalty_s(failures),
                 )
 
     async def _register(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
+from structlog.testing import capture_logs
 
 from schemas.register import RegisterAccepted, RegisterRejected
 from services.agent.client import AgentPublisher, Identity, build_report
@@ -286,3 +287,29 @@ async def test_a_revoked_host_is_unrouted_within_seconds(env: Env, ingest: None)
             )
         ).scalar()
     assert revoked_at is not None
+
+
+async def test_a_source_guessing_tokens_is_slowed_down_and_logged(env: Env, ingest: None) -> None:
+    good = await tokens.issue(env.settings, env.a.slug, ttl=timedelta(hours=1), uses=1, note=None)
+    free = env.settings.registration_free_failures
+
+    async def ask(agent: AgentPublisher, token: str) -> RegisterAccepted | RegisterRejected:
+        return await agent.register(
+            token, hostname="guesser", fqdn="guesser.example.net", machine_id=uuid.uuid4().hex
+        )
+
+    with capture_logs() as logs:
+        # One connection and channel: one direct reply-to address, so one source.
+        async with AgentPublisher(env.settings.amqp_url, env.settings.namespace) as guesser:
+            for _ in range(free):
+                answer = await ask(guesser, tokens.new_token())
+                assert isinstance(answer, RegisterRejected) and answer.reason == "token-unknown"
+            # Past the free failures even a good token is not looked at: the source must wait.
+            answer = await ask(guesser, good.token)
+            assert isinstance(answer, RegisterRejected), answer
+            assert answer.reason == "rate-limited"
+            assert answer.retry_after_s is not None and 0 < answer.retry_after_s <= 1.0
+    assert any(e["event"] == "registration.source_throttled" for e in logs)
+    assert any(e["event"] == "registration.rate_limited" for e in logs)
+    # Another source is not held up, and the good token was never spent by the refused try.
+    assert isinstance(await _register(env, good.token), RegisterAccepted)
