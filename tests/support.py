@@ -48,9 +48,13 @@ def delete_vhost(namespace: str) -> None:
             response.raise_for_status()
 
 
+def pg_base() -> str:
+    """The PostgreSQL server the tests use, as a DSN without a database."""
+    return os.environ.get("SILOFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
 def registry_dsn_for(namespace: str) -> str:
-    base = os.environ.get("SILOFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-    return f"{base}/{namespace}_registry"
+    return f"{pg_base()}/{namespace}_registry"
 
 
 def settings_for(namespace: str, **overrides: Any) -> Settings:

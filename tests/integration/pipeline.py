@@ -23,9 +23,9 @@ from services.core.tenants import create_tenant
 from services.ingest import app as ingest_app
 from services.router import app as router_app
 from services.workers import app as workers_app
-from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH
+from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, pg_base
 
-PG = "postgresql://postgres@127.0.0.1:5432/{db}"
+PG = pg_base() + "/{db}"
 
 
 @dataclass

@@ -1,0 +1,112 @@
+"""Hostile input through the real ingest consumer: batches of arbitrary deliveries (the unit
+suite's strategy) published to the broker; ingest never crashes, and every one ends in exactly
+one dead-letter queue: `invalid` with the reason the pure decision gives, or `unrouted` when it
+was a valid report from a host nobody bound. None reaches a silo."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import httpx
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from services.agent.client import AgentPublisher
+from services.core.names import Names
+from services.core.outcomes import Reason
+from services.ingest import app as ingest_app
+from services.ingest.handlers import Accepted, AcceptUnsigned, Delivery, Limits, validate
+from services.router import app as router_app
+from tests.integration.pipeline import Env, committed_ids, dead_letters, sign_raw
+from tests.support import MANAGEMENT, MANAGEMENT_AUTH
+from tests.unit.test_hostile_input import deliveries
+
+TAG = "x-test-id"
+
+
+def message_of(delivery: Delivery, tag: str) -> aio_pika.Message:
+    # The client library cannot send a bytes header value (pamqp refuses it): send its text.
+    headers = {
+        k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in delivery.headers.items()
+    }
+    return aio_pika.Message(
+        delivery.body,
+        message_id=delivery.message_id,
+        content_type=delivery.content_type,
+        type=delivery.type,
+        headers={**headers, TAG: tag},
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+def signable(delivery: Delivery) -> bool:
+    try:
+        uuid.UUID(str(delivery.headers.get("host_id")))
+    except ValueError:
+        return False
+    return isinstance(delivery.headers.get("host_id"), str) and bool(delivery.message_id)
+
+
+async def purge(env: Env, *queues: str) -> None:
+    async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+        for queue in queues:
+            response = await api.delete(f"/queues/{env.settings.namespace}/{queue}/contents")
+            response.raise_for_status()
+
+
+@pytest.mark.timeout(300)
+@settings(
+    max_examples=4,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: each try is a broker round trip
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+@given(batch=st.lists(deliveries(), min_size=25, max_size=25))
+async def test_ingest_answers_every_hostile_delivery(env: Env, batch: list[Delivery]) -> None:
+    names = Names(env.settings.namespace)
+    await purge(env, names.intake_queue, names.dlq("invalid"), names.dlq("unrouted"))
+    run = uuid.uuid4().hex[:8]  # tags of this example only
+    now = datetime.now(UTC)
+    limits = Limits(
+        max_bytes=env.settings.max_report_bytes,
+        max_clock_skew=timedelta(seconds=env.settings.max_clock_skew_s),
+        max_age=timedelta(seconds=env.settings.max_report_age_s),
+    )
+    expected: dict[str, str] = {}  # tag -> "invalid" or "unrouted"
+    async with AgentPublisher(env.settings.amqp_url, env.settings.namespace) as agent:
+        for i, delivery in enumerate(batch):
+            tag = f"{run}-{i}"
+            message = message_of(delivery, tag)
+            if signable(delivery):
+                sign_raw(env.settings, message)  # authentic: only the hostility differs
+            # The oracle: ingest's pure decision (the signature is real, so no verifier needed).
+            # aiormq fills in a missing message_id, so those are left to the broker's view.
+            if delivery.message_id:
+                outcome = validate(delivery, now=now, limits=limits, verifier=AcceptUnsigned())
+                expected[tag] = "unrouted" if isinstance(outcome, Accepted) else "invalid"
+            await agent.publish_raw(delivery.routing_key, message)
+
+    await ingest_app.run(env.settings, burst=True)  # returns: it did not crash
+    await router_app.run(env.settings, burst=True)
+
+    where: dict[str, list[str]] = {}
+    for dlq in ("invalid", "unrouted"):
+        for letter in await dead_letters(env.settings, dlq):
+            headers = letter["headers"]
+            where.setdefault(str(headers.get(TAG)), []).append(dlq)
+            assert Reason(headers["x-siloflow-reason"])  # a known reason, with its detail
+            assert headers["x-siloflow-detail"]
+    for i in range(len(batch)):
+        tag = f"{run}-{i}"
+        assert len(where.get(tag, [])) == 1, f"delivery {tag} ended in {where.get(tag)}"
+        if tag in expected:
+            assert where[tag] == [expected[tag]], (batch[i], where[tag])
+    for record in (env.a, env.b):
+        assert not await committed_ids(record.db_name)
