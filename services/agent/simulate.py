@@ -9,7 +9,9 @@ import json
 import random
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib import resources
 from typing import Any
 
@@ -17,7 +19,9 @@ import aio_pika
 from rich.progress import Progress
 
 from services.agent.client import AgentPublisher, Identity, build_report
+from services.agent.enroll import register_hosts
 from services.core import hosts as host_bindings
+from services.core import tokens
 from services.core.hostkeys import Keyring, load_keyring, sign
 from services.core.settings import Settings
 
@@ -100,31 +104,67 @@ def data_for(kind: str, rng: random.Random, index: int, packages: dict[str, Any]
     return packages
 
 
-async def bind_fleet(settings: Settings, tenants: list[str], hosts_per_tenant: int) -> None:
-    """Bind the simulated hosts (what enrollment does for real agents)."""
+Fleet = list[tuple[str, Identity]]  # (tenant slug, a host's identity)
+
+
+async def bind_fleet(settings: Settings, tenants: list[str], hosts_per_tenant: int) -> Fleet:
+    """Bind the simulated hosts by hand (ids derived from tenant and index, so a second run
+    reuses the same fleet) and derive their keys: for a simulator on the machine that holds the
+    host key secrets."""
+    keyring = load_keyring(settings)
+    fleet: Fleet = []
     for slug in tenants:
         for index in range(hosts_per_tenant):
             await host_bindings.bind(settings, host_id(slug, index), slug, move=False)
+            fleet.append((slug, identity(keyring, host_id(slug, index))))
+    return fleet
+
+
+async def enroll_fleet(
+    settings: Settings,
+    tenants: list[str],
+    hosts_per_tenant: int,
+    *,
+    on_registered: Callable[[], None] | None = None,
+) -> Fleet:
+    """Enroll the simulated hosts as real agents do: an operator issues each tenant a token for
+    that many hosts, and each host registers with it (ingest must be running)."""
+    issued = {
+        slug: await tokens.issue(
+            settings, slug, ttl=timedelta(hours=1), uses=hosts_per_tenant, note="simulator"
+        )
+        for slug in tenants
+    }
+    requests = [
+        (issued[slug].token, f"{slug}-host-{i:04d}")
+        for slug in tenants
+        for i in range(hosts_per_tenant)
+    ]
+    identities = await register_hosts(settings, requests, on_registered=on_registered)
+    slugs = [slug for slug in tenants for _ in range(hosts_per_tenant)]
+    return list(zip(slugs, identities, strict=True))
 
 
 async def simulate(
     settings: Settings,
-    tenants: list[str],
+    fleet: Fleet,
     *,
-    hosts_per_tenant: int,
     reports: int,
     rate_per_s: float | None,
     misbehave: bool = True,
     seed: int = 7,
     progress: bool = True,
+    on_published: Callable[[str, str], None] | None = None,
 ) -> Outcome:
+    """Publish `reports` from the fleet (at `rate_per_s`, or as fast as confirmed), then, with
+    `misbehave`, one report each from an unbound host, a forger, and a broken agent.
+    `on_published(slug, kind)` is called after each confirmed report."""
     rng = random.Random(seed)
     keyring = load_keyring(settings)
     packages = debian_packages()
     kinds = [kind for kind, _ in MIX]
     weights = [weight for _, weight in MIX]
     outcome = Outcome()
-    fleet = [(slug, i) for slug in tenants for i in range(hosts_per_tenant)]
     interval = 1 / rate_per_s if rate_per_s else 0.0
     async with AgentPublisher(settings.amqp_url, settings.namespace) as agent:
         with Progress(disable=not progress, transient=True) as bar:
@@ -132,15 +172,14 @@ async def simulate(
             loop = asyncio.get_running_loop()
             start = loop.time()
             for n in range(reports):
-                slug, index = rng.choice(fleet)
+                slug, host = fleet[rng.randrange(len(fleet))]
                 kind = rng.choices(kinds, weights)[0]
-                host = host_id(slug, index)
-                data = data_for(kind, rng, index, packages)
-                await agent.publish(
-                    build_report(kind, host, data, identity=identity(keyring, host))
-                )
+                data = data_for(kind, rng, n % 65536, packages)
+                await agent.publish(build_report(kind, host.host_id, data, identity=host))
                 outcome.published[kind] += 1
                 outcome.per_tenant[slug] += 1
+                if on_published is not None:
+                    on_published(slug, kind)
                 bar.advance(task)
                 if interval:
                     delay = start + (n + 1) * interval - loop.time()
@@ -154,7 +193,7 @@ async def simulate(
 async def _misbehave(
     agent: AgentPublisher,
     keyring: Keyring,
-    victim: tuple[str, int],
+    victim: tuple[str, Identity],
     rng: random.Random,
     outcome: Outcome,
 ) -> None:
@@ -170,7 +209,7 @@ async def _misbehave(
     await agent.publish(stray)
     outcome.misbehaving.append("an unbound host's heartbeat -> dlq.unrouted (no-tenant-binding)")
     # Someone who knows a real host's id but not its key.
-    target = host_id(*victim)
+    target = victim[1].host_id
     forger = Identity(target, rng.getrandbits(256).to_bytes(32, "big"), keyring.current)
     await agent.publish(
         build_report("heartbeat", target, data_for("heartbeat", rng, 0, {}), identity=forger)

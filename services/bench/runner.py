@@ -27,8 +27,8 @@ import asyncpg
 import httpx
 import structlog
 
-from schemas.register import RegisterAccepted
-from services.agent.client import AgentPublisher, Identity
+from services.agent.client import Identity
+from services.agent.enroll import register_hosts
 from services.bench import baseline, procstat, publisher
 from services.bench.probes import Commits, read_commits, router_figures, tenant_sessions
 from services.bench.processes import Running, cpu_groups, free_port, peak_rss, start
@@ -153,24 +153,13 @@ class Bench:
         ingest = self.start({"ingest": ["run", "ingest"]})
         try:
             await self.wait_consumers([self.names.register_queue])
-            limit = asyncio.Semaphore(32)
-            async with AgentPublisher(self.settings.amqp_url, self.namespace) as agent:
-
-                async def one(index: int) -> Identity:
-                    async with limit:
-                        answer = await agent.register(
-                            issued[index % len(slugs)].token,
-                            hostname=f"bench-{index:06d}",
-                            fqdn=f"bench-{index:06d}.fleet.example",
-                            machine_id=uuid.uuid4().hex,
-                        )
-                    if not isinstance(answer, RegisterAccepted):
-                        raise RuntimeError(f"enrollment refused: {answer}")
-                    return Identity.from_answer(answer)
-
-                self.identities = list(
-                    await asyncio.gather(*(one(i) for i in range(self.options.hosts)))
-                )
+            self.identities = await register_hosts(
+                self.settings,
+                [
+                    (issued[i % len(slugs)].token, f"bench-{i:06d}")
+                    for i in range(self.options.hosts)
+                ],
+            )
         finally:
             ingest.stop()
 

@@ -9,6 +9,7 @@ import click
 from services.cli.agent import agent
 from services.cli.bench import bench
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.cli.demo import demo
 from services.cli.dlq import dlq_group
 from services.cli.host import host
 from services.cli.openbao import openbao
@@ -163,3 +164,6 @@ cli.add_command(bench)
 
 def main() -> None:
     cli(prog_name="siloflow")
+
+
+cli.add_command(demo)

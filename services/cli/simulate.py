@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from services.agent.simulate import Outcome, bind_fleet
+from services.agent.simulate import Outcome, bind_fleet, enroll_fleet
 from services.agent.simulate import simulate as simulate_fleet
 from services.cli.common import AppContext, json_option, pass_app, print_json, run
 from services.core import registry
@@ -32,7 +32,12 @@ from services.core.tenants import registry_connection
     "--duration", type=click.FloatRange(min=0.1), help="Seconds to publish for (with --rate)."
 )
 @click.option("--no-misbehave", is_flag=True, help="Leave out the misbehaving publishers.")
-@click.option("--no-bind", is_flag=True, help="The hosts are bound already.")
+@click.option(
+    "--enroll",
+    is_flag=True,
+    help="Enroll new hosts with enrollment tokens, as agents do (needs `siloflow run ingest`), "
+    "instead of binding a fixed fleet by hand.",
+)
 @json_option
 @pass_app
 def simulate(
@@ -43,7 +48,7 @@ def simulate(
     rate: float | None,
     duration: float | None,
     no_misbehave: bool,
-    no_bind: bool,
+    enroll: bool,
     as_json: bool,
 ) -> None:
     """Publish a realistic mix of reports from simulated hosts, as agents would."""
@@ -62,12 +67,13 @@ def simulate(
                 raise TenantNotFound(slug)
         if not chosen:
             raise InvalidArgument("no active tenant to simulate: create one first")
-        if not no_bind:
-            await bind_fleet(app.settings, chosen, hosts_per_tenant)
+        if enroll:
+            fleet = await enroll_fleet(app.settings, chosen, hosts_per_tenant)
+        else:
+            fleet = await bind_fleet(app.settings, chosen, hosts_per_tenant)
         return await simulate_fleet(
             app.settings,
-            chosen,
-            hosts_per_tenant=hosts_per_tenant,
+            fleet,
             reports=total,
             rate_per_s=rate,
             misbehave=not no_misbehave,

@@ -312,10 +312,10 @@ async def test_host_binding_commands(env: Env) -> None:
 async def test_the_simulated_fleet_lands_exactly_and_its_misbehaviour_is_dead_lettered(
     env: Env,
 ) -> None:
+    fleet = await bind_fleet(env.settings, [env.a.slug, env.b.slug], 5)
     outcome = await simulate(
         env.settings,
-        [env.a.slug, env.b.slug],
-        hosts_per_tenant=5,
+        fleet,
         reports=300,
         rate_per_s=None,
         progress=False,
