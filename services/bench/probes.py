@@ -62,33 +62,51 @@ async def tenant_sessions(admin_dsn: str, login_prefix: str) -> int:
         await conn.close()
 
 
-async def router_figures(port: int) -> dict[str, Any]:
-    """The router's own figures, scraped from its /metrics: lookup latency (p99 as the
-    histogram bucket it falls in), cache hit ratio and size."""
+@dataclass
+class RouterScrape:
+    """The router's lookup histogram and counters at one moment."""
+
+    buckets: dict[str, list[tuple[float, float]]]  # result -> (le, cumulative count)
+    lookups: dict[str, float]
+    cache_hosts: float
+
+
+async def scrape_router(port: int) -> RouterScrape:
     async with httpx.AsyncClient(timeout=10) as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    buckets: dict[str, list[tuple[float, float]]] = {"hit": [], "miss": []}
-    lookups: dict[str, float] = {}
-    cache_hosts = 0.0
+    scrape = RouterScrape({"hit": [], "miss": []}, {}, 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "siloflow_router_lookup_seconds_bucket":
-                result = sample.labels["result"]
-                buckets[result].append((float(sample.labels["le"]), sample.value))
+                scrape.buckets[sample.labels["result"]].append(
+                    (float(sample.labels["le"]), sample.value)
+                )
             elif sample.name == "siloflow_router_lookups_total":
-                lookups[sample.labels["result"]] = sample.value
+                scrape.lookups[sample.labels["result"]] = sample.value
             elif sample.name == "siloflow_router_cache_hosts":
-                cache_hosts = sample.value
-    hits, misses = lookups.get("hit", 0.0), lookups.get("miss", 0.0)
-    return {
+                scrape.cache_hosts = sample.value
+    return scrape
+
+
+def router_figures(end: RouterScrape, steady_from: RouterScrape | None = None) -> dict[str, Any]:
+    """Lookup latency (p99 as the histogram bucket it falls in), cache hit ratio and size; with
+    `steady_from`, also the warm p99 of the lookups since then alone (the fixed-rate phase, where
+    the cores are not saturated and a lookup's time is its own, not the scheduler's)."""
+    hits, misses = end.lookups.get("hit", 0.0), end.lookups.get("miss", 0.0)
+    figures = {
         "router_lookups": int(hits + misses),
         # Warm: answered from the cache. A miss is a registry round trip (first sight of a
         # host, or after a change notice).
-        "router_lookup_p99_warm_at_most_s": _p99(buckets["hit"]),
-        "router_lookup_p99_miss_at_most_s": _p99(buckets["miss"]),
+        "router_lookup_p99_warm_at_most_s": _p99(end.buckets["hit"]),
+        "router_lookup_p99_miss_at_most_s": _p99(end.buckets["miss"]),
         "router_cache_hit_ratio": hits / (hits + misses) if hits + misses else None,
-        "router_cache_hosts": int(cache_hosts),
+        "router_cache_hosts": int(end.cache_hosts),
     }
+    if steady_from is not None:
+        before = dict(steady_from.buckets["hit"])
+        since = [(le, count - before.get(le, 0.0)) for le, count in end.buckets["hit"]]
+        figures["router_lookup_p99_warm_steady_at_most_s"] = _p99(since)
+    return figures
 
 
 def _p99(buckets: list[tuple[float, float]]) -> float | None:

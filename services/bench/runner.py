@@ -30,11 +30,18 @@ import structlog
 from services.agent.client import Identity
 from services.agent.enroll import register_hosts
 from services.bench import baseline, procstat, publisher
-from services.bench.probes import Commits, read_commits, router_figures, tenant_sessions
+from services.bench.probes import (
+    Commits,
+    read_commits,
+    router_figures,
+    scrape_router,
+    tenant_sessions,
+)
 from services.bench.processes import Running, cpu_groups, free_port, peak_rss, start
 from services.bench.results import Phase, SystemResult
 from services.core import migrate, tokens
 from services.core.bootstrap import bootstrap, teardown
+from services.core.errors import InvalidArgument
 from services.core.names import Names
 from services.core.settings import Settings, load_settings
 from services.core.tenants import create_tenant
@@ -42,6 +49,9 @@ from services.core.tenants import create_tenant
 log = structlog.get_logger(__name__)
 
 SERVICES = ("ingest", "router", "workers")
+# Broker file descriptors a tenant's quorum queue needs (measured: ~3), and what else needs some.
+FDS_PER_QUEUE = 3
+FDS_SPARE = 300
 BASELINE_SERVICES = ("forward", "write")
 
 
@@ -107,6 +117,21 @@ class Bench:
     async def management(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async with httpx.AsyncClient(base_url=f"{self.base.management_api}/api", timeout=30) as api:
             return await api.request(method, path, **kwargs)
+
+    async def check_broker(self) -> None:
+        """Refuse, before creating anything, a tenant count the broker's file descriptors cannot
+        hold: each quorum queue keeps files open, and a node short of descriptors stops
+        answering AMQP handshakes (a node with 927 wedged at about 310 tenant queues)."""
+        nodes = (await self.management("GET", "/nodes")).json()
+        limits = [int(n["fd_total"]) for n in nodes if n.get("running") and n.get("fd_total")]
+        needed = FDS_PER_QUEUE * self.options.tenants + FDS_SPARE
+        if limits and min(limits) < needed:
+            raise InvalidArgument(
+                f"{self.options.tenants} tenants need about {needed:,} file descriptors on the "
+                f"broker, which allows {min(limits):,}: raise its limit (ulimit -n), or run a node "
+                "that has one (deploy/local/rabbit-cluster.sh start 1, then use the settings "
+                "`deploy/local/rabbit-cluster.sh env` prints)"
+            )
 
     async def set_up(self, progress: Callable[[str], None]) -> None:
         (await self.management("PUT", f"/vhosts/{self.namespace}")).raise_for_status()
@@ -322,11 +347,12 @@ class Bench:
             self.latency_rate = max(peak.throughput / 2, 1.0)
             count = int(self.latency_rate * self.options.latency_s)
             progress(f"siloflow: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
+            before_steady = await scrape_router(self.router_port)
             steady = await self.measure(
                 "siloflow", running, publish, self.silo_commits, count, self.latency_rate, 2
             )
             rss = peak_rss(running)
-            lookups = await router_figures(self.router_port)
+            lookups = router_figures(await scrape_router(self.router_port), before_steady)
             lookups["registry_bindings"] = self.options.hosts + self.options.bindings
             # What the settings allow: each worker process and ingest keep at most
             # max_tenant_engines pools of tenant_pool_size connections, whatever the tenants.
@@ -414,6 +440,7 @@ async def run(base: Settings, options: Options, progress: Callable[[str], None])
 
     bench = Bench(base, options)
     progress(f"namespace {bench.namespace}; logs in {options.workdir}")
+    await bench.check_broker()  # before anything exists to remove
     try:
         await bench.set_up(progress)
         silo = await bench.run_siloflow(progress)

@@ -57,3 +57,17 @@ async def test_bench_runs_both_systems_and_cleans_up(tmp_path: Path) -> None:
     left = f"{namespace}%"
     assert await admin_fetch("select 1 from pg_database where datname like $1", left) == []
     assert await admin_fetch("select 1 from pg_roles where rolname like $1", left) == []
+
+
+def test_more_tenants_than_the_broker_can_hold_are_refused_up_front() -> None:
+    result = subprocess.run(
+        [str(SILOFLOW), "bench", "--tenants", "100000", "--hosts", "100000", "--no-baseline"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "file descriptors" in result.stdout + result.stderr
+    assert "rabbit-cluster.sh" in result.stdout + result.stderr

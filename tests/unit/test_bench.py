@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from services.bench import procstat, workload
+from services.bench.probes import RouterScrape, router_figures
 from services.bench.results import Phase
 
 
@@ -95,3 +96,17 @@ def test_the_process_listening_on_a_port_is_found() -> None:
         port = listener.getsockname()[1]
         assert procstat.listening_inodes(port) & procstat.socket_inodes(os.getpid())
     assert not procstat.listening_inodes(port)  # closed: nobody listens there now
+
+
+def test_the_steady_warm_p99_counts_only_lookups_since_the_first_scrape() -> None:
+    def scrape(fast: float, slow: float) -> RouterScrape:
+        # cumulative buckets: `fast` lookups within 10 us, `slow` more within 5 ms
+        hits = [(0.00001, fast), (0.005, fast + slow), (float("inf"), fast + slow)]
+        return RouterScrape({"hit": hits, "miss": []}, {"hit": fast + slow}, 10)
+
+    saturated = scrape(fast=1000, slow=500)  # the throughput phase: a third were preempted
+    end = scrape(fast=1000 + 2000, slow=500)  # the steady phase added 2,000 fast lookups
+    figures = router_figures(end, saturated)
+    assert figures["router_lookup_p99_warm_at_most_s"] == 0.005
+    assert figures["router_lookup_p99_warm_steady_at_most_s"] == 0.00001
+    assert figures["router_lookups"] == 3500
