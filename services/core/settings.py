@@ -33,7 +33,7 @@ def _dsn_database(dsn: str) -> str:
 
 
 class Settings(BaseSettings):
-    """Everything a siloflow process may be told; see `docs/configuration.md` for each setting."""
+    """Everything a siloflow process may be told; the README's Configuration table lists them."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 

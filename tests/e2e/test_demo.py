@@ -15,16 +15,18 @@ from tests.support import admin_fetch, env_for
 def test_demo_shows_reports_landing_and_down_removes_it(
     e2e_settings: Settings, tmp_path: Path
 ) -> None:
-    env = env_for(e2e_settings)
-    shown = subprocess.run(
-        [str(SILOFLOW), "demo", "--hosts", "4", "--reports", "120", "--rate", "100"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    def demo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SILOFLOW), "demo", *args],
+            env=env_for(e2e_settings),
+            cwd=tmp_path,  # where a newcomer's working directory keeps the services' log
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    shown = demo("--hosts", "4", "--reports", "120", "--rate", "100")
     assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
     out = shown.stdout
     assert "120 of 120 reports committed" in out
@@ -39,15 +41,7 @@ def test_demo_shows_reports_landing_and_down_removes_it(
         assert rows[0][0] == 4  # enrolled through tokens, each host in its tenant's silo
     assert not (tmp_path / ".siloflow-demo" / "services.pid").exists(), "services left running"
 
-    removed = subprocess.run(
-        [str(SILOFLOW), "demo", "--down"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    removed = demo("--down")
     assert removed.returncode == 0, removed.stderr
     left = asyncio.run(
         admin_fetch("select datname from pg_database where datname like $1", f"{ns}\\_%")
