@@ -4,6 +4,7 @@ checks on every new connection that it landed in the database it meant to."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -98,6 +99,12 @@ class TenantDatabases:
             idle_s=settings.engine_idle_s,
             close=self._retire,
         )
+        # Connections in use at once, across all tenants. The engine cache bounds the pools,
+        # but an evicted engine keeps the connections still in use until they are returned: a
+        # worker serving 500 tenants, each committing at once, opened 500 connections and ran
+        # the server out of them. With this, a process holds at most twice max_tenant_engines x
+        # tenant_pool_size: the cached pools, and retired ones still finishing.
+        self._in_use = asyncio.Semaphore(settings.max_tenant_engines * settings.tenant_pool_size)
         self._retiring: list[AsyncEngine] = []
 
     @property
@@ -157,21 +164,42 @@ class TenantDatabases:
         return record, await self.engine(record)
 
     @asynccontextmanager
-    async def begin(self, tenant: str | TenantRecord) -> AsyncIterator[AsyncConnection]:
-        """A transaction in the tenant's database."""
+    async def session(self, tenant: str | TenantRecord) -> AsyncIterator[AsyncConnection]:
+        """A connection to the tenant's database, waiting its turn among the process's bounded
+        connections in use. Not getting one (server down, login refused or not issued, the
+        tenant no longer routable) raises DatabaseUnavailable: it says nothing of the work the
+        caller meant to do with it."""
         name = tenant if isinstance(tenant, str) else tenant.slug
-        conn: AsyncConnection | None = None
-        try:
-            conn = await self.connect(tenant)
-            async with conn.begin():
+        async with self._in_use:
+            try:
+                conn = await self.connect(tenant)
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                raise DatabaseUnavailable(f"tenant {name}'s database", detail) from exc
+            try:
                 yield conn
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise DatabaseUnavailable(
-                f"tenant {name}'s database", str(exc).splitlines()[0]
-            ) from exc
-        finally:
-            if conn is not None:
+            finally:
                 await conn.close()
+
+    @asynccontextmanager
+    async def begin(self, tenant: str | TenantRecord) -> AsyncIterator[AsyncConnection]:
+        """A transaction in the tenant's database (a lost connection is DatabaseUnavailable)."""
+        name = tenant if isinstance(tenant, str) else tenant.slug
+        async with self._in_use:
+            conn: AsyncConnection | None = None
+            try:
+                conn = await self.connect(tenant)
+                async with conn.begin():
+                    yield conn
+            except (OperationalError, InterfaceError, OSError) as exc:
+                raise DatabaseUnavailable(
+                    f"tenant {name}'s database", str(exc).splitlines()[0]
+                ) from exc
+            finally:
+                if conn is not None:
+                    await conn.close()
 
     async def sweep(self) -> int:
         await self._reap()

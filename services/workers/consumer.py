@@ -14,7 +14,6 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import metrics
 from services.core.amqp import DeadLetters, observe_lag, settle
-from services.core.errors import DatabaseUnavailable
 from services.core.failures import classify
 from services.core.names import Names
 from services.core.outcomes import Reason
@@ -183,23 +182,14 @@ class TenantConsumer:
             backoff = min(backoff * 2, self._settings.retry_max_s)
 
     async def _commit(self, reports: list[Report]) -> None:
-        try:
-            engine = await self._databases.engine(self.tenant)
-            conn = await engine.connect()
-        except Exception as exc:
-            # No connection at all (server down, database closed to connections, login refused
-            # or not issued, even a bug in getting one) says nothing about the reports: wait
-            # for the database, never dead-letter.
-            raise DatabaseUnavailable(
-                f"tenant {self.tenant.slug}'s database", f"{type(exc).__name__}: {exc}"
-            ) from exc
-        try:
+        # Not getting a connection (server down, database closed to connections, login refused
+        # or not issued, even a bug in getting one) raises DatabaseUnavailable: it says nothing
+        # about the reports, so they wait for the database and are never dead-lettered.
+        async with self._databases.session(self.tenant) as conn:
             raw = await conn.get_raw_connection()
             pg: asyncpg.Connection = raw.driver_connection
             async with pg.transaction():
                 result = await commit_batch(pg, reports)
-        finally:
-            await conn.close()
         self.committed += result.new
         metrics.COMMITS.labels(self.tenant.slug).inc(result.new)
         metrics.REPORTS.labels("worker", "committed").inc(result.new)

@@ -3,6 +3,7 @@ be routed, the right database for what can, and a bounded set of open engines.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -18,9 +19,11 @@ from services.core.errors import (
     TenantSuspended,
 )
 from services.core.models.registry import host_tenant, tenants
+from services.core.registry import TenantRecord
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
 from services.core.tenants import create_tenant, registry_connection, set_tenant_status
+from tests.support import admin_fetch
 
 
 @pytest.fixture
@@ -129,3 +132,39 @@ async def test_open_engines_are_bounded(deployment: Settings, slug: str) -> None
     finally:
         await seam.close()
         await reg.dispose()
+
+
+async def test_connections_in_use_are_bounded_however_many_tenants_commit_at_once(
+    deployment: Settings, slug: str
+) -> None:
+    """Six tenants committing at once through a process allowed two engines of one connection:
+    never more than two connections in use, and at most twice that open on the server."""
+    small = deployment.model_copy(update={"max_tenant_engines": 2, "tenant_pool_size": 1})
+    reg = registry_engine(small, pool_size=1)
+    seam = TenantDatabases(small, RegistryDirectory(reg))
+    created = [(await create_tenant(deployment, f"{slug}-c{i}")).tenant for i in range(6)]
+    in_use, most_in_use, most_open = 0, 0, 0
+
+    async def commit(record: TenantRecord) -> None:
+        nonlocal in_use, most_in_use, most_open
+        async with seam.session(record) as conn:
+            in_use += 1
+            most_in_use = max(most_in_use, in_use)
+            opened = await admin_fetch(
+                "select count(*) from pg_stat_activity where datname = any($1::text[])",
+                [r.db_name for r in created],
+            )
+            most_open = max(most_open, opened[0][0])
+            assert (await conn.execute(text("select current_database()"))).scalar() == (
+                record.db_name
+            )
+            await asyncio.sleep(0.2)
+            in_use -= 1
+
+    try:
+        await asyncio.gather(*(commit(r) for r in created))
+    finally:
+        await seam.close()
+        await reg.dispose()
+    assert most_in_use == 2
+    assert most_open <= 4
