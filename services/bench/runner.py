@@ -32,6 +32,7 @@ from services.agent.enroll import register_hosts
 from services.bench import baseline, procstat, publisher
 from services.bench.probes import (
     Commits,
+    lookup_probe,
     read_commits,
     router_figures,
     scrape_router,
@@ -363,9 +364,25 @@ class Bench:
             )
         finally:
             running.stop()
+        # With the services stopped and the cores idle: the lookup itself, not the scheduler.
+        lookups.update(await lookup_probe(self.settings, await self.probe_hosts()))
         return SystemResult(
             "siloflow", peak, steady, rss, dead_letters=await self.dead_letters(), extra=lookups
         )
+
+    async def probe_hosts(self, sample: int = 2000) -> list[uuid.UUID]:
+        """The enrolled hosts and, with a large registry, as many seeded ones picked at random."""
+        hosts = [identity.host_id for identity in self.identities]
+        if self.options.bindings:
+            conn = await asyncpg.connect(f"{self.pg}/{self.settings.registry_database}")
+            try:
+                rows = await conn.fetch(
+                    "select host_id from registry_host_tenant order by random() limit $1", sample
+                )
+            finally:
+                await conn.close()
+            hosts += [r["host_id"] for r in rows]
+        return hosts
 
     async def run_baseline(self, progress: Callable[[str], None]) -> SystemResult:
         conn = await asyncpg.connect(self.options.admin_dsn)
