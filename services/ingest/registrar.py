@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 
@@ -66,8 +67,9 @@ class RegistrationConsumer:
             source = message.reply_to
             wait_s = self._throttle.wait_s(source, time.monotonic())
             if wait_s > 0:
+                retry_after_s = math.ceil(wait_s * 10) / 10  # never "retry after 0"
                 await self._reply(
-                    message, RegisterRejected(reason="rate-limited", retry_after_s=round(wait_s, 1))
+                    message, RegisterRejected(reason="rate-limited", retry_after_s=retry_after_s)
                 )
                 await settle(message)
                 log.warning("registration.rate_limited", source=source, retry_after_s=wait_s)
