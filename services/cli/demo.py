@@ -57,9 +57,7 @@ def demo(
         reports=reports,
         rate_per_s=rate,
     )
-    env = dict(os.environ)
-    if app.config_file is not None:  # the services read the same settings file
-        env["SILOFLOW_CONFIG"] = str(app.config_file.resolve())
+    env = dict(os.environ)  # with SILOFLOW_CONFIG when --config was given (see `cli`)
     result = run(demo_run.demo(app.settings, options, env, console))
     summarise(console, app, result)
     if not result.settled:

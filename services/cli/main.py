@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -26,17 +27,23 @@ from services.core.bootstrap import teardown as teardown_op
 from services.core.errors import SettingsError
 from services.core.hostkeys import load_keyring, write_keyring
 
+CONFIG_ENV = "SILOFLOW_CONFIG"
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="SILOFLOW_CONFIG",
+    envvar=CONFIG_ENV,
     help="A TOML settings file (environment variables SILOFLOW_* override it).",
 )
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None) -> None:
     """siloflow: agents' reports, routed to each tenant's own database."""
+    if config is not None:
+        # The processes this one starts (`run all`, the worker supervisor, the demo's services)
+        # read the same file: they inherit the environment, not the command line.
+        os.environ[CONFIG_ENV] = str(config.resolve())
     ctx.obj = AppContext(config)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -84,3 +85,16 @@ def test_hostkeys_rotate_adds_a_version_and_keeps_the_file_private(tmp_path: Pat
         cli, ["hostkeys", "rotate"], env={**env, "SILOFLOW_HOST_KEY_SECRETS": "1:" + "A" * 44}
     )
     assert refused.exit_code == 2 and "SILOFLOW_HOST_KEY_SECRETS" in refused.output
+
+
+def test_a_config_file_given_on_the_command_line_reaches_child_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "siloflow.toml"
+    config.write_text('namespace = "fromfile"\n')
+    monkeypatch.delenv("SILOFLOW_CONFIG", raising=False)
+    env = {**NOWHERE, "SILOFLOW_NAMESPACE": None}  # the environment would win over the file
+    result = CliRunner().invoke(cli, ["--config", str(config), "topology", "export"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "fromfile.agents" in result.output  # this process read it ...
+    assert os.environ["SILOFLOW_CONFIG"] == str(config.resolve())  # ... and children will
