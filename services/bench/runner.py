@@ -83,7 +83,9 @@ class Bench:
             amqp_url=f"{amqp.rstrip('/')}/{self.namespace}",
             management_url=base.management_api,
             host_key_secrets="1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-            registry_dsn=None,
+            # The registry (and so every tenant database's default placement) on the server
+            # the admin DSN names: `--admin-dsn` picks the PostgreSQL server the bench runs on.
+            registry_dsn=f"{options.admin_dsn.rsplit('/', 1)[0]}/{self.namespace}_registry",
             credentials=base.credentials,
             log_level="warning",
         )
