@@ -104,6 +104,7 @@ class Bench:
             **os.environ,
             "SILOFLOW_NAMESPACE": s.namespace,
             "SILOFLOW_AMQP_URL": s.amqp_url,
+            "SILOFLOW_REGISTRY_DSN": s.registry_url,
             "SILOFLOW_MANAGEMENT_URL": s.management_api,
             "SILOFLOW_HOST_KEY_SECRETS": s.host_key_secrets.get_secret_value()
             if s.host_key_secrets
