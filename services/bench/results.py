@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from services.bench.runner import Options
+    from services.bench.deployment import Options
 
 # Targets of the performance issue, as ratios or limits.
 TARGET_THROUGHPUT_RATIO = 1.0

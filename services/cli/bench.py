@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from services.bench.deployment import Options
 from services.bench.results import markdown as to_markdown
 from services.bench.results import render
-from services.bench.runner import Options
 from services.bench.runner import run as run_bench
 from services.cli.common import AppContext, console, pass_app, run
 from services.core.logs import configure_logging
