@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -48,10 +49,13 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine, mapping siloflow errors to messages and exit codes."""
+def run(coro: Coroutine[Any, Any, T], *, event_loop: str = "asyncio") -> T:
+    """Run a command's coroutine (on uvloop if asked: the services), mapping siloflow errors to
+    messages and exit codes."""
+    factory = uvloop.new_event_loop if event_loop == "uvloop" else None
     try:
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(coro)
     except (InvalidArgument, NotInSingleTenantMode) as exc:
         raise click.UsageError(str(exc)) from None
     except SiloflowError as exc:

@@ -32,7 +32,7 @@ def run_group() -> None:
 @pass_app
 def ingest(app: AppContext, burst: bool) -> None:
     """Validate agents' reports; hand valid ones to the router, dead-letter the rest."""
-    run_coro(ingest_app.run(app.settings, burst=burst))
+    run_coro(ingest_app.run(app.settings, burst=burst), event_loop=app.settings.event_loop)
 
 
 @run_group.command("sweeper")
@@ -41,7 +41,7 @@ def ingest(app: AppContext, burst: bool) -> None:
 def sweeper(app: AppContext, burst: bool) -> None:
     """Mark silent hosts down and prune old messages in every tenant database (one sweeper is
     active at a time; others wait as standbys). With --burst, one pass."""
-    run_coro(sweeper_app.run(app.settings, burst=burst))
+    run_coro(sweeper_app.run(app.settings, burst=burst), event_loop=app.settings.event_loop)
 
 
 @run_group.command("router")
@@ -49,7 +49,7 @@ def sweeper(app: AppContext, burst: bool) -> None:
 @pass_app
 def router(app: AppContext, burst: bool) -> None:
     """Resolve each report's host to its tenant and forward it to the tenant's queue."""
-    run_coro(router_app.run(app.settings, burst=burst))
+    run_coro(router_app.run(app.settings, burst=burst), event_loop=app.settings.event_loop)
 
 
 def _shard(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Shard | None:
@@ -87,7 +87,8 @@ def workers(
         raise click.UsageError("--tenant and --shard both pin the process: pick one")
     if tenants or shard:
         run_coro(
-            workers_app.run(app.settings, tenants=set(tenants) or None, shard=shard, burst=burst)
+            workers_app.run(app.settings, tenants=set(tenants) or None, shard=shard, burst=burst),
+            event_loop=app.settings.event_loop,
         )
         return
     count = processes or app.settings.worker_processes or os.cpu_count() or 1

@@ -4,6 +4,7 @@ message_id, properties and body. Dead letters are published here, in one place."
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from services.core import metrics, wire
+from services.core import acks, metrics, wire
 from services.core.errors import Permanent
 from services.core.names import Names
 from services.core.outcomes import Reason, Stage, dlq_for
@@ -122,13 +123,15 @@ class DeadLetters:
 
 
 async def settle(message: AbstractIncomingMessage, *, requeue: bool | None = None) -> bool:
-    """Ack (default) or, with `requeue`, nack the message. On a channel that is already gone this
-    does nothing: the broker returns unacked messages by itself. Returns whether it was settled."""
+    """Ack (default) or, with `requeue`, nack the message. Acks go with the others finished in
+    the same loop turn (`acks.Acker`); every settle of a process goes through here, so the
+    ledger of each channel sees every delivery. On a channel that is already gone this does
+    nothing: the broker returns unacked messages by itself. Returns whether it was settled."""
     try:
         if requeue is None:
-            await message.ack()
-        else:
-            await message.nack(requeue=requeue)
+            return await acks.acker().ack(message)
+        await message.nack(requeue=requeue)
+        acks.acker().rejected(message)
     except (
         aiormq.exceptions.AMQPError,
         aio_pika.exceptions.ChannelInvalidStateError,
@@ -138,6 +141,11 @@ async def settle(message: AbstractIncomingMessage, *, requeue: bool | None = Non
         log.warning("amqp.settle_failed", message_id=message.message_id, error=str(exc))
         return False
     return True
+
+
+async def settle_all(messages: list[AbstractIncomingMessage]) -> None:
+    """Ack a batch together (one frame where their delivery tags run unbroken)."""
+    await asyncio.gather(*(settle(message) for message in messages))
 
 
 def never_raises(

@@ -29,11 +29,35 @@ from services.core.errors import (
     TenantSuspended,
 )
 from services.core.failures import root_cause
+from services.core.notices import CONNECTION_ERRORS
 from services.core.pgadmin import ident
 from services.core.registry import TenantRecord
 from services.core.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+async def _live_connection(engine: AsyncEngine) -> AsyncConnection:
+    """A connection from the pool, passing over any whose socket the server closed (a restart,
+    a terminated backend): asyncpg notices the close without a round trip, where a pre-ping
+    costs three."""
+    for _ in range(engine.pool.size() + 1):  # type: ignore[attr-defined]
+        conn = await engine.connect().start()
+        raw = await conn.get_raw_connection()
+        if not raw.driver_connection.is_closed():  # type: ignore[union-attr]
+            return conn
+        await conn.invalidate()
+        await conn.close()
+    return await engine.connect().start()
+
+
+async def _drop_if_dead(conn: AsyncConnection, exc: BaseException) -> None:
+    """A connection that failed for being dead leaves the pool instead of going back to it."""
+    if isinstance(root_cause(exc), CONNECTION_ERRORS):
+        try:
+            await conn.invalidate()
+        except Exception as again:  # already unusable: the pool forgets it either way
+            log.debug("tenant_db.invalidate_failed", error=str(again))
 
 
 def routable(record: TenantRecord | None, wanted: str) -> TenantRecord:
@@ -145,7 +169,7 @@ class TenantDatabases:
         for attempt in (1, 2):
             engine, login = await self._engine(record)
             try:
-                return await engine.connect().start()
+                return await _live_connection(engine)
             except DBAPIError as exc:
                 if attempt == 2 or not _login_refused(exc):
                     raise
@@ -180,6 +204,9 @@ class TenantDatabases:
                 raise DatabaseUnavailable(f"tenant {name}'s database", detail) from exc
             try:
                 yield conn
+            except BaseException as exc:
+                await _drop_if_dead(conn, exc)
+                raise
             finally:
                 await conn.close()
 
@@ -228,7 +255,12 @@ class TenantDatabases:
             await engine.dispose()
 
     def _open(self, record: TenantRecord, login: TenantLogin) -> AsyncEngine:
-        engine = make_engine(login.url, self._settings, pool_size=self._settings.tenant_pool_size)
+        # No pre-ping: it cost three round trips of every worker batch (a third of them). A
+        # connection that died in the pool fails its first statement instead, and `session`
+        # and `begin` drop it, so the retry gets a fresh one.
+        engine = make_engine(
+            login.url, self._settings, pool_size=self._settings.tenant_pool_size, pre_ping=False
+        )
         expected_db, role = record.db_name, login.role
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -13,7 +13,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import metrics
-from services.core.amqp import DeadLetters, observe_lag, settle
+from services.core.amqp import DeadLetters, observe_lag, settle, settle_all
 from services.core.failures import classify
 from services.core.names import Names
 from services.core.outcomes import Reason
@@ -131,8 +131,7 @@ class TenantConsumer:
                 await settle(message, requeue=True)
             return
         if outcome == "ok":
-            for message, _ in readable:
-                await settle(message)
+            await settle_all([message for message, _ in readable])
             return
         # One or more reports cannot be committed: find them, one at a time.
         for message, report in readable:

@@ -168,3 +168,34 @@ async def test_connections_in_use_are_bounded_however_many_tenants_commit_at_onc
         await reg.dispose()
     assert most_in_use == 2
     assert most_open <= 4
+
+
+async def test_a_pooled_connection_the_server_ended_is_replaced_without_an_error(
+    deployment: Settings, seam: TenantDatabases, slug: str
+) -> None:
+    """The pool does not pre-ping (three round trips a batch): a connection whose backend was
+    terminated while it sat in the pool must be passed over, not handed out to fail."""
+    tenant = (await create_tenant(deployment, slug)).tenant
+    async with seam.session(tenant) as conn:
+        first = (await conn.execute(text("select pg_backend_pid()"))).scalar()
+    ended = await admin_fetch("select pg_terminate_backend($1) as ok", first)
+    assert ended[0]["ok"] is True
+    await asyncio.sleep(0.2)  # the client reads the server's goodbye
+    async with seam.session(tenant) as conn:
+        second = (await conn.execute(text("select pg_backend_pid()"))).scalar()
+    assert second != first
+
+
+async def test_a_connection_that_dies_in_use_is_dropped_from_the_pool(
+    deployment: Settings, seam: TenantDatabases, slug: str
+) -> None:
+    tenant = (await create_tenant(deployment, slug)).tenant
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever asyncpg raises for a lost link
+        async with seam.session(tenant) as conn:
+            pid = (await conn.execute(text("select pg_backend_pid()"))).scalar()
+            raw = (await conn.get_raw_connection()).driver_connection
+            await admin_fetch("select pg_terminate_backend($1)", pid)
+            await raw.execute("select pg_sleep(0.5)")
+    async with seam.session(tenant) as conn:
+        again = (await conn.execute(text("select pg_backend_pid()"))).scalar()
+    assert again != pid
