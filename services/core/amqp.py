@@ -9,7 +9,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
@@ -35,9 +35,40 @@ class Unroutable(Permanent):
         self.routing_key = routing_key
 
 
+# Publishing channels a service uses in turn. aiormq serialises a channel's publishes on a lock
+# handed over once per loop turn, so one channel sends one publish a turn however many are
+# waiting; with several, a turn's publishes leave together (see `transport`).
+PUBLISH_CHANNELS = 8
+
+
 async def publishing_channel(connection: AbstractConnection) -> AbstractChannel:
     """A channel whose publishes are confirmed and whose returns raise."""
     return await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+
+class Publisher(Protocol):
+    """Where `publish` sends: a publishing channel, or a `ChannelPool` of them."""
+
+    async def get_underlay_channel(self) -> aiormq.abc.AbstractChannel: ...
+
+
+class ChannelPool:
+    """Publishing channels used in turn, one publish each."""
+
+    def __init__(self, channels: list[AbstractChannel]) -> None:
+        self._channels = channels
+        self._next = 0
+
+    @classmethod
+    async def open(
+        cls, connection: AbstractConnection, size: int = PUBLISH_CHANNELS
+    ) -> ChannelPool:
+        return cls([await publishing_channel(connection) for _ in range(size)])
+
+    async def get_underlay_channel(self) -> aiormq.abc.AbstractChannel:
+        channel = self._channels[self._next]
+        self._next = (self._next + 1) % len(self._channels)
+        return await channel.get_underlay_channel()
 
 
 def forward(incoming: AbstractIncomingMessage, *, headers: dict[str, Any]) -> aio_pika.Message:
@@ -65,16 +96,24 @@ def forward(incoming: AbstractIncomingMessage, *, headers: dict[str, Any]) -> ai
 
 
 async def publish(
-    channel: AbstractChannel, exchange: str, routing_key: str, message: aio_pika.Message
+    channel: Publisher, exchange: str, routing_key: str, message: aio_pika.Message
 ) -> None:
-    """Publish and wait for the broker's confirm; `Unroutable` if no queue took it."""
-    target = (
-        channel.default_exchange
-        if exchange == ""
-        else await channel.get_exchange(exchange, ensure=False)
-    )
+    """Publish and wait for the broker's confirm; `Unroutable` if no queue took it.
+
+    Through aiormq's channel with `wait=False`: aio-pika's publish waits, holding the channel's
+    lock, until the frame has been written, so a channel sends one publish per loop turn. Not
+    waiting for the write lets the publishes of a turn leave together (see `transport`); the
+    broker's confirm, the only wait that says anything about durability, is still awaited."""
+    underlay = await channel.get_underlay_channel()
     try:
-        await target.publish(message, routing_key=routing_key, mandatory=True)
+        await underlay.basic_publish(  # type: ignore[call-arg]  # wait: aiormq's abc omits it
+            message.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=message.properties,
+            mandatory=True,
+            wait=False,
+        )
     except aiormq.exceptions.PublishError:  # a Basic.Return: no queue was bound for it
         raise Unroutable(exchange, routing_key) from None
 
@@ -82,7 +121,7 @@ async def publish(
 class DeadLetters:
     """Sends a message to its dead-letter queue with the reason headers, and logs it loudly."""
 
-    def __init__(self, channel: AbstractChannel, names: Names, stage: Stage) -> None:
+    def __init__(self, channel: Publisher, names: Names, stage: Stage) -> None:
         self._channel = channel
         self._names = names
         self._stage = stage

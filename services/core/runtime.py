@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from services.core.amqp import publishing_channel
+from services.core.amqp import ChannelPool, publishing_channel
 from services.core.metrics import HealthServer
 from services.core.settings import Settings
 from services.core.topology import QueueSpec, connect, consumable, ensure_topology
@@ -178,6 +178,7 @@ class Broker:
     connection: AbstractRobustConnection
     publish: AbstractChannel
     consume: AbstractChannel
+    publishers: ChannelPool  # what the hot path publishes through
 
 
 @asynccontextmanager
@@ -189,6 +190,6 @@ async def broker(settings: Settings, name: str) -> AsyncIterator[Broker]:
         publish = await publishing_channel(connection)
         consume = await connection.channel()
         await consume.set_qos(prefetch_count=settings.prefetch)
-        yield Broker(connection, publish, consume)
+        yield Broker(connection, publish, consume, await ChannelPool.open(connection))
     finally:
         await connection.close()

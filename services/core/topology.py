@@ -19,6 +19,7 @@ from services.core.errors import SiloflowError, Transient
 from services.core.management import Management
 from services.core.names import DLQS, Names
 from services.core.settings import Settings
+from services.core.transport import CoalescingRobustConnection
 from services.core.wire import REGISTER_KEY, REPORT_BINDING
 
 log = structlog.get_logger(__name__)
@@ -220,6 +221,7 @@ async def connect(settings: Settings, *, name: str) -> aio_pika.abc.AbstractRobu
             reconnect_interval=RECONNECT_INTERVAL_S,
             # A broker that accepts TCP but never starts the handshake must not hang us.
             timeout=settings.connect_timeout_s,
+            connection_class=CoalescingRobustConnection,
         )
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
         url = urlsplit(settings.amqp_url)

@@ -96,8 +96,8 @@ async def _consume(
     burst: bool,
 ) -> None:
     names = Names(settings.namespace)
-    dead = DeadLetters(channels.publish, names, Stage.INGEST)
-    reports = IngestConsumer(channels.publish, names, limits_from(settings), verifier, dead)
+    dead = DeadLetters(channels.publishers, names, Stage.INGEST)
+    reports = IngestConsumer(channels.publishers, names, limits_from(settings), verifier, dead)
     registrations = RegistrationConsumer(
         channels.publish,
         registrar,

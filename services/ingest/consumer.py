@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from services.core import metrics, wire
 from services.core.amqp import (
     DeadLetters,
+    Publisher,
     Unroutable,
     forward,
     never_raises,
@@ -40,7 +41,7 @@ def original_routing_key(message: AbstractIncomingMessage) -> str:
 class IngestConsumer:
     def __init__(
         self,
-        publish_channel: AbstractChannel,
+        publish_channel: Publisher,
         names: Names,
         limits: Limits,
         verifier: Verifier,

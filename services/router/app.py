@@ -38,10 +38,10 @@ async def run(
         async with health(settings) as readiness, broker(settings, "router") as channels:
             readiness.ready = True
             consumer = RouterConsumer(
-                channels.publish,
+                channels.publishers,
                 names,
                 directory,
-                DeadLetters(channels.publish, names, Stage.ROUTER),
+                DeadLetters(channels.publishers, names, Stage.ROUTER),
                 stop=stop,
                 retry_max_s=settings.retry_max_s,
             )

@@ -8,10 +8,18 @@ import asyncio
 import uuid
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from services.core import metrics, wire
-from services.core.amqp import DeadLetters, Unroutable, forward, never_raises, publish, settle
+from services.core.amqp import (
+    DeadLetters,
+    Publisher,
+    Unroutable,
+    forward,
+    never_raises,
+    publish,
+    settle,
+)
 from services.core.errors import DatabaseUnavailable
 from services.core.names import Names
 from services.core.outcomes import Reason
@@ -25,7 +33,7 @@ log = structlog.get_logger(__name__)
 class RouterConsumer:
     def __init__(
         self,
-        publish_channel: AbstractChannel,
+        publish_channel: Publisher,
         names: Names,
         directory: RouterDirectory,
         dead_letters: DeadLetters,

@@ -146,7 +146,7 @@ async def run(
             settings,
             channels.connection,
             channels.consume,
-            DeadLetters(channels.publish, names, Stage.WORKER),
+            DeadLetters(channels.publishers, names, Stage.WORKER),
             engine,
             databases,
             tenants=tenants,

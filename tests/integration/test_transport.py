@@ -1,0 +1,77 @@
+"""The coalescing socket against the real broker: a burst of confirmed publishes and their
+acks all arrive, in far fewer system calls than publishes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+
+from services.core.amqp import ChannelPool, publish, publishing_channel, settle
+from services.core.settings import Settings
+from services.core.topology import connect
+from services.core.transport import CoalescingTransportFactory
+from tests.support import delete_vhost, ensure_vhost, new_namespace, settings_for
+
+COUNT = 300
+
+
+@pytest.fixture
+async def settings() -> AsyncIterator[Settings]:
+    namespace = new_namespace()
+    ensure_vhost(namespace)
+    try:
+        yield settings_for(namespace)
+    finally:
+        delete_vhost(namespace)
+
+
+async def test_a_burst_of_confirmed_publishes_leaves_in_few_writes(settings: Settings) -> None:
+    connection = await connect(settings, name="transport test")
+    try:
+        factory = connection.kwargs["transport_factory"]  # type: ignore[attr-defined]
+        assert isinstance(factory, CoalescingTransportFactory)
+        (writer,) = list(factory.writers)
+        channel = await publishing_channel(connection)
+        pool = await ChannelPool.open(connection)
+        queue = await channel.declare_queue(
+            "burst", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        before = writer.writes
+        await asyncio.gather(
+            *(
+                publish(
+                    pool,
+                    "",
+                    queue.name,
+                    aio_pika.Message(str(i).encode(), message_id=str(i), delivery_mode=2),
+                )
+                for i in range(COUNT)
+            )
+        )
+        # Each publish is one write of its own without the pool and the coalescing socket.
+        assert writer.writes - before < COUNT / 4, writer.writes - before
+        consume = await connection.channel()
+        await consume.set_qos(prefetch_count=COUNT)
+        got: list[str] = []
+        done = asyncio.Event()
+
+        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            assert await settle(message)
+            got.append(message.message_id or "")
+            if len(got) == COUNT:
+                done.set()
+
+        await queue.consume(take)
+        await asyncio.wait_for(done.wait(), 30)
+        assert sorted(got, key=int) == [str(i) for i in range(COUNT)]
+        await asyncio.sleep(0.2)
+        check = await connection.channel()
+        declared = await check.declare_queue(
+            "burst", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        assert declared.declaration_result.message_count == 0
+    finally:
+        await connection.close()
