@@ -295,8 +295,11 @@ async def _send_back(
     if purge:
         return "ok"
     exchange, key = destination(letter, names)
-    outgoing = forward(message, headers=replay_headers(letter))
-    outgoing.message_id = message.message_id or str(uuid.uuid4())
+    outgoing = forward(
+        message,
+        headers=replay_headers(letter),
+        message_id=message.message_id or str(uuid.uuid4()),
+    )
     try:
         await publish(channel, exchange, key, outgoing)
     except Unroutable:

@@ -92,9 +92,9 @@ class IngestConsumer:
             wire.KIND: accepted.kind,
             wire.RECEIVED_AT: now_ms(),
         }
-        forwarded = forward(message, headers=headers)
-        forwarded.message_id = str(accepted.message_id)
-        forwarded.type = accepted.kind
+        forwarded = forward(
+            message, headers=headers, message_id=str(accepted.message_id), kind=accepted.kind
+        )
         await publish(self._channel, "", self._names.router_queue, forwarded)
         metrics.REPORTS.labels("ingest", "accepted").inc()
         log.debug(
