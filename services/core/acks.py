@@ -80,10 +80,11 @@ class AckLedger:
 
 class Acker:
     """The acks of one event loop's consume channels, sent once per loop turn: every delivery
-    finished in a turn shares the turn's frames. `ack` returns once its frame is written, so
-    a caller (and the service's shutdown, which waits for work in hand) sees what it always
-    saw. A channel the client reopened (robust reconnect) numbers afresh and gets a new ledger;
-    the broker redelivers whatever the old channel left unsettled."""
+    finished in a turn shares the turn's frames. `ack` returns once its frame is queued to
+    the connection's writer, which sends frames in order (before a close, too), so a caller and
+    the service's shutdown, which waits for work in hand, see what they always saw. A channel
+    the client reopened (robust reconnect) numbers afresh and gets a new ledger; the broker
+    redelivers whatever the old channel left unsettled."""
 
     def __init__(self) -> None:
         self._ledgers: dict[int, tuple[AbstractChannel, AckLedger]] = {}
@@ -139,7 +140,12 @@ class Acker:
                 try:
                     for ack in ledger.acks():
                         self.frames += 1
-                        await channel.basic_ack(delivery_tag=ack.tag, multiple=ack.multiple)
+                        # wait=False: queued to the connection's writer in order, not one
+                        # loop turn per frame (waiting for each to be written held every
+                        # settle of the process behind the lock, frame by frame).
+                        await channel.basic_ack(
+                            delivery_tag=ack.tag, multiple=ack.multiple, wait=False
+                        )
                 except Exception as exc:  # a channel that is gone: its deliveries come back
                     log.warning("amqp.ack_failed", error=str(exc))
                     ok = False
