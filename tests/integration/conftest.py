@@ -13,7 +13,14 @@ from services.core import migrate
 from services.core.bootstrap import bootstrap
 from services.core.settings import Settings
 from tests.integration.pipeline import Env, deploy_env
-from tests.support import ADMIN_DSN, drop_namespace, new_namespace, settings_for
+from tests.support import (
+    ADMIN_DSN,
+    delete_vhost,
+    drop_namespace,
+    ensure_vhost,
+    new_namespace,
+    settings_for,
+)
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +67,14 @@ async def env() -> AsyncIterator[Env]:
 def slug() -> str:
     """A tenant slug no other test uses."""
     return f"t-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+async def broker_only() -> AsyncIterator[Settings]:
+    """Settings for a namespace that has only a broker vhost (no databases); removed after."""
+    namespace = new_namespace()
+    ensure_vhost(namespace)
+    try:
+        yield settings_for(namespace)
+    finally:
+        delete_vhost(namespace)

@@ -7,31 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import aio_pika
-import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.core.acks import acker
 from services.core.amqp import settle
-from tests.support import delete_vhost, ensure_vhost, new_namespace
+from services.core.settings import Settings
 
 COUNT = 400
 
 
-@pytest.fixture
-async def vhost_url() -> AsyncIterator[str]:
-    namespace = new_namespace()
-    ensure_vhost(namespace)
-    try:
-        yield f"amqp://guest:guest@127.0.0.1:5672/{namespace}"
-    finally:
-        delete_vhost(namespace)
-
-
-async def test_scrambled_settles_on_a_shared_channel_agree_with_the_broker(vhost_url: str) -> None:
-    connection = await aio_pika.connect(vhost_url)
+async def test_scrambled_settles_on_a_shared_channel_agree_with_the_broker(
+    broker_only: Settings,
+) -> None:
+    connection = await aio_pika.connect(broker_only.amqp_url)
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=64)

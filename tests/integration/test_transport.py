@@ -4,32 +4,19 @@ acks all arrive, in far fewer system calls than publishes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aio_pika
-import pytest
 
 from services.core.amqp import ChannelPool, publish, publishing_channel, settle
 from services.core.settings import Settings
 from services.core.topology import connect
 from services.core.transport import CoalescingTransportFactory
-from tests.support import delete_vhost, ensure_vhost, new_namespace, settings_for
 
 COUNT = 300
 
 
-@pytest.fixture
-async def settings() -> AsyncIterator[Settings]:
-    namespace = new_namespace()
-    ensure_vhost(namespace)
-    try:
-        yield settings_for(namespace)
-    finally:
-        delete_vhost(namespace)
-
-
-async def test_a_burst_of_confirmed_publishes_leaves_in_few_writes(settings: Settings) -> None:
-    connection = await connect(settings, name="transport test")
+async def test_a_burst_of_confirmed_publishes_leaves_in_few_writes(broker_only: Settings) -> None:
+    connection = await connect(broker_only, name="transport test")
     try:
         factory = connection.kwargs["transport_factory"]  # type: ignore[attr-defined]
         assert isinstance(factory, CoalescingTransportFactory)
