@@ -131,12 +131,24 @@ class Acker:
     async def _flush(
         self, pending: dict[int, AbstractChannel], batch: asyncio.Future[bool]
     ) -> None:
+        ok = False  # unless every frame was queued
+        try:
+            ok = await self._send(pending)
+        finally:  # whatever happens, nobody waits on this batch forever
+            if not batch.done():
+                batch.set_result(ok)
+
+    async def _send(self, pending: dict[int, AbstractChannel]) -> bool:
         ok = True
         # One flush at a time: a later turn's multiple ack must not reach the broker before an
         # earlier turn's single ack of a tag it covers (the broker would refuse that one).
         async with self._one_flush:
             for key, channel in pending.items():
-                _, ledger = self._ledgers[key]
+                entry = self._ledgers.get(key)
+                if entry is None or entry[0] is not channel:
+                    ok = False  # closed and forgotten meanwhile: the broker redelivers
+                    continue
+                ledger = entry[1]
                 try:
                     for ack in ledger.acks():
                         self.frames += 1
@@ -150,8 +162,7 @@ class Acker:
                     log.warning("amqp.ack_failed", error=str(exc))
                     ok = False
             self._ledgers = {k: v for k, v in self._ledgers.items() if not v[0].is_closed}
-        if not batch.done():
-            batch.set_result(ok)
+        return ok
 
 
 _ACKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Acker] = weakref.WeakKeyDictionary()
