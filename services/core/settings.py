@@ -108,9 +108,9 @@ class Settings(BaseSettings):
     router_cache_ttl_s: Annotated[float, Field(gt=0)] = 300.0
     # Worker processes of `siloflow run workers` (0: one per CPU).
     worker_processes: Annotated[int, Field(ge=0, le=1024)] = 0
-    # The services' event loop. uvloop's transports gather the frames written in one loop turn
-    # into one system call, where asyncio's send each at once (docs/performance.md); "asyncio"
-    # is the fallback should uvloop ever misbehave on a platform.
+    # The services' event loop: uvloop runs the loop itself faster (frames are gathered into one
+    # write per loop turn by `transport`, on either loop; docs/performance.md); "asyncio" is the
+    # fallback should uvloop ever misbehave on a platform.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # -- the sweeper -----------------------------------------------------------------------------

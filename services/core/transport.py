@@ -20,7 +20,9 @@ READ_LIMIT_BYTES = 2**16
 
 class CoalescingWriter(asyncio.StreamWriter):
     """A StreamWriter that gathers the writes of a loop turn and hands them to the transport
-    together at the end of it (`close` sends what is gathered first)."""
+    together at the end of it (`close` sends what is gathered first). `drain` is left as
+    asyncio's: flow control (it waits while the transport is over its high-water mark), not a
+    promise that bytes left, so aiormq draining after a frame does not undo the gathering."""
 
     def __init__(
         self,
@@ -52,13 +54,6 @@ class CoalescingWriter(asyncio.StreamWriter):
         if gathered and not self.transport.is_closing():
             self.writes += 1
             self.transport.write(b"".join(gathered))
-
-    async def drain(self) -> None:
-        # aiormq drains after every frame it was asked to wait for (each publish): sending here
-        # would undo the gathering. Like asyncio's own, this drain is flow control (it waits
-        # while the transport is over its high-water mark), not a promise that bytes left;
-        # what is gathered leaves at the end of this turn.
-        await super().drain()
 
     def close(self) -> None:
         self.flush()
