@@ -165,13 +165,30 @@ class Acker:
         return ok
 
 
-_ACKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Acker] = weakref.WeakKeyDictionary()
+class _PerLoop:
+    """The Acker of each event loop, the last one asked for at hand: a process runs one loop,
+    and every settle asks (a weak-keyed lookup alone costs a weak reference per call)."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Acker] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], Acker] | None = None
+
+    def get(self) -> Acker:
+        loop = asyncio.get_running_loop()
+        if self._last is not None and self._last[0]() is loop:
+            return self._last[1]
+        found = self._by_loop.get(loop)
+        if found is None:
+            found = self._by_loop[loop] = Acker()
+        self._last = (weakref.ref(loop), found)
+        return found
+
+
+_ACKERS = _PerLoop()
 
 
 def acker() -> Acker:
     """The running event loop's Acker (every consume channel of a process shares it)."""
-    loop = asyncio.get_running_loop()
-    found = _ACKERS.get(loop)
-    if found is None:
-        found = _ACKERS[loop] = Acker()
-    return found
+    return _ACKERS.get()

@@ -169,8 +169,8 @@ class DeadLetters:
         )
         which = dlq_for(reason)
         await publish(self._channel, self._names.dead_exchange, which, message)
-        metrics.DEAD_LETTERS.labels(self._stage.value, reason.value).inc()
-        metrics.REPORTS.labels(self._stage.value, "dead_lettered").inc()
+        metrics.labelled(metrics.DEAD_LETTERS, self._stage.value, reason.value).inc()
+        metrics.labelled(metrics.REPORTS, self._stage.value, "dead_lettered").inc()
         log.error(
             "report.dead_lettered",
             message_id=incoming.message_id,
@@ -250,7 +250,7 @@ def observe_lag(message: AbstractIncomingMessage, stage: str, tenant: str = "") 
     if sent.tzinfo is None:
         sent = sent.replace(tzinfo=UTC)
     waited = max((datetime.now(UTC) - sent).total_seconds(), 0.0)
-    metrics.QUEUE_LAG.labels(stage, tenant).set(waited)
+    metrics.labelled(metrics.QUEUE_LAG, stage, tenant).set(waited)
 
 
 def now_ms() -> int:

@@ -127,7 +127,7 @@ class LeasedCredentials:
                 return self._failed(tenant, current, now, exc)
             self._logins[tenant.id] = fresh
             self._next_try.pop(tenant.id, None)
-            metrics.CREDENTIAL_RENEWALS.labels(self.broker).inc()
+            metrics.labelled(metrics.CREDENTIAL_RENEWALS, self.broker).inc()
             log.info(
                 "credentials.renewed" if action is Action.RENEW else "credentials.issued",
                 tenant=tenant.slug,

@@ -4,13 +4,25 @@ each service serves them on with its health: `/metrics`, `/healthz` (the process
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 log = structlog.get_logger(__name__)
+
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+
+
+@functools.cache
+def labelled(metric: _Metric, *values: str) -> _Metric:
+    """`metric.labels(*values)`, looked up once: the hot paths count every report, and
+    prometheus-client checks the label values and takes a lock on every `labels` call."""
+    return metric.labels(*values)
+
 
 REPORTS = Counter(
     "siloflow_reports_total", "Reports handled, by stage and outcome.", ["stage", "outcome"]

@@ -96,7 +96,7 @@ class IngestConsumer:
             message, headers=headers, message_id=str(accepted.message_id), kind=accepted.kind
         )
         await publish(self._channel, "", self._names.router_queue, forwarded)
-        metrics.REPORTS.labels("ingest", "accepted").inc()
+        metrics.labelled(metrics.REPORTS, "ingest", "accepted").inc()
         log.debug(
             "report.accepted",
             message_id=str(accepted.message_id),

@@ -85,7 +85,7 @@ class RouterConsumer:
                 await settle(message, requeue=True)
                 return
             self.routed += 1
-            metrics.REPORTS.labels("router", "routed").inc()
+            metrics.labelled(metrics.REPORTS, "router", "routed").inc()
             await settle(message)
 
     async def _lookup(

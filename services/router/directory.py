@@ -87,7 +87,9 @@ class RouterDirectory:
             return await self._lookup(host_id)
         finally:
             result = "miss" if self.misses > misses else "hit"
-            metrics.ROUTER_LOOKUP_SECONDS.labels(result).observe(time.perf_counter() - started)
+            metrics.labelled(metrics.ROUTER_LOOKUP_SECONDS, result).observe(
+                time.perf_counter() - started
+            )
 
     async def _lookup(self, host_id: uuid.UUID) -> tuple[HostBinding | None, TenantState | None]:
         self._maybe_refresh()
@@ -95,16 +97,16 @@ class RouterDirectory:
         if cached is not None:
             if cached is _UNBOUND:
                 self.hits += 1
-                metrics.ROUTER_LOOKUPS.labels("hit").inc()
+                metrics.labelled(metrics.ROUTER_LOOKUPS, "hit").inc()
                 return None, None
             assert isinstance(cached, HostBinding)
             tenant = self._tenants.get(cached.tenant_id)
             if tenant is not None:
                 self.hits += 1
-                metrics.ROUTER_LOOKUPS.labels("hit").inc()
+                metrics.labelled(metrics.ROUTER_LOOKUPS, "hit").inc()
                 return cached, tenant
         self.misses += 1
-        metrics.ROUTER_LOOKUPS.labels("miss").inc()
+        metrics.labelled(metrics.ROUTER_LOOKUPS, "miss").inc()
         epoch = self._epoch
         row = await self._fetchrow(_BINDING_SQL, host_id)
         if row is None:

@@ -3,10 +3,13 @@ behind a gap, and every finished delivery is acked exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.core import acks
 from services.core.acks import Ack, AckLedger
 
 
@@ -84,3 +87,22 @@ def test_every_delivery_is_settled_once_and_no_ack_covers_one_in_hand(
         acked.extend(covered)
     assert unsettled == set()
     assert sorted(acked) == sorted(set(range(1, 41)) - nacked)
+
+
+def test_each_event_loop_has_one_acker_of_its_own() -> None:
+    async def which() -> acks.Acker:
+        return acks.acker()
+
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        a = first.run_until_complete(which())
+        b = second.run_until_complete(which())
+        assert a is not b
+        # asked again, alternately: the last-asked shortcut never hands one loop another's
+        assert first.run_until_complete(which()) is a
+        assert second.run_until_complete(which()) is b
+        assert second.run_until_complete(which()) is b
+        assert first.run_until_complete(which()) is a
+    finally:
+        first.close()
+        second.close()
