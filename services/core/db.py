@@ -3,7 +3,7 @@ connect timeout and the application name are decided once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -63,14 +63,16 @@ def make_engine(
     *,
     pool_size: int | None = None,
     pre_ping: bool = True,
+    server_settings: Mapping[str, str] | None = None,
     **kwargs: Any,
 ) -> AsyncEngine:
     """An async engine; `pool_size=None` means no pooling (one-off admin work). `pre_ping`
     tests each connection as it leaves the pool: three round trips (begin, `;`, rollback) with
-    asyncpg, so a hot path turns it off and drops a connection found dead in use instead."""
+    asyncpg, so a hot path turns it off and drops a connection found dead in use instead.
+    `server_settings` are set on each connection as it opens (no round trip of their own)."""
     connect_args = {
         "timeout": settings.connect_timeout_s,
-        "server_settings": {"application_name": APPLICATION_NAME},
+        "server_settings": {"application_name": APPLICATION_NAME, **(server_settings or {})},
     }
     if pool_size is None:
         return create_async_engine(url, poolclass=NullPool, connect_args=connect_args, **kwargs)

@@ -98,9 +98,10 @@ class Settings(BaseSettings):
     registration_failures_per_s: Annotated[float, Field(gt=0, le=10_000)] = 20.0
     # Unacknowledged deliveries per consumer: the window of pipelined confirms.
     prefetch: Annotated[int, Field(ge=1, le=65_535)] = 256
-    # Workers commit up to this many reports per transaction, waiting at most batch_wait_s.
+    # Workers commit up to this many reports per transaction. A busy tenant's batch waits up to
+    # batch_wait_s to fill; a report to a quiet one goes at once (see workers.handlers.fill_wait_s).
     batch_max: Annotated[int, Field(ge=1, le=10_000)] = 200
-    batch_wait_s: Annotated[float, Field(gt=0, le=10)] = 0.05
+    batch_wait_s: Annotated[float, Field(ge=0, le=10)] = 0.05
     # A transient failure (database down) is retried with backoff up to this interval.
     retry_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     # Router: host -> tenant entries kept, and how long one may live without a change notice.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -114,8 +114,13 @@ class TenantDatabases:
         settings: Settings,
         directory: TenantDirectory,
         credentials: CredentialSource | None = None,
+        *,
+        server_settings: Mapping[str, str] | None = None,
     ) -> None:
+        """`server_settings`: session settings for every tenant connection this process opens
+        (the workers tune their commits' planning with them)."""
         self._settings = settings
+        self._server_settings = dict(server_settings or {})
         self._directory = directory
         self._credentials = credentials or credential_source(settings)
         self._engines: EngineCache[uuid.UUID, AsyncEngine] = EngineCache(
@@ -259,7 +264,11 @@ class TenantDatabases:
         # connection that died in the pool fails its first statement instead, and `session`
         # and `begin` drop it, so the retry gets a fresh one.
         engine = make_engine(
-            login.url, self._settings, pool_size=self._settings.tenant_pool_size, pre_ping=False
+            login.url,
+            self._settings,
+            pool_size=self._settings.tenant_pool_size,
+            pre_ping=False,
+            server_settings=self._server_settings,
         )
         expected_db, role = record.db_name, login.role
 

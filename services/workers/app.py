@@ -25,6 +25,7 @@ from services.core.runtime import broker, health, stop_on_signals, wait_drained
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
 from services.core.topology import declare_tenant_queue
+from services.workers import store
 from services.workers.assignment import Shard, owner
 from services.workers.consumer import TenantConsumer
 
@@ -120,7 +121,9 @@ async def run(
     label = f"shard {shard.index}/{shard.count}" if shard else ",".join(sorted(tenants or []))
     label = label or "all"
     engine = registry_engine(settings)
-    databases = TenantDatabases(settings, RegistryDirectory(engine))
+    databases = TenantDatabases(
+        settings, RegistryDirectory(engine), server_settings=store.SESSION_SETTINGS
+    )
     changed = asyncio.Event()
 
     def on_notice(payload: str) -> None:

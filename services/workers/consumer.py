@@ -6,6 +6,7 @@ fails for a permanent reason is retried report by report so only the bad one is 
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,7 +23,7 @@ from services.core.runtime import InFlight, stopped_within
 from services.core.settings import Settings
 from services.core.tenancy import TenantDatabases
 from services.core.topology import consumable, tenant_queue
-from services.workers.handlers import Report, UnreadableReport, read_report
+from services.workers.handlers import Report, UnreadableReport, fill_wait_s, read_report
 from services.workers.store import commit_batch
 
 log = structlog.get_logger(__name__)
@@ -52,6 +53,7 @@ class TenantConsumer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._tag: str | None = None
+        self._last_batch_at = -math.inf  # when the last batch was settled (loop time)
         self.in_flight = InFlight()
         self.committed = 0
 
@@ -86,12 +88,19 @@ class TenantConsumer:
         self._arrived.set()
 
     async def _batches(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._arrived.wait()
             if not self._buffer and self._stopping.is_set():
                 return
-            if len(self._buffer) < self._settings.batch_max and not self._stopping.is_set():
-                await asyncio.sleep(self._settings.batch_wait_s)  # let the batch fill up
+            wait_s = fill_wait_s(
+                buffered=len(self._buffer),
+                batch_max=self._settings.batch_max,
+                batch_wait_s=self._settings.batch_wait_s,
+                quiet_s=loop.time() - self._last_batch_at,
+            )
+            if wait_s:
+                await stopped_within(self._stopping, wait_s)  # stopping cuts the wait short
             batch = self._buffer[: self._settings.batch_max]
             del self._buffer[: len(batch)]
             if not self._buffer:
@@ -111,6 +120,7 @@ class TenantConsumer:
                 for message in batch:
                     await settle(message, requeue=True)
             finally:
+                self._last_batch_at = loop.time()
                 for _ in batch:
                     self.in_flight.__exit__()
 
@@ -190,8 +200,8 @@ class TenantConsumer:
             async with pg.transaction():
                 result = await commit_batch(pg, reports)
         self.committed += result.new
-        metrics.COMMITS.labels(self.tenant.slug).inc(result.new)
-        metrics.REPORTS.labels("worker", "committed").inc(result.new)
+        metrics.labelled(metrics.COMMITS, self.tenant.slug).inc(result.new)
+        metrics.labelled(metrics.REPORTS, "worker", "committed").inc(result.new)
         metrics.BATCH_SIZE.observe(len(reports))
         now = datetime.now(UTC)
         for r in result.fresh:  # a redelivered duplicate says nothing about latency

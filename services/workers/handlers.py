@@ -1,12 +1,13 @@
-"""The workers' decisions, with no I/O: read a routed report, pick the newest report of each
-kind per host within a batch, and turn reports into table rows. Ingest validated every body, so
-reading it again here is plain JSON, not a second validation."""
+"""The workers' decisions, with no I/O: read a routed report, name the state it replaces, and
+turn reports into table rows (which report wins is decided by the commit's statement, in
+`store`). Ingest validated every body, so reading it again here is plain JSON, not a second
+validation."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,24 +57,14 @@ def read_report(message_id: str | None, headers: Mapping[str, Any], body: bytes)
         raise UnreadableReport(f"unreadable report: {type(exc).__name__}: {exc}") from None
 
 
-def newest_per_state(reports: Iterable[Report]) -> list[Report]:
-    """The newest report per (host, state key); on equal sent_at the later one in the batch."""
-    newest: dict[tuple[uuid.UUID, str], Report] = {}
-    for report in reports:
-        key = (report.host_id, report.state_key)
-        current = newest.get(key)
-        if current is None or report.sent_at >= current.sent_at:
-            newest[key] = report
-    return list(newest.values())
-
-
-def last_seen(reports: Iterable[Report]) -> dict[uuid.UUID, datetime]:
-    """The latest sent_at per host."""
-    seen: dict[uuid.UUID, datetime] = {}
-    for report in reports:
-        if report.host_id not in seen or report.sent_at > seen[report.host_id]:
-            seen[report.host_id] = report.sent_at
-    return seen
+def fill_wait_s(*, buffered: int, batch_max: int, batch_wait_s: float, quiet_s: float) -> float:
+    """How long a tenant's batch waits to fill before it is committed. A busy tenant (its last
+    batch settled under batch_wait_s ago) waits batch_wait_s, so its reports go together in fewer
+    transactions; a report at a quiet moment goes at once, and so does a full batch. (Nagle's
+    rule, for commits: the wait is paid only where there is something to gather.)"""
+    if buffered >= batch_max or quiet_s >= batch_wait_s:
+        return 0.0
+    return batch_wait_s
 
 
 # -- rows per kind -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Delivery guarantees under trouble, on the real broker and database: the router's cache follows
-registry changes, a tenant database that is down holds its reports while others flow, a worker
-killed mid-run loses and doubles nothing, and services reconnect and stop cleanly."""
+registry changes, a worker batches what arrives while a commit is held up (and only then), a
+tenant database that is down holds its reports while others flow, a worker killed mid-run loses
+and doubles nothing, and services reconnect and stop cleanly."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from prometheus_client import REGISTRY
 
 from services.core import hosts
 from services.core.names import Names
@@ -25,10 +27,12 @@ from services.router import app as router_app
 from services.router.directory import RouterDirectory
 from services.workers import app as workers_app
 from tests.integration.pipeline import (
+    PG,
     Env,
     bound_host,
     committed_ids,
     dead_letters,
+    fetch,
     publish,
 )
 from tests.reports import report
@@ -355,3 +359,87 @@ async def test_the_router_holds_reports_while_the_registry_is_down(env: Env) -> 
         await admin(f'alter database "{registry}" allow_connections true')
         stop.set()
         await router
+
+
+async def test_reports_arriving_during_a_commit_are_the_next_batch(env: Env) -> None:
+    """No fixed wait for a batch to fill: a lone report's commit starts at once, and what
+    arrives while it is held up is committed together, in one next transaction."""
+    settings = env.settings.model_copy(update={"batch_wait_s": 0.0})
+    host = await bound_host(env, env.a)
+    first, later = report("heartbeat", host), [report("heartbeat", host) for _ in range(5)]
+    await publish(settings, [first])
+    await ingest_app.run(settings, burst=True)
+    await router_app.run(settings, burst=True)
+
+    # Hold the tenant's commits: its first statement waits for this lock.
+    blocker = await asyncpg.connect(PG.format(db=env.a.db_name))
+    lock = blocker.transaction()
+    await lock.start()
+    await blocker.execute("lock table agent_messages in exclusive mode")
+    batches_before = REGISTRY.get_sample_value("siloflow_batch_reports_count") or 0.0
+    reports_before = REGISTRY.get_sample_value("siloflow_batch_reports_sum") or 0.0
+    stop = asyncio.Event()
+    workers = asyncio.create_task(workers_app.run(settings, tenants={env.a.slug}, stop=stop))
+    try:
+
+        async def first_commit_waits() -> bool:
+            rows = await fetch(
+                "postgres",
+                "select count(*) as n from pg_stat_activity "
+                "where datname = $1 and wait_event_type = 'Lock'",
+                env.a.db_name,
+            )
+            return bool(rows[0]["n"])
+
+        await eventually(first_commit_waits, "the lone report's commit starts")
+        await publish(settings, later)
+        await ingest_app.run(settings, burst=True)
+        await router_app.run(settings, burst=True)
+        tenant_queue = Names(settings.namespace).tenant_queue(env.a.slug)
+
+        async def all_in_hand() -> bool:
+            async with httpx.AsyncClient(auth=MANAGEMENT_AUTH) as api:
+                url = f"{MANAGEMENT}/api/queues/{settings.namespace}/{tenant_queue}"
+                queue = (await api.get(url)).json()
+            return queue.get("messages_unacknowledged") == 1 + len(later)
+
+        await eventually(all_in_hand, "the worker holds the later reports too")
+        await lock.rollback()
+        wanted = {uuid.UUID(r.message_id) for r in [first, *later]}
+
+        async def committed() -> bool:
+            return wanted <= set(await committed_ids(env.a.db_name))
+
+        await eventually(committed, "every report is committed")
+    finally:
+        if not blocker.is_closed():
+            await blocker.close()
+        stop.set()
+        await workers
+    batches = (REGISTRY.get_sample_value("siloflow_batch_reports_count") or 0.0) - batches_before
+    reports = (REGISTRY.get_sample_value("siloflow_batch_reports_sum") or 0.0) - reports_before
+    assert (batches, reports) == (2, 1 + len(later))
+
+
+async def test_a_report_to_a_quiet_tenant_waits_for_no_batch(env: Env) -> None:
+    """A batch waits to fill only while its tenant is busy: with a wait of 10 s configured, the
+    first report of a quiet tenant is committed long before the wait would have let it go."""
+    settings = env.settings.model_copy(update={"batch_wait_s": 10.0})
+    host = await bound_host(env, env.b)
+    lone = report("heartbeat", host)
+    await publish(settings, [lone])
+    await ingest_app.run(settings, burst=True)
+    await router_app.run(settings, burst=True)
+    stop = asyncio.Event()
+    started = time.monotonic()
+    workers = asyncio.create_task(workers_app.run(settings, tenants={env.b.slug}, stop=stop))
+    try:
+
+        async def committed() -> bool:
+            return uuid.UUID(lone.message_id) in set(await committed_ids(env.b.db_name))
+
+        await eventually(committed, "the lone report is committed")
+        assert time.monotonic() - started < 8.0, "the report waited for its batch to fill"
+    finally:
+        stop.set()
+        await workers

@@ -1,5 +1,6 @@
 """The routing seam against the real registry and tenant databases: named errors for what cannot
-be routed, the right database for what can, and a bounded set of open engines."""
+be routed, the right database for what can, a bounded set of open engines, and the session
+settings its user asks for."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from services.core.registry import TenantRecord
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
 from services.core.tenants import create_tenant, registry_connection, set_tenant_status
+from services.workers import store
 from tests.support import admin_fetch
 
 
@@ -199,3 +201,25 @@ async def test_a_connection_that_dies_in_use_is_dropped_from_the_pool(
     async with seam.session(tenant) as conn:
         again = (await conn.execute(text("select pg_backend_pid()"))).scalar()
     assert again != pid
+
+
+async def test_session_settings_reach_every_tenant_connection(
+    deployment: Settings, slug: str
+) -> None:
+    """The workers open tenant connections with their commits' session settings; other users of
+    the seam keep the server's defaults."""
+    tenant = (await create_tenant(deployment, slug)).tenant
+    reg = registry_engine(deployment, pool_size=1)
+    tuned = TenantDatabases(
+        deployment, RegistryDirectory(reg), server_settings=store.SESSION_SETTINGS
+    )
+    plain = TenantDatabases(deployment, RegistryDirectory(reg))
+    try:
+        for databases, expected in ((tuned, "force_generic_plan"), (plain, "auto")):
+            async with databases.session(tenant) as conn:
+                shown = (await conn.execute(text("show plan_cache_mode"))).scalar()
+            assert shown == expected
+    finally:
+        await tuned.close()
+        await plain.close()
+        await reg.dispose()

@@ -1,4 +1,4 @@
-"""The workers' pure parts: reading a routed report, the newest report per host and kind, rows,
+"""The workers' pure parts: reading a routed report, the state a report replaces, rows,
 and the rendezvous assignment of tenants to shards."""
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from services.workers.handlers import (
     Report,
     UnreadableReport,
     compliance_rows,
-    last_seen,
-    newest_per_state,
+    fill_wait_s,
     package_rows,
     read_report,
 )
@@ -58,29 +57,42 @@ def test_unreadable_reports_are_named(body: bytes) -> None:
         read_report(str(uuid.uuid4()), {}, body)
 
 
-def test_newest_report_per_host_and_kind_wins() -> None:
-    old, new = make("packages", 0), make("packages", 5)
-    other_kind = make("heartbeat", 1)
-    other_host = make("packages", 1, host=uuid.uuid4())
-    winners = newest_per_state([new, old, other_kind, other_host])
-    assert {r.message_id for r in winners} == {
-        new.message_id,
-        other_kind.message_id,
-        other_host.message_id,
-    }
+@pytest.mark.parametrize(
+    ("kind", "data", "state"),
+    [
+        ("heartbeat", {}, "heartbeat"),
+        ("packages", {}, "packages"),
+        # two benchmarks' runs do not replace each other
+        ("compliance", {"benchmark_id": "cis"}, "compliance:cis"),
+        ("compliance", {"benchmark_id": "stig"}, "compliance:stig"),
+    ],
+)
+def test_the_state_a_report_replaces(kind: str, data: dict[str, object], state: str) -> None:
+    assert make(kind, 0, data).state_key == state
 
 
-def test_compliance_runs_of_different_benchmarks_do_not_replace_each_other() -> None:
-    cis = make("compliance", 0, {"benchmark_id": "cis"})
-    stig = make("compliance", 1, {"benchmark_id": "stig"})
-    winners = newest_per_state([cis, stig])
-    assert {r.message_id for r in winners} == {cis.message_id, stig.message_id}
+@pytest.mark.parametrize(
+    ("buffered", "quiet_s", "wait_s"),
+    [
+        (1, float("inf"), 0.0),  # the tenant's first report: at once
+        (1, 0.2, 0.0),  # quiet for longer than the wait: at once
+        (1, 0.05, 0.0),  # quiet for exactly the wait: at once
+        (1, 0.01, 0.05),  # busy: wait for the batch to fill
+        (199, 0.0, 0.05),
+        (200, 0.0, 0.0),  # full: at once
+        (250, 0.0, 0.0),
+    ],
+)
+def test_only_a_busy_tenants_batch_waits_to_fill(
+    buffered: int, quiet_s: float, wait_s: float
+) -> None:
+    assert (
+        fill_wait_s(buffered=buffered, batch_max=200, batch_wait_s=0.05, quiet_s=quiet_s) == wait_s
+    )
 
 
-def test_last_seen_is_the_latest_report_per_host() -> None:
-    assert last_seen([make("heartbeat", 3), make("hardware", 7), make("heartbeat", 1)]) == {
-        HOST: T0 + timedelta(minutes=7)
-    }
+def test_no_batch_waits_when_the_wait_is_zero() -> None:
+    assert fill_wait_s(buffered=1, batch_max=200, batch_wait_s=0.0, quiet_s=0.0) == 0.0
 
 
 def test_package_rows_store_a_repeated_entry_once() -> None:
