@@ -45,6 +45,7 @@ class Options:
     bindings: int = 0  # extra host bindings seeded into the registry (router scale)
     seed: int = 7
     baseline: bool = True
+    warm_up: bool = True  # each host reports once, untimed, before the timed phases
     admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     worker_processes: int = 0  # siloflow's default: one per CPU
     window: int = 500  # publisher confirms in flight

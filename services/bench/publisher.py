@@ -26,7 +26,11 @@ async def publish(job: dict[str, Any]) -> dict[str, Any]:
         Identity(uuid.UUID(i["host_id"]), base64.b64decode(i["host_key"]), int(i["key_version"]))
         for i in job["identities"]
     ]
-    planned = workload.plan(len(identities), int(job["count"]), int(job["seed"]))
+    planned = (
+        workload.warm_up(len(identities))
+        if job.get("warm_up")
+        else workload.plan(len(identities), int(job["count"]), int(job["seed"]))
+    )
     packages = workload.packages_snapshot()
     rng = random.Random(int(job["seed"]) + 1)
     datas = [workload.data(p.kind, p.host_index, rng, packages) for p in planned]
@@ -95,9 +99,11 @@ async def in_process(
     sign: bool,
     window: int,
     workdir: Path,
+    warm_up: bool = False,
 ) -> dict[str, Any]:
     """Run the publisher as a process of its own (the agents are not the services' CPU) and
-    return its summary with the set of message ids the broker confirmed."""
+    return its summary with the set of message ids the broker confirmed. `warm_up`: one
+    heartbeat per host instead of the planned mix (`count` is then ignored)."""
     job_path = workdir / f"publish-{seed}.json"
     ids_path = workdir / f"ids-{seed}.txt"
     job = {
@@ -116,6 +122,7 @@ async def in_process(
         "seed": seed,
         "sign": sign,
         "window": window,
+        "warm_up": warm_up,
         "ids_out": str(ids_path),
     }
     await asyncio.to_thread(job_path.write_text, json.dumps(job))

@@ -30,6 +30,12 @@ def plan(hosts: int, count: int, seed: int) -> list[Planned]:
     return [Planned(rng.randrange(hosts), kind) for kind in drawn]
 
 
+def warm_up(hosts: int) -> list[Planned]:
+    """One heartbeat from every host, in host order: each tenant's queue, consumer, login and
+    database connection has been used once before anything is timed."""
+    return [Planned(index, "heartbeat") for index in range(hosts)]
+
+
 def packages_snapshot() -> dict[str, Any]:
     """The real Debian 12 snapshot (733 packages), grown to ~2,000 entries the way a busier
     server's would be: each real package joined by its -dev, -doc, ... siblings, in order."""

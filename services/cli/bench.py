@@ -46,6 +46,13 @@ from services.core.logs import configure_logging
     help="Extra host bindings seeded into the registry in bulk (router scale).",
 )
 @click.option("--no-baseline", is_flag=True, help="Measure siloflow only.")
+@click.option(
+    "--warm-up/--no-warm-up",
+    default=True,
+    show_default=True,
+    help="Before the timed phases, one untimed report from every host (each tenant's "
+    "connections and consumers in use), for both systems.",
+)
 @click.option("--worker-processes", type=click.IntRange(0, 64), default=0, show_default=True)
 @click.option(
     "--admin-dsn",
@@ -74,6 +81,7 @@ def bench(
     latency_seconds: float,
     bindings: int,
     no_baseline: bool,
+    warm_up: bool,
     worker_processes: int,
     admin_dsn: str,
     out: Path,
@@ -92,6 +100,7 @@ def bench(
         latency_s=latency_seconds,
         bindings=bindings,
         baseline=not no_baseline,
+        warm_up=warm_up,
         admin_dsn=admin_dsn,
         worker_processes=worker_processes,
     )

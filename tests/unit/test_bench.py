@@ -50,6 +50,12 @@ def test_the_mix_is_the_issue_s_and_the_same_for_the_same_seed() -> None:
     assert share["compliance"] / 20_000 == pytest.approx(0.04, abs=0.01)
     assert share["packages"] / 20_000 == pytest.approx(0.01, abs=0.005)
     assert {p.host_index for p in planned} <= set(range(50))
+
+
+def test_the_warm_up_is_one_heartbeat_from_every_host() -> None:
+    planned = workload.warm_up(hosts=2_000)
+    assert sorted(p.host_index for p in planned) == list(range(2_000))
+    assert {p.kind for p in planned} == {"heartbeat"}
     snapshot = workload.packages_snapshot()
     assert len(snapshot["packages"]) == workload.PACKAGES_PER_SNAPSHOT
     names = [p["name"] for p in snapshot["packages"]]
