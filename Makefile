@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ADMIN_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 DEMO_TENANTS ?= acme globex initech
 
-.PHONY: install services demo demo-down test test-openbao bench unit lint format faults clean
+.PHONY: install services demo demo-down test test-openbao bench bench-commits unit lint format faults clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ test-openbao: install lint
 # Siloflow against a hand-written baseline; figures printed and written to bench.json.
 bench: install services
 	$(BIN)/siloflow bench --out bench.json $(BENCH_ARGS)
+
+bench-commits: install services
+	$(BIN)/python -m services.bench.commits
 
 unit: install
 	$(BIN)/pytest tests/unit
