@@ -90,9 +90,15 @@ class TenantConsumer:
     async def _batches(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._arrived.wait()
-            if not self._buffer and self._stopping.is_set():
-                return
+            if not self._buffer:
+                # Checked before every wait, never only after one: `stop` wakes this loop once,
+                # and a batch taken after that wake-up must not leave the loop waiting for a
+                # delivery that, the consumer being cancelled, will never come.
+                if self._stopping.is_set():
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
             wait_s = fill_wait_s(
                 buffered=len(self._buffer),
                 batch_max=self._settings.batch_max,
@@ -103,10 +109,6 @@ class TenantConsumer:
                 await stopped_within(self._stopping, wait_s)  # stopping cuts the wait short
             batch = self._buffer[: self._settings.batch_max]
             del self._buffer[: len(batch)]
-            if not self._buffer:
-                self._arrived.clear()
-            if not batch:
-                continue
             try:
                 await self._settle_batch(batch)
             except Exception:

@@ -1,7 +1,7 @@
 """Delivery guarantees under trouble, on the real broker and database: the router's cache follows
-registry changes, a worker batches what arrives while a commit is held up (and only then), a
-tenant database that is down holds its reports while others flow, a worker killed mid-run loses
-and doubles nothing, and services reconnect and stop cleanly."""
+registry changes, a worker batches what arrives while a commit is held up (and only then) and
+stops while a batch waits, a tenant database that is down holds its reports while others flow, a
+worker killed mid-run loses and doubles nothing, and services reconnect and stop cleanly."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from services.core import hosts
 from services.core.names import Names
+from services.core.settings import Settings
 from services.core.tenants import create_tenant, set_tenant_status
 from services.ingest import app as ingest_app
 from services.router import app as router_app
@@ -361,6 +362,15 @@ async def test_the_router_holds_reports_while_the_registry_is_down(env: Env) -> 
         await router
 
 
+async def unacknowledged(settings: Settings, slug: str) -> int | None:
+    """Deliveries of the tenant's queue a consumer holds, as the broker counts them."""
+    queue = Names(settings.namespace).tenant_queue(slug)
+    async with httpx.AsyncClient(auth=MANAGEMENT_AUTH) as api:
+        found = (await api.get(f"{MANAGEMENT}/api/queues/{settings.namespace}/{queue}")).json()
+    count = found.get("messages_unacknowledged")
+    return None if count is None else int(count)
+
+
 async def test_reports_arriving_during_a_commit_are_the_next_batch(env: Env) -> None:
     """No fixed wait for a batch to fill: a lone report's commit starts at once, and what
     arrives while it is held up is committed together, in one next transaction."""
@@ -395,13 +405,9 @@ async def test_reports_arriving_during_a_commit_are_the_next_batch(env: Env) -> 
         await publish(settings, later)
         await ingest_app.run(settings, burst=True)
         await router_app.run(settings, burst=True)
-        tenant_queue = Names(settings.namespace).tenant_queue(env.a.slug)
 
         async def all_in_hand() -> bool:
-            async with httpx.AsyncClient(auth=MANAGEMENT_AUTH) as api:
-                url = f"{MANAGEMENT}/api/queues/{settings.namespace}/{tenant_queue}"
-                queue = (await api.get(url)).json()
-            return queue.get("messages_unacknowledged") == 1 + len(later)
+            return await unacknowledged(settings, env.a.slug) == 1 + len(later)
 
         await eventually(all_in_hand, "the worker holds the later reports too")
         await lock.rollback()
@@ -443,3 +449,34 @@ async def test_a_report_to_a_quiet_tenant_waits_for_no_batch(env: Env) -> None:
     finally:
         stop.set()
         await workers
+
+
+async def test_a_worker_told_to_stop_while_a_batch_waits_commits_it_and_ends(env: Env) -> None:
+    """A busy tenant's batch is waiting to fill when the worker is told to stop: the wait is cut
+    short, the batch committed, and the worker ends. (It once took the batch after stop's
+    wake-up and then waited for deliveries that, its consumer cancelled, could never come.)"""
+    settings = env.settings.model_copy(update={"batch_wait_s": 10.0})
+    host = await bound_host(env, env.a)
+    first, second = report("heartbeat", host), report("heartbeat", host)
+    stop = asyncio.Event()
+    workers = asyncio.create_task(workers_app.run(settings, tenants={env.a.slug}, stop=stop))
+    try:
+        for sent in (first, second):
+            await publish(settings, [sent])
+            await ingest_app.run(settings, burst=True)
+            await router_app.run(settings, burst=True)
+            if sent is first:  # committed at once (the tenant was quiet); now it is busy
+
+                async def first_committed() -> bool:
+                    return uuid.UUID(first.message_id) in set(await committed_ids(env.a.db_name))
+
+                await eventually(first_committed, "the first report is committed")
+
+        async def second_waits() -> bool:
+            return await unacknowledged(settings, env.a.slug) == 1
+
+        await eventually(second_waits, "the worker holds the second report, waiting to fill")
+    finally:
+        stop.set()
+        await asyncio.wait_for(workers, timeout=8.0)  # under the 10 s wait: it was cut short
+    assert uuid.UUID(second.message_id) in set(await committed_ids(env.a.db_name))
