@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import statistics
 import time
@@ -141,16 +140,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--admin-dsn",
-        default=os.environ.get(
-            "SILOFLOW_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="a superuser DSN (a scratch database is created there and dropped after)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per pattern (median)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    asyncio.run(run(args.admin_dsn, args.rounds))
+    try:
+        asyncio.run(run(args.admin_dsn, args.rounds))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        parser.exit(1, f"bench-commits: cannot use --admin-dsn {args.admin_dsn!r}: {exc}\n")
 
 
 if __name__ == "__main__":

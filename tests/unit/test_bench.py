@@ -3,13 +3,14 @@ mix, and the figures' arithmetic and checks."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from collections import Counter
 
 import pytest
 
-from services.bench import procstat, workload
+from services.bench import commits, procstat, workload
 from services.bench.probes import RouterScrape, router_figures
 from services.bench.results import Phase
 
@@ -116,3 +117,20 @@ def test_the_steady_warm_p99_counts_only_lookups_since_the_first_scrape() -> Non
     assert figures["router_lookup_p99_warm_at_most_s"] == 0.005
     assert figures["router_lookup_p99_warm_steady_at_most_s"] == 0.00001
     assert figures["router_lookups"] == 3500
+
+
+def test_bench_commits_refuses_a_round_count_below_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.argv", ["commits", "--rounds", "0"])
+    with pytest.raises(SystemExit) as exited:
+        commits.main()
+    assert exited.value.code == 2
+    assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_bench_commits_heartbeats_are_each_newer_than_the_last() -> None:
+    reports = commits.Heartbeats()
+    batch = reports.batch(5) + reports.batch(5)
+    assert all(a.sent_at < b.sent_at for a, b in itertools.pairwise(batch))
+    assert len({r.message_id for r in batch}) == 10
