@@ -9,12 +9,13 @@ RabbitMQ node, the PostgreSQL server) and peak RSS of each service are read from
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -41,6 +42,15 @@ BASELINE_SERVICES = ("forward", "write")
 __all__ = ["Bench", "Options", "run"]
 
 
+class Publish(Protocol):
+    """Publishes a phase: `count` reports of the seeded plan at `rate` (0: as fast as they are
+    taken), or with `warm_up` one heartbeat from each host."""
+
+    def __call__(
+        self, count: int, rate: float, seed: int, warm_up: bool = False
+    ) -> Awaitable[dict[str, Any]]: ...
+
+
 class Bench(Deployment):
     """The two systems' runs, each a throughput phase and a latency phase."""
 
@@ -64,8 +74,7 @@ class Bench(Deployment):
         self,
         system: str,
         running: Running,
-        exchange: str,
-        sign: bool,
+        publish: Publish,
         committed: Callable[[datetime], Awaitable[Commits]],
         progress: Callable[[str], None],
     ) -> None:
@@ -76,12 +85,9 @@ class Bench(Deployment):
         Checked like a phase: a warm-up that loses a report voids the run."""
         if not self.options.warm_up:
             return
-
-        async def publish(count: int, rate: float, seed: int) -> dict[str, Any]:
-            return await self.publish(exchange, count, rate, seed, sign, warm_up=True)
-
         progress(f"{system}: warming up, one report from each of {self.options.hosts:,} hosts")
-        phase = await self.measure(system, running, publish, committed, self.options.hosts, 0, 0)
+        each_host = functools.partial(publish, warm_up=True)
+        phase = await self.measure(system, running, each_host, committed, self.options.hosts, 0, 0)
         if phase.missing or phase.unexpected:
             raise RuntimeError(
                 f"{system}'s warm-up lost {phase.missing} and added {phase.unexpected} reports"
@@ -162,12 +168,13 @@ class Bench(Deployment):
             ]
             await self.wait_consumers(queues, timeout_s=120 + self.options.tenants * 0.2)
 
-            async def publish(count: int, rate: float, seed: int) -> dict[str, Any]:
-                return await self.publish(self.names.agents_exchange, count, rate, seed, True)
+            async def publish(
+                count: int, rate: float, seed: int, warm_up: bool = False
+            ) -> dict[str, Any]:
+                exchange = self.names.agents_exchange
+                return await self.publish(exchange, count, rate, seed, True, warm_up)
 
-            await self.warm_up(
-                "siloflow", running, self.names.agents_exchange, True, self.silo_commits, progress
-            )
+            await self.warm_up("siloflow", running, publish, self.silo_commits, progress)
             progress(f"siloflow: {self.options.reports:,} reports as fast as they are taken")
             peak = await self.measure(
                 "siloflow", running, publish, self.silo_commits, self.options.reports, 0, 1
@@ -234,12 +241,12 @@ class Bench(Deployment):
             )
             exchange = baseline.exchange_name(self.namespace)
 
-            async def publish(count: int, rate: float, seed: int) -> dict[str, Any]:
-                return await self.publish(exchange, count, rate, seed, False)
+            async def publish(
+                count: int, rate: float, seed: int, warm_up: bool = False
+            ) -> dict[str, Any]:
+                return await self.publish(exchange, count, rate, seed, False, warm_up)
 
-            await self.warm_up(
-                "baseline", running, exchange, False, self.baseline_commits, progress
-            )
+            await self.warm_up("baseline", running, publish, self.baseline_commits, progress)
             progress(f"baseline: {self.options.reports:,} reports as fast as they are taken")
             peak = await self.measure(
                 "baseline", running, publish, self.baseline_commits, self.options.reports, 0, 1

@@ -88,10 +88,18 @@ async def publish(settings: Settings, reports: Iterable[OutgoingReport]) -> None
             await agent.publish(signed(settings, r))
 
 
-async def drain(settings: Settings, tenants: set[str] | None = None) -> None:
-    """Ingest, router, then workers, each until its queues are empty."""
+async def route(settings: Settings, reports: Iterable[OutgoingReport] = ()) -> None:
+    """Publish the reports, then run ingest and the router until their queues are empty: what
+    was published waits in its tenant's queue."""
+    if sent := list(reports):
+        await publish(settings, sent)
     await ingest_app.run(settings, burst=True)
     await router_app.run(settings, burst=True)
+
+
+async def drain(settings: Settings, tenants: set[str] | None = None) -> None:
+    """Ingest, router, then workers, each until its queues are empty."""
+    await route(settings)
     await workers_app.run(settings, tenants=tenants, burst=True)
 
 

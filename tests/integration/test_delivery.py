@@ -35,6 +35,7 @@ from tests.integration.pipeline import (
     dead_letters,
     fetch,
     publish,
+    route,
 )
 from tests.reports import report
 from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, env_for
@@ -377,9 +378,7 @@ async def test_reports_arriving_during_a_commit_are_the_next_batch(env: Env) -> 
     settings = env.settings.model_copy(update={"batch_wait_s": 0.0})
     host = await bound_host(env, env.a)
     first, later = report("heartbeat", host), [report("heartbeat", host) for _ in range(5)]
-    await publish(settings, [first])
-    await ingest_app.run(settings, burst=True)
-    await router_app.run(settings, burst=True)
+    await route(settings, [first])
 
     # Hold the tenant's commits: its first statement waits for this lock.
     blocker = await asyncpg.connect(PG.format(db=env.a.db_name))
@@ -402,9 +401,7 @@ async def test_reports_arriving_during_a_commit_are_the_next_batch(env: Env) -> 
             return bool(rows[0]["n"])
 
         await eventually(first_commit_waits, "the lone report's commit starts")
-        await publish(settings, later)
-        await ingest_app.run(settings, burst=True)
-        await router_app.run(settings, burst=True)
+        await route(settings, later)
 
         async def all_in_hand() -> bool:
             return await unacknowledged(settings, env.a.slug) == 1 + len(later)
@@ -433,9 +430,7 @@ async def test_a_report_to_a_quiet_tenant_waits_for_no_batch(env: Env) -> None:
     settings = env.settings.model_copy(update={"batch_wait_s": 10.0})
     host = await bound_host(env, env.b)
     lone = report("heartbeat", host)
-    await publish(settings, [lone])
-    await ingest_app.run(settings, burst=True)
-    await router_app.run(settings, burst=True)
+    await route(settings, [lone])
     stop = asyncio.Event()
     started = time.monotonic()
     workers = asyncio.create_task(workers_app.run(settings, tenants={env.b.slug}, stop=stop))
@@ -461,16 +456,14 @@ async def test_a_worker_told_to_stop_while_a_batch_waits_commits_it_and_ends(env
     stop = asyncio.Event()
     workers = asyncio.create_task(workers_app.run(settings, tenants={env.a.slug}, stop=stop))
     try:
-        for sent in (first, second):
-            await publish(settings, [sent])
-            await ingest_app.run(settings, burst=True)
-            await router_app.run(settings, burst=True)
-            if sent is first:  # committed at once (the tenant was quiet); now it is busy
+        await route(settings, [first])
 
-                async def first_committed() -> bool:
-                    return uuid.UUID(first.message_id) in set(await committed_ids(env.a.db_name))
+        async def first_committed() -> bool:
+            return uuid.UUID(first.message_id) in set(await committed_ids(env.a.db_name))
 
-                await eventually(first_committed, "the first report is committed")
+        # Committed at once (the tenant was quiet); from now on the tenant is busy.
+        await eventually(first_committed, "the first report is committed")
+        await route(settings, [second])
 
         async def second_waits() -> bool:
             return await unacknowledged(settings, env.a.slug) == 1
