@@ -7,6 +7,9 @@ import asyncio
 import base64
 import os
 import secrets
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -42,10 +45,21 @@ def ensure_vhost(namespace: str) -> None:
 
 
 def delete_vhost(namespace: str) -> None:
+    """Remove the namespace's vhost and every broker user of the namespace (`<ns>-<role>`)."""
     with httpx.Client(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH, timeout=30) as api:
         response = api.delete(f"/vhosts/{namespace}")
         if response.status_code != 404:
             response.raise_for_status()
+        users = api.get("/users")
+        users.raise_for_status()
+        for user in users.json():
+            if user["name"].startswith(f"{namespace}-"):
+                api.delete(f"/users/{user['name']}")
+
+
+# Test deployments keep their state files (broker users' passwords) here, one folder per
+# namespace, removed with the namespace.
+STATE_DIR = Path(tempfile.gettempdir()) / "siloflow-tests"
 
 
 def pg_base() -> str:
@@ -69,6 +83,7 @@ def settings_for(namespace: str, **overrides: Any) -> Settings:
         "batch_wait_s": 0.01,
         "host_key_secrets": "1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "retry_max_s": 1.0,
+        "state_dir": STATE_DIR,
     }
     if os.environ.get("SILOFLOW_TEST_CREDENTIALS", "builtin") == "openbao":
         values.update(openbao_settings(namespace))
@@ -102,6 +117,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         SILOFLOW_OPENBAO_ADDR=settings.openbao_addr,
         SILOFLOW_OPENBAO_MOUNT=settings.openbao_mount,
         SILOFLOW_OPENBAO_TIMEOUT_S=str(settings.openbao_timeout_s),
+        SILOFLOW_STATE_DIR=str(settings.state_dir),
     )
     optional = {
         "SILOFLOW_CREDENTIAL_LOGIN_GROUP": settings.credential_login_group,
@@ -126,6 +142,7 @@ async def drop_namespace(namespace: str) -> None:
     """Remove every database, role and the vhost a deployment with this namespace created."""
     assert namespace.startswith(TEST_PREFIX), "only test namespaces are ever dropped"
     await asyncio.to_thread(delete_vhost, namespace)
+    shutil.rmtree(STATE_DIR / namespace, ignore_errors=True)
     from tests import openbao  # noqa: PLC0415
 
     await asyncio.to_thread(openbao.remove, namespace)  # revokes its leases, if it had any

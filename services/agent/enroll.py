@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from schemas.register import RegisterAccepted
 from services.agent.client import AgentPublisher, Identity
+from services.core.broker_users import agent_url
 from services.core.settings import Settings
 
 
@@ -26,7 +27,7 @@ async def register_hosts(
 ) -> list[Identity]:
     """Register each (enrollment token, hostname); the identities in the order asked."""
     limit = asyncio.Semaphore(concurrency)
-    async with AgentPublisher(settings.amqp_url, settings.namespace) as agent:
+    async with AgentPublisher(agent_url(settings), settings.namespace) as agent:
 
         async def one(token: str, hostname: str) -> Identity:
             async with limit:

@@ -22,6 +22,7 @@ from services.agent.client import AgentPublisher, Identity, build_report
 from services.agent.enroll import register_hosts
 from services.core import hosts as host_bindings
 from services.core import tokens
+from services.core.broker_users import agent_url
 from services.core.hostkeys import Keyring, load_keyring, sign
 from services.core.settings import Settings
 
@@ -166,7 +167,7 @@ async def simulate(
     weights = [weight for _, weight in MIX]
     outcome = Outcome()
     interval = 1 / rate_per_s if rate_per_s else 0.0
-    async with AgentPublisher(settings.amqp_url, settings.namespace) as agent:
+    async with AgentPublisher(agent_url(settings), settings.namespace) as agent:
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("publishing", total=reports)
             loop = asyncio.get_running_loop()

@@ -32,6 +32,7 @@ from services.bench.probes import (
 )
 from services.bench.processes import Running, cpu_groups, free_port, peak_rss
 from services.bench.results import Phase, SystemResult
+from services.core.broker_users import agent_url
 from services.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -57,8 +58,11 @@ class Bench(Deployment):
     async def publish(
         self, exchange: str, count: int, rate: float, seed: int, sign: bool, warm_up: bool = False
     ) -> dict[str, Any]:
+        # Siloflow's reports are published as agents publish them, with the agent user; the
+        # baseline's with the URL its own topology was declared with.
+        url = agent_url(self.settings) if sign else self.settings.amqp_url
         return await publisher.in_process(
-            self.settings.amqp_url,
+            url,
             exchange,
             self.identities,
             count=count,

@@ -12,9 +12,16 @@ import click
 from schemas.register import RegisterRejected
 from services.agent.client import AgentPublisher, Identity, RegistrationFailed, build_report
 from services.cli.common import AppContext, pass_app, run
+from services.core.broker_users import agent_url
 from services.core.errors import SiloflowError
 
 DEFAULT_STATE = Path("siloflow-agent.json")
+broker_option = click.option(
+    "--broker-url",
+    envvar="SILOFLOW_AGENT_URL",
+    help="The AMQP URL agents use (`siloflow broker agent-url` prints it). Default: this "
+    "machine's, from the file `siloflow bootstrap` wrote.",
+)
 state_option = click.option(
     "--state",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -40,14 +47,19 @@ def agent() -> None:
 @click.option("--token", required=True, help="The enrollment token an operator issued.")
 @state_option
 @click.option("--hostname", default=socket.gethostname, show_default="this host's name")
+@broker_option
 @pass_app
-def register(app: AppContext, token: str, state: Path, hostname: str) -> None:
+def register(
+    app: AppContext, token: str, state: Path, hostname: str, broker_url: str | None
+) -> None:
     """Register this host; its id and key go to the state file."""
     if state.exists():
         raise click.UsageError(f"{state} exists: this host is registered already")
 
     async def go() -> Identity | str:
-        async with AgentPublisher(app.settings.amqp_url, app.settings.namespace) as publisher:
+        async with AgentPublisher(
+            broker_url or agent_url(app.settings), app.settings.namespace
+        ) as publisher:
             try:
                 answer = await publisher.register(
                     token, hostname=hostname, fqdn=socket.getfqdn(), machine_id=_machine_id()
@@ -70,8 +82,9 @@ def register(app: AppContext, token: str, state: Path, hostname: str) -> None:
 @click.argument("kind")
 @click.option("--data", "data_json", required=True, help="The report's data, as JSON.")
 @state_option
+@broker_option
 @pass_app
-def report(app: AppContext, kind: str, data_json: str, state: Path) -> None:
+def report(app: AppContext, kind: str, data_json: str, state: Path, broker_url: str | None) -> None:
     """Publish one signed report of KIND."""
     try:
         data = json.loads(data_json)
@@ -83,7 +96,9 @@ def report(app: AppContext, kind: str, data_json: str, state: Path) -> None:
 
     async def go() -> str:
         outgoing = build_report(kind, identity.host_id, data, identity=identity)
-        async with AgentPublisher(app.settings.amqp_url, app.settings.namespace) as publisher:
+        async with AgentPublisher(
+            broker_url or agent_url(app.settings), app.settings.namespace
+        ) as publisher:
             await publisher.publish(outgoing)
         return outgoing.message_id
 

@@ -9,6 +9,7 @@ import click
 
 from services.cli.agent import agent
 from services.cli.bench import bench
+from services.cli.broker import broker
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.cli.demo import demo
 from services.cli.dlq import dlq_group
@@ -167,6 +168,7 @@ cli.add_command(dlq_group)
 cli.add_command(status)
 cli.add_command(openbao)
 cli.add_command(bench)
+cli.add_command(broker)
 
 
 def main() -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from services.cli.common import AppContext, pass_app, print_json, run
+from services.core import registry
 from services.core import topology as topology_mod
+from services.core.broker_users import BrokerRole
 from services.core.names import Names
+from services.core.tenants import registry_connection
 
 
 @click.group()
@@ -30,15 +33,21 @@ def export(app: AppContext, tenants: tuple[str, ...]) -> None:
 )
 @pass_app
 def apply(app: AppContext, overwrite_policies: bool) -> None:
-    """Declare the exchanges and fixed queues, and create missing policies."""
+    """Declare the exchanges, the fixed queues and every active tenant's queue (with their
+    bindings), and create missing policies."""
+    settings = app.settings
 
     async def go() -> list[str]:
-        connection = await topology_mod.connect(app.settings, name="topology")
+        async with registry_connection(settings) as conn:
+            active = [t.slug for t in await registry.list_tenants(conn, statuses=("active",))]
+        connection = await topology_mod.connect(settings, name="topology", role=BrokerRole.TOPOLOGY)
         try:
-            await topology_mod.declare_base(connection, Names(app.settings.namespace))
+            await topology_mod.declare_base(connection, Names(settings.namespace))
+            for slug in active:
+                await topology_mod.declare_tenant_queue(connection, Names(settings.namespace), slug)
         finally:
             await connection.close()
-        return await topology_mod.ensure_policies(app.settings, overwrite=overwrite_policies)
+        return await topology_mod.ensure_policies(settings, overwrite=overwrite_policies)
 
     written = run(go())
     click.echo("topology declared; policies written: " + (", ".join(written) or "none"))

@@ -210,14 +210,15 @@ async def settle_all(messages: list[AbstractIncomingMessage]) -> None:
 
 
 def never_raises(
-    stage: str,
+    stage: str, *, identify: bool = True
 ) -> Callable[
     [Callable[[Any, AbstractIncomingMessage], Awaitable[None]]],
     Callable[[Any, AbstractIncomingMessage], Awaitable[None]],
 ]:
     """For consumer callbacks: an unexpected error is logged with the message's identity and the
     message handed back to its queue (its delivery limit ends a poison loop), never left
-    unacknowledged with the error swallowed by the client library."""
+    unacknowledged with the error swallowed by the client library. With `identify`, every line
+    logged meanwhile names the message (its message_id and host_id)."""
 
     def wrap(
         handler: Callable[[Any, AbstractIncomingMessage], Awaitable[None]],
@@ -227,9 +228,8 @@ def never_raises(
             host_id = wire.header_text((message.headers or {}).get(wire.HOST_ID))
             observe_lag(message, stage)
             # Every line logged while handling this message says which message it is about.
-            with structlog.contextvars.bound_contextvars(
-                message_id=message.message_id, host_id=host_id, stage=stage
-            ):
+            identity = {"message_id": message.message_id, "host_id": host_id} if identify else {}
+            with structlog.contextvars.bound_contextvars(stage=stage, **identity):
                 try:
                     await handler(self, message)
                 except Exception:

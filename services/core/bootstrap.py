@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import text
 
+from services.core.broker_users import ensure_users, remove_users
 from services.core.db import asyncpg_url, one_connection, provisioner_url, server_of
 from services.core.errors import InvalidArgument, ProvisioningError, SiloflowError
 from services.core.hostkeys import ensure_keyring
@@ -98,6 +99,13 @@ async def bootstrap(settings: Settings, admin_dsn: str) -> BootstrapReport:
         report.host_key_file = str(settings.host_key_file)
         made = ensure_keyring(settings)
         (report.created if made else report.kept).append(f"host key file {settings.host_key_file}")
+    # The broker's least-privilege users, one per role (as the broker administrator the
+    # configured URLs name): from here on no siloflow process needs that administrator.
+    users = await ensure_users(settings)
+    report.created += [f"broker user {user}" for user in users.created]
+    report.kept += [f"broker user {user} (rights and password reset)" for user in users.updated]
+    if users.password_file is not None:
+        report.created.append(f"broker password file {users.password_file}")
     return report
 
 
@@ -122,6 +130,7 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
             await tenants.tenant_queue(settings, slug, declare=False)
         removed.append(f"tenant {slug}")
     removed += await topology.remove_topology(settings)
+    removed += await remove_users(settings)
     async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
         databases = [settings.registry_database]
         if settings.multitenant:

@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import registry, wire
 from services.core.amqp import Unroutable, forward, publish, publishing_channel, settle
+from services.core.broker_users import BrokerRole
 from services.core.db import registry_engine
 from services.core.names import DLQS, Names
 from services.core.outcomes import Reason
@@ -132,17 +133,17 @@ class Filters:
 
 
 def destination(letter: DeadLetter, names: Names) -> tuple[str, str]:
-    """(exchange, routing key) where a letter can succeed once its cause is fixed (pure):
-    invalid -> ingest, under the agent's routing key; unrouted -> the router; failed -> its
-    tenant's queue (or the router, when the tenant is not known)."""
-    if letter.queue == "invalid":
-        key = letter.routing_key or ""
-        if not key.startswith(wire.REPORT_PREFIX) and letter.kind:
-            key = wire.report_routing_key(letter.kind)
-        return names.agents_exchange, key
+    """(exchange, routing key) where a letter can succeed once its cause is fixed (pure): a
+    failed commit -> its tenant's queue, through the tenants' exchange; any other -> intake,
+    through the agents' exchange under the agent's routing key, to be validated and routed
+    again (its signature and body travel unchanged). Never the default exchange: it would
+    reach every queue of the vhost."""
     if letter.queue == "failed" and letter.tenant:
-        return "", names.tenant_queue(letter.tenant)
-    return "", names.router_queue
+        return names.tenants_exchange, letter.tenant
+    key = letter.routing_key or ""
+    if not key.startswith(wire.REPORT_PREFIX) and letter.kind:
+        key = wire.report_routing_key(letter.kind)
+    return names.agents_exchange, key
 
 
 def replay_headers(letter: DeadLetter) -> dict[str, Any]:
@@ -162,7 +163,7 @@ async def held(
     closes). Dead-letter queues have no delivery limit, so holding them destroys nothing."""
     names = Names(settings.namespace)
     queue_name = names.dlq(which)
-    connection = await connect(settings, name=f"dlq {which}")
+    connection = await connect(settings, name=f"dlq {which}", role=BrokerRole.DLQ)
     try:
         channel = await connection.channel()
         count = await ready_count(channel, queue_name)
@@ -255,7 +256,7 @@ async def replay(
     interval = 1 / rate_per_s if rate_per_s else 0.0
     budget = filters.limit
     tenants = await _tenant_slugs(settings)
-    publisher_connection = await connect(settings, name="dlq replay")
+    publisher_connection = await connect(settings, name="dlq replay", role=BrokerRole.DLQ)
     try:
         out = await publishing_channel(publisher_connection)
         for which in filters.queues:

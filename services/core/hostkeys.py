@@ -12,16 +12,20 @@ import base64
 import hashlib
 import hmac
 import json
-import os
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.core.errors import SettingsError
+from services.core.secretfile import write_secret_file
 from services.core.settings import Settings
 
 SECRET_BYTES = 32
+# `v<version>:<base64>`: ASCII digits only (Python's isdigit() takes '²' and '٣'), a version of at
+# most nine of them, and no more base64 than a MAC (and its padding) can need.
+SIGNATURE_RE = re.compile(r"v(?P<version>[0-9]{1,9}):(?P<mac>[A-Za-z0-9+/=]{1,88})", re.ASCII)
 
 
 def _b64(data: bytes) -> str:
@@ -58,19 +62,28 @@ class Keyring:
         return hmac.new(secret, str(host_id).encode(), hashlib.sha256).digest()
 
     def verify(
-        self, signature: str | None, message_id: str, host_id: uuid.UUID, body: bytes
+        self, signature: object, message_id: str, host_id: uuid.UUID, body: bytes
     ) -> str | None:
-        """None if the signature is right (checked in constant time), else what is wrong."""
-        if not signature:
+        """None if the signature is right (checked in constant time), else what is wrong.
+        `signature` is the header as it arrived: any AMQP value at all (text, bytes, a number,
+        a table, nothing), so whatever an agent sends is an answer here, never an exception."""
+        if signature is None or signature in ("", b""):
             return "no signature header"
-        version_text, _, mac_text = signature.partition(":")
-        if not version_text.startswith("v") or not version_text[1:].isdigit() or not mac_text:
+        if isinstance(signature, bytes | bytearray):
+            try:
+                signature = bytes(signature).decode("ascii")
+            except UnicodeDecodeError:
+                return "signature is not v<version>:<base64>"
+        if not isinstance(signature, str):
+            return f"signature header is a {type(signature).__name__}, not text"
+        parsed = SIGNATURE_RE.fullmatch(signature)
+        if parsed is None:
             return "signature is not v<version>:<base64>"
-        version = int(version_text[1:])
+        version = int(parsed["version"])
         if version not in self.secrets:
             return f"signature key version {version} is unknown (retired or never issued)"
         try:
-            given = base64.b64decode(mac_text, validate=True)
+            given = base64.b64decode(parsed["mac"], validate=True)
         except ValueError:
             return "signature is not valid base64"
         expected = hmac.new(
@@ -127,12 +140,7 @@ class Keyring:
 
 def write_keyring(path: Path, keyring: Keyring) -> None:
     """Write the key file readable by its owner only (created 0600, never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(keyring.dumps())
-    os.replace(tmp, path)
+    write_secret_file(path, keyring.dumps())
 
 
 def load_keyring(settings: Settings) -> Keyring:

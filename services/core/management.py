@@ -4,7 +4,7 @@ isolation) and queue statistics. The AMQP protocol cannot set policies, hence th
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
@@ -20,7 +20,8 @@ class Management:
 
     def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
         parts = urlsplit(base_url)
-        auth = (parts.username or "guest", parts.password or "guest")
+        auth = (unquote(parts.username or "guest"), unquote(parts.password or "guest"))
+        self.user = auth[0]
         netloc = parts.hostname or "127.0.0.1"
         if parts.port:
             netloc += f":{parts.port}"
@@ -97,6 +98,48 @@ class Management:
         )
         self._check(response, f"grant {user} on {vhost}")
 
+    async def put_user(self, name: str, *, password: str, tags: tuple[str, ...] = ()) -> None:
+        """Create the user or reset its password and tags (idempotent)."""
+        response = await self._request(
+            "PUT",
+            f"/users/{quote(name, safe='')}",
+            json={"password": password, "tags": ",".join(tags)},
+        )
+        self._check(response, f"create user {name}")
+
+    async def delete_user(self, name: str) -> bool:
+        """Delete the user; False if there was none."""
+        response = await self._request("DELETE", f"/users/{quote(name, safe='')}")
+        if response.status_code == 404:
+            return False
+        self._check(response, f"delete user {name}")
+        return True
+
+    async def users(self) -> list[str]:
+        response = await self._request("GET", "/users")
+        self._check(response, "list users")
+        return [user["name"] for user in response.json()]
+
+    async def put_permissions(
+        self, vhost: str, user: str, *, configure: str, write: str, read: str
+    ) -> None:
+        response = await self._request(
+            "PUT",
+            f"/permissions/{self._vhost(vhost)}/{quote(user, safe='')}",
+            json={"configure": configure, "write": write, "read": read},
+        )
+        self._check(response, f"set {user}'s permissions on vhost {vhost}")
+
+    async def put_topic_permissions(
+        self, vhost: str, user: str, *, exchange: str, write: str, read: str
+    ) -> None:
+        response = await self._request(
+            "PUT",
+            f"/topic-permissions/{self._vhost(vhost)}/{quote(user, safe='')}",
+            json={"exchange": exchange, "write": write, "read": read},
+        )
+        self._check(response, f"set {user}'s topic permissions on {exchange}")
+
     async def delete_vhost(self, vhost: str) -> None:
         response = await self._request("DELETE", f"/vhosts/{self._vhost(vhost)}")
         if response.status_code != 404:
@@ -118,8 +161,13 @@ class Management:
         result: list[dict[str, Any]] = response.json()
         return result
 
-    @staticmethod
-    def _check(response: httpx.Response, what: str) -> None:
+    def _check(self, response: httpx.Response, what: str) -> None:
+        if response.status_code == 401:
+            raise ManagementError(
+                f"RabbitMQ refused to {what}: its management API did not accept the user "
+                f"{self.user!r} for this (HTTP 401: wrong "
+                "password, or a user without the management tag this needs)"
+            )
         if response.status_code >= 400:
             raise ManagementError(
                 f"RabbitMQ refused to {what}: HTTP {response.status_code} {response.text[:300]}"

@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy import URL
 
 from services.core import migrator, registry, topology
+from services.core.broker_users import BrokerRole
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url, server_of
 from services.core.errors import DatabaseUnavailable
 from services.core.names import DEFAULT_PLACEMENT, Names
@@ -86,11 +87,12 @@ async def _migrate_one(
         )
 
 
-async def _ensure_broker_topology(settings: Settings) -> None:
-    """The broker's side of the control plane: exchanges, the fixed queues, the policies."""
-    connection = await topology.connect(settings, name="migrate")
+async def _ensure_broker_topology(settings: Settings, tenant_slugs: list[str]) -> None:
+    """The broker's side of the control plane: exchanges, the fixed queues, the tenants'
+    queues and their bindings, the policies (as the `topology` broker user)."""
+    connection = await topology.connect(settings, name="migrate", role=BrokerRole.TOPOLOGY)
     try:
-        await topology.ensure_topology(settings, connection)
+        await topology.ensure_topology(settings, connection, tenant_slugs)
     finally:
         await connection.close()
 
@@ -126,7 +128,9 @@ async def _run(settings: Settings, *, apply: bool) -> MigrationReport:
         return report
 
     if apply:
-        await _ensure_broker_topology(settings)
+        async with registry_connection(settings) as conn:
+            active = [t.slug for t in await registry.list_tenants(conn, statuses=("active",))]
+        await _ensure_broker_topology(settings, active)
         server = server_of(settings.registry_url)
         async with registry_connection(settings) as conn:
             await registry.ensure_placement(

@@ -120,6 +120,13 @@ class Names:
         return f"{self.namespace}.agents.unmatched"
 
     @property
+    def tenants_exchange(self) -> str:
+        """Where the router sends a report for a tenant (direct; each tenant queue is bound by
+        its slug). A named exchange, not the default one: writing to the default exchange
+        reaches every queue of the vhost, writing here reaches only this namespace's tenants."""
+        return f"{self.namespace}.tenants"
+
+    @property
     def dead_exchange(self) -> str:
         """Where every dead letter goes, routed by DLQ name (`invalid`, `unrouted`, `failed`)."""
         return f"{self.namespace}.dead"
@@ -155,6 +162,17 @@ class Names:
         if which not in DLQS:
             raise ValueError(f"unknown dead-letter queue {which!r}; expected one of {DLQS}")
         return f"{self.namespace}.dlq.{which}"
+
+    def broker_user(self, role: str) -> str:
+        """The RabbitMQ user of one broker role (`agent`, `router`, ...). Users are global to a
+        broker, so the namespace is in the name; `-` because RabbitMQ names allow it and it
+        cannot be mistaken for a queue's dot."""
+        return f"{self.namespace}-{role}"
+
+    @property
+    def broker_user_prefix(self) -> str:
+        """Every broker user of this deployment starts with this (teardown, clean-ups)."""
+        return f"{self.namespace}-"
 
     def policy(self, which: str) -> str:
         """Broker policies carry what operators tune (delivery limit, dead-lettering)."""

@@ -13,9 +13,17 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from services.core.amqp import ChannelPool, publishing_channel
+from services.core.broker_users import BrokerRole, amqp_url, user_of
 from services.core.metrics import HealthServer
+from services.core.names import Names
 from services.core.settings import Settings
-from services.core.topology import QueueSpec, connect, consumable, ensure_topology
+from services.core.topology import (
+    QueueSpec,
+    TopologyMissing,
+    connect,
+    consumable,
+    missing_queues,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +117,7 @@ class Consumption:
 
 
 async def consume_until_stopped(
-    channel: AbstractChannel,
+    channels: Broker,
     consumptions: list[Consumption],
     *,
     stop: asyncio.Event,
@@ -117,7 +125,12 @@ async def consume_until_stopped(
     drain_timeout_s: float = 30.0,
 ) -> None:
     """Consume the queues until `stop` is set (or, in burst mode, until they are drained), then
-    stop intake and wait for the messages in hand to finish."""
+    stop intake and wait for the messages in hand to finish. `TopologyMissing` if a queue is
+    not there."""
+    missing = await missing_queues(channels.connection, [c.spec.name for c in consumptions])
+    if missing:
+        raise TopologyMissing(missing)
+    channel = channels.consume
     tags = []
     for consumption in consumptions:
         queue = await consumable(channel, consumption.spec)
@@ -182,11 +195,21 @@ class Broker:
 
 
 @asynccontextmanager
-async def broker(settings: Settings, name: str) -> AsyncIterator[Broker]:
-    """Connect, declare the topology, open both channels; close on exit."""
-    connection = await connect(settings, name=name)
+async def broker(settings: Settings, name: str, role: BrokerRole) -> AsyncIterator[Broker]:
+    """Connect as the service's broker user, open both channels; close on exit. Declares
+    nothing: the service holds no right to (see `broker_users`)."""
+    connection = await connect(settings, name=name, role=role)
+    user = user_of(amqp_url(settings, role))
+    if user != Names(settings.namespace).broker_user(role.value):
+        # Allowed (an operator may hand each service its own URL), but say so: a shared or
+        # administrator login gives this service rights it never uses.
+        log.warning(
+            "broker.not_a_role_user",
+            user=user,
+            role=role.value,
+            hint="run `siloflow bootstrap` to create least-privilege broker users",
+        )
     try:
-        await ensure_topology(settings, connection)
         publish = await publishing_channel(connection)
         consume = await connection.channel()
         await consume.set_qos(prefetch_count=settings.prefetch)

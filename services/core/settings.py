@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     openbao_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
 
     # -- the broker ------------------------------------------------------------------------------
+    # Passwords of the broker users bootstrap creates, by role: `router:<pw>,workers:<pw>,...`.
+    # None means: the file `<state_dir>/<namespace>/broker-users.json` bootstrap wrote (0600);
+    # a process whose role has no password connects with amqp_url as given.
+    broker_passwords: SecretStr | None = None
     # The management HTTP API (policies, status). None means: the AMQP host on port 15672 with the
     # AMQP credentials.
     management_url: str | None = None
@@ -222,6 +226,10 @@ class Settings(BaseSettings):
     @property
     def host_key_file(self) -> Path:
         return self.state_dir / self.namespace / "host-keys.json"
+
+    @property
+    def broker_users_file(self) -> Path:
+        return self.state_dir / self.namespace / "broker-users.json"
 
     @property
     def vhost(self) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from services.core import dlq, registry
+from services.core.broker_users import BrokerRole, management_url
 from services.core.db import registry_engine
 from services.core.management import Management
 from services.core.models.registry import host_tenant
@@ -106,7 +107,7 @@ def _rate(queue: dict[str, Any], key: str) -> float:
 async def collect(settings: Settings, *, reasons: bool = True) -> Status:
     names = Names(settings.namespace)
     status = Status()
-    async with Management(settings.management_api) as api:
+    async with Management(management_url(settings, BrokerRole.STATUS)) as api:
         for queue in sorted(await api.queues(settings.vhost), key=lambda q: q["name"]):
             role = _role(names, queue["name"])
             if role is None:

@@ -12,6 +12,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core import migrator, registry, topology
+from services.core.broker_users import BrokerRole
 from services.core.credentials import credential_admin
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
 from services.core.errors import (
@@ -194,7 +195,7 @@ async def migrate_tenant_database(
 async def tenant_queue(settings: Settings, slug: str, *, declare: bool) -> None:
     """Declare (or delete) the tenant's queue; both are idempotent."""
     names = Names(settings.namespace)
-    connection = await topology.connect(settings, name="provisioner")
+    connection = await topology.connect(settings, name="provisioner", role=BrokerRole.TOPOLOGY)
     try:
         if declare:
             await topology.declare_tenant_queue(connection, names, slug)

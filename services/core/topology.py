@@ -1,6 +1,8 @@
-"""The broker topology: exchanges, quorum queues and bindings (declared idempotently by every
-service at start-up), and the policies that carry what operators tune. Queue arguments hold only
-what cannot change after declaration (queue type, single active consumer)."""
+"""The broker topology: exchanges, quorum queues and bindings, and the policies that carry what
+operators tune. Declared (idempotently) by `siloflow migrate`, `topology apply` and `tenant
+create` as the `topology` broker user; the services hold no right to declare anything and only
+check, at start-up, that what they consume exists. Queue arguments hold only what cannot change
+after declaration (queue type, single active consumer)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue, ExchangeType
 
+from services.core.broker_users import BrokerRole, amqp_url, management_url, rights, user_of
 from services.core.errors import SiloflowError, Transient
 from services.core.management import Management
 from services.core.names import DLQS, Names
@@ -32,6 +35,18 @@ TENANT_QUEUE_ARGS = {**QUORUM, "x-single-active-consumer": True}
 
 class TopologyConflict(SiloflowError):
     """Raised when an exchange or queue already exists with other arguments than siloflow's."""
+
+
+class TopologyMissing(SiloflowError):
+    """Raised when a queue a service consumes does not exist (the topology was never applied,
+    or someone deleted it): services do not declare, `siloflow migrate` does."""
+
+    def __init__(self, queues: list[str]) -> None:
+        super().__init__(
+            f"queue{'s' if len(queues) > 1 else ''} {', '.join(queues)} missing on the broker: "
+            "run `siloflow migrate` (or `siloflow topology apply`), which declares them"
+        )
+        self.queues = queues
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ def exchanges(names: Names) -> list[ExchangeSpec]:
         ExchangeSpec(
             names.agents_exchange, "topic", {"alternate-exchange": names.unmatched_exchange}
         ),
+        ExchangeSpec(names.tenants_exchange, "direct"),
         ExchangeSpec(names.dead_exchange, "direct"),
     ]
 
@@ -93,7 +109,8 @@ def queues(names: Names) -> list[QueueSpec]:
 
 
 def tenant_queue(names: Names, slug: str) -> QueueSpec:
-    return QueueSpec(names.tenant_queue(slug), TENANT_QUEUE_ARGS)
+    """A tenant's queue, bound to the tenants' exchange by its slug (where the router sends)."""
+    return QueueSpec(names.tenant_queue(slug), TENANT_QUEUE_ARGS, ((names.tenants_exchange, slug),))
 
 
 def policies(names: Names, settings: Settings) -> list[PolicySpec]:
@@ -157,10 +174,27 @@ async def _declare_all(
                 await channel.close()
 
 
+async def missing_queues(connection: AbstractConnection, names: list[str]) -> list[str]:
+    """Which of these queues do not exist. Each is asked on a channel of its own: a passive
+    declare of a missing queue closes its channel (and must never close a consuming one)."""
+    missing = []
+    for name in names:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            missing.append(name)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    return missing
+
+
 async def consumable(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
-    """The queue, declared on the consuming channel itself (same arguments, so idempotent): a
-    robust channel restores consumers only of queues it declared, after a reconnection."""
-    return await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    """The queue, declared passively on the consuming channel itself (it needs no right, and a
+    robust channel restores consumers only of queues it declared, after a reconnection). Check
+    that it exists first (`missing_queues`): a missing one closes the channel."""
+    return await channel.declare_queue(spec.name, passive=True)
 
 
 async def declare_base(connection: AbstractConnection, names: Names) -> None:
@@ -186,7 +220,7 @@ async def ensure_policies(settings: Settings, *, overwrite: bool = False) -> lis
     `overwrite`). Returns the names written."""
     names = Names(settings.namespace)
     written = []
-    async with Management(settings.management_api) as api:
+    async with Management(management_url(settings, BrokerRole.TOPOLOGY)) as api:
         for spec in policies(names, settings):
             if not overwrite and await api.get_policy(settings.vhost, spec.name) is not None:
                 continue
@@ -212,11 +246,15 @@ class BrokerUnavailable(Transient):
     """Raised when RabbitMQ cannot be reached (or refuses the login) at start-up."""
 
 
-async def connect(settings: Settings, *, name: str) -> aio_pika.abc.AbstractRobustConnection:
-    """A robust (self-reconnecting) connection, named for the management console."""
+async def connect(
+    settings: Settings, *, name: str, role: BrokerRole | None
+) -> aio_pika.abc.AbstractRobustConnection:
+    """A robust (self-reconnecting) connection as `role`'s broker user (`None`: the configured
+    URL's, the broker administrator of bootstrap and teardown), named for the console."""
+    url = amqp_url(settings, role)
     try:
         return await aio_pika.connect_robust(
-            settings.amqp_url,
+            url,
             client_properties={"connection_name": f"siloflow {name}"},
             reconnect_interval=RECONNECT_INTERVAL_S,
             # A broker that accepts TCP but never starts the handshake must not hang us.
@@ -224,16 +262,21 @@ async def connect(settings: Settings, *, name: str) -> aio_pika.abc.AbstractRobu
             connection_class=CoalescingRobustConnection,
         )
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
-        url = urlsplit(settings.amqp_url)
+        parts = urlsplit(url)
         raise BrokerUnavailable(
-            f"RabbitMQ at {url.hostname}:{url.port or 5672} (vhost {settings.vhost!r}) is "
-            f"unreachable: {exc or type(exc).__name__}"
+            f"RabbitMQ at {parts.hostname}:{parts.port or 5672} (vhost {settings.vhost!r}, user "
+            f"{user_of(url)!r}) is unreachable: {exc or type(exc).__name__}"
         ) from exc
 
 
-async def ensure_topology(settings: Settings, connection: AbstractConnection) -> None:
-    """Everything a service needs to exist before it consumes or publishes."""
-    await declare_base(connection, Names(settings.namespace))
+async def ensure_topology(
+    settings: Settings, connection: AbstractConnection, tenant_slugs: Sequence[str] = ()
+) -> None:
+    """Everything the services need to exist before they consume or publish: the exchanges, the
+    fixed queues, these tenants' queues (their bindings too), the policies. As `topology`."""
+    names = Names(settings.namespace)
+    await declare_base(connection, names)
+    await _declare_all(connection, [tenant_queue(names, slug) for slug in tenant_slugs])
     await ensure_policies(settings)
 
 
@@ -241,7 +284,8 @@ async def ensure_topology(settings: Settings, connection: AbstractConnection) ->
 
 
 def definitions(settings: Settings, tenant_slugs: Sequence[str] = ()) -> dict[str, Any]:
-    """The topology as a management-console definitions document (Overview > Import)."""
+    """The topology as a management-console definitions document (Overview > Import): the
+    exchanges, queues, bindings and policies, and the broker users with their rights."""
     names = Names(settings.namespace)
     vhost = settings.vhost
     doc: dict[str, Any] = {
@@ -284,6 +328,40 @@ def definitions(settings: Settings, tenant_slugs: Sequence[str] = ()) -> dict[st
                     "arguments": {},
                 }
             )
+    # The broker users and their rights, without passwords (an empty hash: nobody logs in as
+    # them until `siloflow bootstrap`, or `rabbitmqctl change_password`, sets one).
+    doc["users"], doc["permissions"], doc["topic_permissions"] = [], [], []
+    for role in BrokerRole:
+        user = names.broker_user(role.value)
+        granted = rights(names, role)
+        doc["users"].append(
+            {
+                "name": user,
+                "password_hash": "",
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": list(granted.tags),
+                "limits": {},
+            }
+        )
+        doc["permissions"].append(
+            {
+                "user": user,
+                "vhost": vhost,
+                "configure": granted.configure,
+                "write": granted.write,
+                "read": granted.read,
+            }
+        )
+        doc["topic_permissions"] += [
+            {
+                "user": user,
+                "vhost": vhost,
+                "exchange": topic.exchange,
+                "write": topic.write,
+                "read": topic.read,
+            }
+            for topic in granted.topics
+        ]
     for p in policies(names, settings):
         doc["policies"].append(
             {
@@ -303,7 +381,7 @@ async def remove_topology(settings: Settings) -> list[str]:
     tenants). Messages still queued are lost: this is for tearing a deployment down."""
     names = Names(settings.namespace)
     removed = []
-    connection = await connect(settings, name="teardown")
+    connection = await connect(settings, name="teardown", role=None)
     try:
         channel = await connection.channel()
         for spec in queues(names):

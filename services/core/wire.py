@@ -12,6 +12,10 @@ CONTENT_TYPE = "application/json"
 # Registration requests; answered through RabbitMQ's direct reply-to pseudo-queue.
 REGISTER_KEY = "register"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# The routing keys an agent may publish at all (its broker user's topic permission): a report of
+# any kind, known or not (an unknown kind is dead-lettered with its reason, so a fleet that
+# upgrades before the servers loses nothing), and registration.
+AGENT_ROUTING_KEYS = r"^(report\.[a-z][a-z0-9_]*|register)$"
 
 # Headers an agent sets.
 HOST_ID = "host_id"

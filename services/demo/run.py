@@ -24,6 +24,7 @@ from rich.live import Live
 from services.agent.simulate import Outcome, enroll_fleet, simulate
 from services.core import dlq, migrate, registry
 from services.core.bootstrap import bootstrap, teardown
+from services.core.broker_users import BrokerRole, management_url
 from services.core.management import Management
 from services.core.names import Names
 from services.core.settings import Settings
@@ -77,7 +78,7 @@ class Watcher:
         return counts
 
     async def queues(self) -> dict[str, int]:
-        async with Management(self.settings.management_api) as api:
+        async with Management(management_url(self.settings, BrokerRole.STATUS)) as api:
             listed = await api.queues(self.settings.vhost)
         prefix = f"{self.names.namespace}.dlq."
         return {
@@ -143,7 +144,7 @@ def stop_services(process: subprocess.Popen[bytes]) -> None:
 
 async def wait_consuming(settings: Settings, queue: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
-    async with Management(settings.management_api) as api:
+    async with Management(management_url(settings, BrokerRole.STATUS)) as api:
         while time.monotonic() < deadline:
             found = await api.queue(settings.vhost, queue)
             if found and int(found.get("consumers", 0) or 0) > 0:

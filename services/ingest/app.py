@@ -12,6 +12,7 @@ import structlog
 
 from services.core import wire
 from services.core.amqp import DeadLetters
+from services.core.broker_users import BrokerRole
 from services.core.db import registry_engine
 from services.core.hostkeys import Keyring, load_keyring
 from services.core.names import Names
@@ -43,7 +44,7 @@ class SignatureVerifier:
         self._keyring = keyring
 
     def verify(self, delivery: Delivery, host_id: uuid.UUID) -> str | None:
-        signature = wire.header_text(delivery.headers.get(wire.SIGNATURE))
+        signature = delivery.headers.get(wire.SIGNATURE)  # any value at all: verify judges it
         return self._keyring.verify(signature, delivery.message_id or "", host_id, delivery.body)
 
 
@@ -70,7 +71,10 @@ async def run(
     engine = registry_engine(settings)
     databases = TenantDatabases(settings, RegistryDirectory(engine))
     try:
-        async with health(settings) as readiness, broker(settings, "ingest") as channels:
+        async with (
+            health(settings) as readiness,
+            broker(settings, "ingest", BrokerRole.INGEST) as channels,
+        ):
             readiness.ready = True
             await _consume(
                 settings,
@@ -116,7 +120,7 @@ async def _consume(
         signatures=settings.require_signatures,
     )
     await consume_until_stopped(
-        channels.consume,
+        channels,
         [
             Consumption(intake(names), reports.on_message, reports.in_flight),
             Consumption(register_inbox(names), registrations.on_message, registrations.in_flight),

@@ -68,7 +68,8 @@ class AcceptUnsigned:
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
-    if value is None:
+    """A UUID in ASCII text (uuid.UUID alone reads an Arabic-Indic digit as hex), else None."""
+    if value is None or not value.isascii():
         return None
     try:
         return uuid.UUID(value)

@@ -1,10 +1,13 @@
 """Registration, the server side: spend a token use and bind a new host in one registry
 transaction, then create the host's row in its tenant's database. Idempotent by message_id: a
-retried request gets the same host id, spends nothing more, and repairs a half-done one."""
+retried request gets the same host id, spends nothing more, and repairs a half-done one; but only
+when it presents the same enrollment token (its hash is compared in constant time), so a
+message_id alone never returns a host key."""
 
 from __future__ import annotations
 
 import base64
+import hmac
 import uuid
 from dataclasses import dataclass
 
@@ -30,6 +33,14 @@ class Registered:
     host_id: uuid.UUID
     tenant_id: uuid.UUID
     key_version: int
+    token_hash: bytes | None  # of the token the first request spent
+
+
+def same_token(registered: Registered, token: str) -> bool:
+    """Whether a retry presents the token its first request spent (constant time)."""
+    if registered.token_hash is None:
+        return False
+    return hmac.compare_digest(registered.token_hash, tokens.hash_token(token))
 
 
 class Registrar:
@@ -51,6 +62,10 @@ class Registrar:
             if isinstance(outcome, str):
                 return RegisterRejected(reason=outcome)  # type: ignore[arg-type]
             done = outcome
+        if not same_token(done, request.enrollment_token):
+            # Someone replays a registration's message_id with another token (or none that
+            # works): the answer is the one a wrong token gets, and it reveals nothing.
+            return RegisterRejected(reason="token-unknown")
         await self._ensure_host_row(done, request)
         key = self._keyring.host_key(done.host_id, done.key_version)
         return RegisterAccepted(
@@ -67,6 +82,7 @@ class Registrar:
                         registrations.c.host_id,
                         registrations.c.tenant_id,
                         registrations.c.key_version,
+                        registrations.c.token_hash,
                     ).where(registrations.c.message_id == message_id)
                 )
             ).first()
@@ -90,6 +106,7 @@ class Registrar:
                     host_id=host_id,
                     tenant_id=tenant_id,
                     token_id=token_id,
+                    token_hash=tokens.hash_token(request.enrollment_token),
                     key_version=version,
                     hostname=request.hostname,
                     fqdn=request.fqdn,
@@ -108,7 +125,7 @@ class Registrar:
                 assert previous is not None
                 return previous
             await conn.execute(insert(host_tenant).values(host_id=host_id, tenant_id=tenant_id))
-        return Registered(host_id, tenant_id, version)
+        return Registered(host_id, tenant_id, version, tokens.hash_token(request.enrollment_token))
 
     async def _ensure_host_row(self, done: Registered, request: RegisterRequest) -> None:
         async with self._engine.connect() as conn:

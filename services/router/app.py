@@ -8,6 +8,7 @@ import asyncio
 import structlog
 
 from services.core.amqp import DeadLetters
+from services.core.broker_users import BrokerRole
 from services.core.names import Names
 from services.core.outcomes import Stage
 from services.core.runtime import (
@@ -35,7 +36,10 @@ async def run(
     await directory.start()
     consumer: RouterConsumer | None = None
     try:
-        async with health(settings) as readiness, broker(settings, "router") as channels:
+        async with (
+            health(settings) as readiness,
+            broker(settings, "router", BrokerRole.ROUTER) as channels,
+        ):
             readiness.ready = True
             consumer = RouterConsumer(
                 channels.publishers,
@@ -47,7 +51,7 @@ async def run(
             )
             log.info("router.started", queue=names.router_queue, burst=burst)
             await consume_until_stopped(
-                channels.consume,
+                channels,
                 [Consumption(router_inbox(names), consumer.on_message, consumer.in_flight)],
                 stop=stop,
                 burst=burst,

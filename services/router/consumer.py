@@ -70,7 +70,10 @@ class RouterConsumer:
             queue = self._names.tenant_queue(decision.slug)
             try:
                 await publish(
-                    self._channel, "", queue, forward(message, headers={wire.TENANT: decision.slug})
+                    self._channel,
+                    self._names.tenants_exchange,
+                    decision.slug,
+                    forward(message, headers={wire.TENANT: decision.slug}),
                 )
             except Unroutable:
                 await self._dead_letter(

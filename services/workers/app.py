@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.core import registry
 from services.core.amqp import DeadLetters
+from services.core.broker_users import BrokerRole
 from services.core.db import registry_engine
 from services.core.errors import DatabaseUnavailable
 from services.core.names import Names
@@ -24,7 +25,7 @@ from services.core.registry import TenantRecord
 from services.core.runtime import broker, health, stop_on_signals, wait_drained
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
-from services.core.topology import declare_tenant_queue
+from services.core.topology import missing_queues
 from services.workers import store
 from services.workers.assignment import Shard, owner
 from services.workers.consumer import TenantConsumer
@@ -88,7 +89,17 @@ class Pinned:
             if slug in self.consumers:
                 self.consumers[slug].tenant = record  # a new placement takes effect at once
                 continue
-            await declare_tenant_queue(self._connection, self._names, slug)
+            queue = self._names.tenant_queue(slug)
+            if await missing_queues(self._connection, [queue]):
+                # Never declared here (workers hold no right to): the tenant's reports cannot
+                # be waiting anywhere else, and the router dead-letters what it cannot deliver.
+                log.error(
+                    "worker.tenant_queue_missing",
+                    tenant=slug,
+                    queue=queue,
+                    hint="run `siloflow topology apply`, which declares every tenant's queue",
+                )
+                continue
             consumer = TenantConsumer(
                 record, self._settings, self._databases, self._channel, self._dead
             )
@@ -143,7 +154,9 @@ async def run(
     pinned: Pinned | None = None
     try:
         readiness = await stack.enter_async_context(health(settings))
-        channels = await stack.enter_async_context(broker(settings, f"workers {label}"))
+        channels = await stack.enter_async_context(
+            broker(settings, f"workers {label}", BrokerRole.WORKERS)
+        )
         readiness.ready = True
         pinned = Pinned(
             settings,

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 
 from services.agent.client import AgentPublisher
+from services.core.broker_users import agent_url
 from services.core.settings import Settings
 from tests.integration.pipeline import committed_ids, signed
 from tests.reports import report
@@ -31,7 +32,7 @@ def test_run_all_burst_drains_into_each_tenant(siloflow: Siloflow, e2e_settings:
     }
 
     async def agent() -> None:
-        async with AgentPublisher(e2e_settings.amqp_url, e2e_settings.namespace) as publisher:
+        async with AgentPublisher(agent_url(e2e_settings), e2e_settings.namespace) as publisher:
             for reports in sent.values():
                 for r in reports:
                     await publisher.publish(signed(e2e_settings, r))

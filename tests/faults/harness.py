@@ -26,6 +26,7 @@ import structlog
 
 from services.agent.client import AgentPublisher, Identity, OutgoingReport, build_report
 from services.core import wire
+from services.core.broker_users import agent_url
 from services.core.hostkeys import load_keyring, sign
 from services.core.names import Names
 from services.core.outcomes import Reason
@@ -183,7 +184,7 @@ class Load:
         keyring = load_keyring(self.settings)
         hosts = [(slug, identity) for slug, ids in self.fleet.items() for identity in ids]
         interval = 1 / self.rate_per_s
-        async with AgentPublisher(self.settings.amqp_url, self.settings.namespace) as agent:
+        async with AgentPublisher(agent_url(self.settings), self.settings.namespace) as agent:
             start = time.monotonic()
             for n in itertools.count():
                 if (count is not None and n >= count) or self.stopped.is_set():

@@ -15,6 +15,7 @@ import httpx
 from services.agent.client import AgentPublisher, Identity, OutgoingReport
 from services.core import hosts, migrate, wire
 from services.core.bootstrap import bootstrap
+from services.core.broker_users import BrokerRole, agent_url, amqp_url
 from services.core.hostkeys import load_keyring, sign
 from services.core.names import Names
 from services.core.registry import TenantRecord
@@ -83,9 +84,27 @@ def sign_raw(settings: Settings, message: aio_pika.Message) -> aio_pika.Message:
 
 async def publish(settings: Settings, reports: Iterable[OutgoingReport]) -> None:
     """Publish as the reports' hosts would: signed with their keys."""
-    async with AgentPublisher(settings.amqp_url, settings.namespace) as agent:
+    async with AgentPublisher(agent_url(settings), settings.namespace) as agent:
         for r in reports:
             await agent.publish(signed(settings, r))
+
+
+async def queue_with_router_rights(
+    settings: Settings, slug: str, messages: Iterable[aio_pika.Message]
+) -> None:
+    """Put messages straight onto a tenant's queue, past validation, as the router does: with
+    the router's broker user, through the tenants' exchange. Tests of what only a buggy or
+    compromised service could send use it, and say so in their names: an agent cannot."""
+    connection = await aio_pika.connect(amqp_url(settings, BrokerRole.ROUTER))
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(
+            Names(settings.namespace).tenants_exchange, ensure=False
+        )
+        for message in messages:
+            await exchange.publish(message, routing_key=slug)
+    finally:
+        await connection.close()
 
 
 async def route(settings: Settings, reports: Iterable[OutgoingReport] = ()) -> None:

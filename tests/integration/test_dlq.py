@@ -21,7 +21,6 @@ from services.core.names import Names
 from services.core.runtime import ready_count
 from services.core.tenants import create_tenant, delete_tenant
 from services.ingest import app as ingest_app
-from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.pipeline import (
     Env,
@@ -30,6 +29,8 @@ from tests.integration.pipeline import (
     dead_letters,
     drain,
     publish,
+    queue_with_router_rights,
+    route,
 )
 from tests.integration.test_delivery import eventually
 from tests.reports import compliance, report
@@ -73,7 +74,8 @@ async def test_replay_after_a_late_binding_lands_each_report_once(env: Env) -> N
     refused = await invoke_cli(["dlq", "replay", "--host", str(host)], env.settings)
     assert refused.exit_code == 2 and "--yes" in refused.output  # nothing happened
     dry = await invoke_cli(["dlq", "replay", "--host", str(host), "--dry-run"], env.settings)
-    assert dry.exit_code == 0 and f"{env.settings.namespace}.router" in dry.output
+    # Back through the agents' exchange (validated and routed again), never the default one.
+    assert dry.exit_code == 0 and f"{env.settings.namespace}.agents" in dry.output
     replayed = await invoke_cli(["dlq", "replay", "--host", str(host), "--yes"], env.settings)
     assert replayed.exit_code == 0, replayed.output
     assert "replayed 4, skipped" in replayed.output
@@ -89,7 +91,7 @@ async def test_a_replay_that_fails_again_comes_back_with_its_reason_and_count(en
     host, [message_id] = await _unrouted(env, 1)
     summary = await dlq.replay(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
     assert summary.replayed == 1
-    await router_app.run(env.settings, burst=True)
+    await route(env.settings)  # validated and routed again: still nobody's host
     [letter] = await dlq.browse(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
     assert letter.message_id == message_id
     assert (letter.reason, letter.replays) == ("no-tenant-binding", 1)
@@ -133,8 +135,8 @@ async def test_an_interrupted_replay_loses_and_doubles_nothing(env: Env) -> None
     try:
         channel = await connection.channel()
 
-        async def some_replayed() -> bool:  # they wait in the router's inbox: nothing drains it
-            return await ready_count(channel, names.router_queue) >= 5
+        async def some_replayed() -> bool:  # they wait in intake: nothing drains it
+            return await ready_count(channel, names.intake_queue) >= 5
 
         await eventually(some_replayed, "the replay has sent a few letters back")
     finally:
@@ -207,24 +209,18 @@ async def test_move_messages_with_a_shovel_is_accepted(env: Env) -> None:
     assert {uuid.UUID(i) for i in [*ids, big.message_id]} <= committed
 
 
-async def test_letters_of_a_deleted_tenant_say_so(env: Env) -> None:
+async def test_letters_of_a_deleted_tenant_say_so_queued_with_router_rights(env: Env) -> None:
     doomed = (await create_tenant(env.settings, "initrode")).tenant
     host = await bound_host(env, doomed)
     bad_data = compliance()
     bad_data["results"][0]["status"] = "maybe"  # the database refuses it: dlq.failed
     poison = report("compliance", host, bad_data)
-    # Straight onto the tenant's queue (ingest would refuse the status), as the router puts it.
+    # Straight onto the tenant's queue (validation would refuse the status), as the router
+    # puts it there.
     message = poison.message()
     assert message.headers is not None
     message.headers["x-siloflow-tenant"] = doomed.slug
-    connection = await aio_pika.connect(env.settings.amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.default_exchange.publish(
-            message, routing_key=Names(env.settings.namespace).tenant_queue(doomed.slug)
-        )
-    finally:
-        await connection.close()
+    await queue_with_router_rights(env.settings, doomed.slug, [message])
     await workers_app.run(env.settings, tenants={doomed.slug}, burst=True)
     [before] = await dlq.browse(env.settings, dlq.Filters(queues=("failed",), tenant=doomed.slug))
     assert before.reason == "commit-rejected"

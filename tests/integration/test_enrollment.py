@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from schemas.register import RegisterAccepted, RegisterRejected
 from services.agent.client import AgentPublisher, Identity, build_report
 from services.core import hosts, tokens
+from services.core.broker_users import agent_url
 from services.core.models.registry import enrollment_tokens, host_tenant
 from services.core.tenants import create_tenant, registry_connection, set_tenant_status
 from services.ingest import app as ingest_app
@@ -40,7 +41,7 @@ async def ingest(env: Env) -> AsyncIterator[None]:
 async def _register(
     env: Env, token: str, *, message_id: uuid.UUID | None = None, hostname: str = "web-01"
 ) -> RegisterAccepted | RegisterRejected:
-    async with AgentPublisher(env.settings.amqp_url, env.settings.namespace) as agent:
+    async with AgentPublisher(agent_url(env.settings), env.settings.namespace) as agent:
         return await agent.register(
             token,
             hostname=hostname,
@@ -55,7 +56,7 @@ async def _bindings(env: Env, slug: str) -> int:
 
 
 async def _send(env: Env, *reports: object) -> None:
-    async with AgentPublisher(env.settings.amqp_url, env.settings.namespace) as agent:
+    async with AgentPublisher(agent_url(env.settings), env.settings.namespace) as agent:
         for r in reports:
             await agent.publish(r)  # type: ignore[arg-type]
 
@@ -234,6 +235,32 @@ async def test_a_lost_reply_retried_gets_the_same_host_and_spends_one_use(
     assert await fetch(env.a.db_name, "select 1 from hosts where id = $1", first.host_id)
 
 
+async def test_a_retry_with_another_token_gets_no_host_key(env: Env, ingest: None) -> None:
+    """An attacker who learnt a registration's message_id replays it with a token of their own
+    (a valid one of another tenant, a spent one, garbage): the answer is the one a wrong token
+    gets, and nothing of the first registration leaks, in the reply or the logs."""
+    issued = await tokens.issue(env.settings, env.a.slug, ttl=timedelta(hours=1), uses=1, note=None)
+    other = await tokens.issue(env.settings, env.b.slug, ttl=timedelta(hours=1), uses=5, note=None)
+    message_id = uuid.uuid4()
+    first = await _register(env, issued.token, message_id=message_id)
+    assert isinstance(first, RegisterAccepted)
+    with capture_logs() as logs:
+        for token in (other.token, issued.token + "x", "sfe_" + "A" * 43, "x"):
+            answer = await _register(env, token, message_id=message_id)
+            assert answer == RegisterRejected(reason="token-unknown"), token
+    # The rightful agent's retry still gets its answer (the check is not a lock-out) ...
+    again = await _register(env, issued.token, message_id=message_id)
+    assert isinstance(again, RegisterAccepted) and again.host_key == first.host_key
+    # ... and nothing was spent or bound by the attempts, nor is the message_id in a log line.
+    [info] = [
+        t for t in await tokens.list_tokens(env.settings, env.b.slug) if t.id == other.info.id
+    ]
+    assert info.uses_left == 5
+    assert logs, "the rejections are logged"
+    assert not [line for line in logs if str(message_id) in json.dumps(line, default=str)]
+    assert not [line for line in logs if first.host_key in json.dumps(line, default=str)]
+
+
 async def test_the_stored_hash_is_no_token(env: Env, ingest: None) -> None:
     issued = await tokens.issue(env.settings, env.a.slug, ttl=timedelta(hours=1), uses=1, note=None)
     async with registry_connection(env.settings) as conn:
@@ -300,7 +327,7 @@ async def test_a_source_guessing_tokens_is_slowed_down_and_logged(env: Env, inge
 
     with capture_logs() as logs:
         # One connection and channel: one direct reply-to address, so one source.
-        async with AgentPublisher(env.settings.amqp_url, env.settings.namespace) as guesser:
+        async with AgentPublisher(agent_url(env.settings), env.settings.namespace) as guesser:
             for _ in range(free):
                 answer = await ask(guesser, tokens.new_token())
                 assert isinstance(answer, RegisterRejected) and answer.reason == "token-unknown"

@@ -1,11 +1,19 @@
-"""Hostile input through the real ingest consumer: batches of arbitrary deliveries (the unit
-suite's strategy) published to the broker; ingest never crashes, and every one ends in exactly
-one dead-letter queue: `invalid` with the reason the pure decision gives, or `unrouted` when it
-was a valid report from a host nobody bound. None reaches a silo."""
+"""Hostile input through the real ingest consumer and the real signature verifier: batches of
+arbitrary deliveries (the unit suite's strategy), each signed with its host's real key or
+carrying a hostile signature header, published to the broker; ingest never crashes, and every one
+ends in exactly one dead-letter queue: `invalid` with the reason the pure decision gives, or
+`unrouted` when it was a valid, correctly signed report from a host nobody bound. None reaches
+a silo.
+
+Deliveries are published as agents publish, with the agent user; those whose routing key the
+agent user may not use at all (the broker refuses them: test_broker_rights.py) are published with
+the deployment's administrator URL, as a dead letter moved back by hand would arrive.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -16,14 +24,18 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from services.agent.client import AgentPublisher
+from services.core.broker_users import agent_url
+from services.core.hostkeys import load_keyring
 from services.core.names import Names
 from services.core.outcomes import Reason
+from services.core.wire import AGENT_ROUTING_KEYS
 from services.ingest import app as ingest_app
-from services.ingest.handlers import Accepted, AcceptUnsigned, Delivery, Limits, validate
+from services.ingest.app import SignatureVerifier
+from services.ingest.handlers import Accepted, Delivery, Limits, validate
 from services.router import app as router_app
 from tests.integration.pipeline import Env, committed_ids, dead_letters, sign_raw
 from tests.support import MANAGEMENT, MANAGEMENT_AUTH
-from tests.unit.test_hostile_input import deliveries
+from tests.unit.test_hostile_input import hostile_signatures, unsigned_deliveries
 
 TAG = "x-test-id"
 
@@ -65,6 +77,19 @@ def signable(delivery: Delivery) -> bool:
     return isinstance(delivery.headers.get("host_id"), str) and bool(delivery.message_id)
 
 
+SIGNED = object()  # instead of a hostile signature: the delivery is signed by its host
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[Delivery, object]:
+    """A delivery, and the hostile signature header it carries (any value, None included), or
+    SIGNED when its host signs it for real."""
+    delivery = draw(unsigned_deliveries())
+    if signable(delivery) and draw(st.booleans()):
+        return delivery, SIGNED
+    return delivery, draw(hostile_signatures)
+
+
 async def purge(env: Env, *queues: str) -> None:
     async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
         for queue in queues:
@@ -84,7 +109,9 @@ async def purge(env: Env, *queues: str) -> None:
     ],
 )
 @given(batch=st.lists(deliveries(), min_size=25, max_size=25))
-async def test_ingest_answers_every_hostile_delivery(env: Env, batch: list[Delivery]) -> None:
+async def test_ingest_answers_every_hostile_delivery(
+    env: Env, batch: list[tuple[Delivery, object]]
+) -> None:
     names = Names(env.settings.namespace)
     await purge(env, names.intake_queue, names.dlq("invalid"), names.dlq("unrouted"))
     run = uuid.uuid4().hex[:8]  # tags of this example only
@@ -94,21 +121,29 @@ async def test_ingest_answers_every_hostile_delivery(env: Env, batch: list[Deliv
         max_clock_skew=timedelta(seconds=env.settings.max_clock_skew_s),
         max_age=timedelta(seconds=env.settings.max_report_age_s),
     )
+    verifier = SignatureVerifier(load_keyring(env.settings))
     expected: dict[str, str] = {}  # tag -> "invalid" or "unrouted"
-    async with AgentPublisher(env.settings.amqp_url, env.settings.namespace) as agent:
-        for i, delivery in enumerate(batch):
+    async with (
+        AgentPublisher(agent_url(env.settings), env.settings.namespace) as agent,
+        AgentPublisher(env.settings.amqp_url, env.settings.namespace) as administrator,
+    ):
+        for i, (delivery, signature) in enumerate(batch):
             tag = f"{run}-{i}"
             message = message_of(delivery, tag)
-            if signable(delivery):
+            if signature is SIGNED:
                 sign_raw(env.settings, message)  # authentic: only the hostility differs
-            # The oracle: ingest's pure decision (the signature is real, so no verifier needed).
+            else:
+                text = signature.decode("latin-1") if isinstance(signature, bytes) else signature
+                message.headers = {**(message.headers or {}), "signature": text}
+            # The oracle: ingest's pure decision with the real verifier, on what is delivered.
             # aiormq fills in a missing message_id, so those are left to the broker's view.
             if delivery.message_id:
-                outcome = validate(
-                    as_delivered(delivery), now=now, limits=limits, verifier=AcceptUnsigned()
-                )
+                sent = dataclasses.replace(delivery, headers=dict(message.headers or {}))
+                outcome = validate(as_delivered(sent), now=now, limits=limits, verifier=verifier)
                 expected[tag] = "unrouted" if isinstance(outcome, Accepted) else "invalid"
-            await agent.publish_raw(delivery.routing_key, message)
+            allowed = re.fullmatch(AGENT_ROUTING_KEYS, delivery.routing_key) is not None
+            publisher = agent if allowed else administrator
+            await publisher.publish_raw(delivery.routing_key, message)
 
     await ingest_app.run(env.settings, burst=True)  # returns: it did not crash
     await router_app.run(env.settings, burst=True)

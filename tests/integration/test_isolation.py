@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from services.agent.client import AgentPublisher, build_report
 from services.core import hosts
+from services.core.broker_users import agent_url
 from services.core.outcomes import Reason
 from services.core.registry import TenantRecord
 from services.core.tenants import create_tenant
@@ -76,7 +77,7 @@ async def test_each_silo_holds_exactly_its_hosts_reports(
             await router_app.run(env.settings, burst=True)
             pending = False
 
-    async with AgentPublisher(env.settings.amqp_url, env.settings.namespace) as agent:
+    async with AgentPublisher(agent_url(env.settings), env.settings.namespace) as agent:
         for operation, h, t in program:
             host, current = fleet[h], model.state.get(h)
             if operation == "report":

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aio_pika
 import httpx
@@ -28,24 +30,34 @@ async def test_the_definitions_document_imports_into_a_broker(
 ) -> None:
     settings = fresh_namespace()
     document = definitions(settings, ["acme"])
+    names = Names(settings.namespace)
     async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
-        response = await api.post(
-            f"/definitions/{settings.namespace}",
-            json={k: v for k, v in document.items() if k != "vhosts"},
-        )
+        response = await api.post("/definitions", json=document)
         assert response.is_success, response.text
-        names = Names(settings.namespace)
         queue = (await api.get(f"/queues/{settings.namespace}/{names.tenant_queue('acme')}")).json()
         assert queue["arguments"] == {"x-queue-type": "quorum", "x-single-active-consumer": True}
         imported = (await api.get(f"/policies/{settings.namespace}")).json()
         assert {p["name"] for p in imported} == {p["name"] for p in document["policies"]}
-    # What services declare at start-up agrees with what was imported (no conflict).
-    connection = await connect(settings, name="test")
+        agent = names.broker_user("agent")
+        rights = (await api.get(f"/permissions/{settings.namespace}/{agent}")).json()
+        assert rights["write"] == rf"^({re.escape(names.agents_exchange)})$"
+        topics = (await api.get(f"/users/{agent}/topic-permissions")).json()
+        assert [t["exchange"] for t in topics] == [names.agents_exchange]
+    # Imported users have no password: nobody logs in as them before bootstrap sets one.
+    with pytest.raises(aio_pika.exceptions.ProbableAuthenticationError):
+        await aio_pika.connect(agent_url_with(settings, ""))
+    # What migrate declares agrees with what was imported (no conflict).
+    connection = await connect(settings, name="test", role=None)
     try:
-        await ensure_topology(settings, connection)
-        await declare_tenant_queue(connection, names, "acme")
+        await ensure_topology(settings, connection, ["acme"])
     finally:
         await connection.close()
+
+
+def agent_url_with(settings: Settings, password: str) -> str:
+    host = urlsplit(settings.amqp_url)
+    user = Names(settings.namespace).broker_user("agent")
+    return f"amqp://{user}:{password}@{host.hostname}:{host.port or 5672}/{settings.namespace}"
 
 
 async def test_a_queue_declared_otherwise_is_reported_by_name(
@@ -53,7 +65,7 @@ async def test_a_queue_declared_otherwise_is_reported_by_name(
 ) -> None:
     settings = fresh_namespace()
     names = Names(settings.namespace)
-    connection = await connect(settings, name="test")
+    connection = await connect(settings, name="test", role=None)
     try:
         channel = await connection.channel()
         await channel.declare_queue(names.router_queue, durable=True)  # a classic queue
@@ -63,12 +75,12 @@ async def test_a_queue_declared_otherwise_is_reported_by_name(
         await connection.close()
 
 
-async def test_a_poison_message_is_dead_lettered_after_the_delivery_limit(
+async def test_a_poison_message_is_dead_lettered_after_the_delivery_limit_queued_as_admin(
     fresh_namespace: Callable[..., Settings],
 ) -> None:
     settings = fresh_namespace(delivery_limit=2)
     names = Names(settings.namespace)
-    connection = await connect(settings, name="test")
+    connection = await connect(settings, name="test", role=None)
     try:
         await ensure_topology(settings, connection)
         await declare_tenant_queue(connection, names, "acme")

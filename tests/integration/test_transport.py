@@ -16,7 +16,7 @@ COUNT = 300
 
 
 async def test_a_burst_of_confirmed_publishes_leaves_in_few_writes(broker_only: Settings) -> None:
-    connection = await connect(broker_only, name="transport test")
+    connection = await connect(broker_only, name="transport test", role=None)
     try:
         factory = connection.kwargs["transport_factory"]  # type: ignore[attr-defined]
         assert isinstance(factory, CoalescingTransportFactory)

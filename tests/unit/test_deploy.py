@@ -106,7 +106,7 @@ def test_kustomize_builds_the_manifests() -> None:
     )
     assert result.returncode == 0, result.stderr
     built = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert len(built) == 13
+    assert len(built) == 14
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is missing")

@@ -115,6 +115,8 @@ registrations = Table(
         ForeignKey("registry_enrollment_tokens.id", ondelete="SET NULL"),
         nullable=True,
     ),
+    # The spent token's hash: a retry is answered only when it presents the same token.
+    Column("token_hash", LargeBinary, nullable=True),
     Column("key_version", Integer, nullable=False),
     Column("hostname", Text, nullable=False),
     Column("fqdn", Text, nullable=False),
