@@ -167,7 +167,7 @@ class Bench(Deployment):
             envs={"router": {"SILOFLOW_METRICS_PORT": str(self.router_port)}},
         )
         try:
-            queues = [self.names.intake_queue, self.names.router_queue] + [
+            queues = [self.names.intake_queue] + [
                 self.names.tenant_queue(f"t{i:04d}") for i in range(self.options.tenants)
             ]
             await self.wait_consumers(queues, timeout_s=120 + self.options.tenants * 0.2)

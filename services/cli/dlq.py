@@ -65,7 +65,9 @@ def dlq_group() -> None:
 @json_option
 @pass_app
 def list_(app: AppContext, /, as_json: bool, **options: Any) -> None:
-    """What is there, with counts by reason. Changes nothing."""
+    """What is there, with counts by reason. Changes nothing. A letter the queue holds more than
+    once (a service died between dead-lettering a report and acknowledging it) is listed once,
+    with its number of copies."""
     letters = run(dlq.browse(app.settings, _filters(**options)))
     counts = Counter((letter.queue, letter.reason) for letter in letters)
     if as_json:
@@ -85,7 +87,18 @@ def list_(app: AppContext, /, as_json: bool, **options: Any) -> None:
     )
     print_table(
         "letters",
-        ("queue", "message_id", "host", "kind", "reason", "stage", "dead at", "replays", "detail"),
+        (
+            "queue",
+            "message_id",
+            "host",
+            "kind",
+            "reason",
+            "stage",
+            "dead at",
+            "replays",
+            "copies",
+            "detail",
+        ),
         [
             (
                 x.queue,
@@ -96,11 +109,18 @@ def list_(app: AppContext, /, as_json: bool, **options: Any) -> None:
                 x.stage,
                 x.dead_at.isoformat(timespec="seconds") if x.dead_at else None,
                 x.replays,
+                x.copies,
                 (x.detail or "")[:80],
             )
             for x in letters
         ],
     )
+    if doubled := [x for x in letters if x.copies > 1]:
+        click.echo(
+            f"{len(doubled)} letter(s) held more than once (a service stopped between "
+            "dead-lettering and acknowledging): each is one report; replay sends it once and "
+            "removes its copies"
+        )
 
 
 @dlq_group.command("show")
@@ -174,7 +194,10 @@ def replay(
                 app.settings, filters, rate_per_s=rate, progress=lambda _l, _o: bar.advance(task)
             )
         )
-    click.echo(f"replayed {summary.replayed}, skipped {summary.skipped}, failed {summary.failed}")
+    copies = f" (and {summary.copies_removed} copies removed)" if summary.copies_removed else ""
+    click.echo(
+        f"replayed {summary.replayed}{copies}, skipped {summary.skipped}, failed {summary.failed}"
+    )
     for failure in summary.failures:
         click.echo(f"  failed: {failure}", err=True)
     if summary.failed:
@@ -195,4 +218,5 @@ def purge(app: AppContext, /, yes: bool, **options: Any) -> None:
     if not yes:
         raise click.UsageError(f"purging drops {count} letter(s) for good: add --yes to confirm")
     summary = run(dlq.replay(app.settings, filters, purge=True))
-    click.echo(f"purged {summary.replayed}")
+    copies = f" (and {summary.copies_removed} copies)" if summary.copies_removed else ""
+    click.echo(f"purged {summary.replayed}{copies}")

@@ -37,17 +37,25 @@ def apply(app: AppContext, overwrite_policies: bool) -> None:
     bindings), and create missing policies."""
     settings = app.settings
 
-    async def go() -> list[str]:
+    async def go() -> tuple[list[str], topology_mod.Retired]:
         async with registry_connection(settings) as conn:
             active = [t.slug for t in await registry.list_tenants(conn, statuses=("active",))]
         connection = await topology_mod.connect(settings, name="topology", role=BrokerRole.TOPOLOGY)
         try:
-            await topology_mod.declare_base(connection, Names(settings.namespace))
-            for slug in active:
-                await topology_mod.declare_tenant_queue(connection, Names(settings.namespace), slug)
+            written = await topology_mod.ensure_policies(settings, overwrite=overwrite_policies)
+            retired = await topology_mod.ensure_topology(settings, connection, active)
         finally:
             await connection.close()
-        return await topology_mod.ensure_policies(settings, overwrite=overwrite_policies)
+        return written, retired
 
-    written = run(go())
+    written, retired = run(go())
     click.echo("topology declared; policies written: " + (", ".join(written) or "none"))
+    legacy = Names(settings.namespace).router_queue
+    if retired.removed:
+        click.echo(f"removed {legacy} (the three-hop version's router queue; it was empty)")
+    elif retired.waiting or retired.consumers:
+        click.echo(
+            f"kept {legacy}: {retired.waiting} reports still wait there, {retired.consumers} "
+            "consumers on it. The router drains it (is `siloflow run router` running?); apply "
+            "again once it is empty"
+        )

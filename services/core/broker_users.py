@@ -34,7 +34,7 @@ class BrokerRole(StrEnum):
     """Who talks to the broker. Each is one RabbitMQ user per namespace."""
 
     AGENT = "agent"  # every agent: reports and registrations in, its own replies out
-    INGEST = "ingest"  # validation of reports, and the registration RPC
+    INGEST = "ingest"  # enrollment: the registration RPC
     ROUTER = "router"  # host -> tenant, onto the tenant's queue
     WORKERS = "workers"  # tenant queues -> silos
     TOPOLOGY = "topology"  # migrate, topology apply, tenant create/delete: declares and binds
@@ -97,17 +97,18 @@ def rights(names: Names, role: BrokerRole) -> Rights:
     if role is BrokerRole.INGEST:
         # Registration replies go through direct reply-to, which is the default exchange: that
         # right reaches every queue of the vhost (see docs/security.md), hence a vhost per
-        # deployment in production. Forwarding to the router uses it too.
+        # deployment in production.
         return Rights(
             configure=NOTHING,
             write=_only(DEFAULT_EXCHANGE, names.dead_exchange),
-            read=_only(names.intake_queue, names.register_queue),
+            read=_only(names.register_queue),
         )
     if role is BrokerRole.ROUTER:
+        # Reads intake, and the three-hop version's router queue while it drains.
         return Rights(
             configure=NOTHING,
             write=_only(names.tenants_exchange, names.dead_exchange),
-            read=_only(names.router_queue),
+            read=_only(names.intake_queue, names.router_queue),
         )
     if role is BrokerRole.WORKERS:
         return Rights(
@@ -116,11 +117,12 @@ def rights(names: Names, role: BrokerRole) -> Rights:
             read=_matching(_tenant_queue(names)),
         )
     if role is BrokerRole.TOPOLOGY:
-        # Declare and delete the namespace's exchanges and queues, and bind them: a binding
+        # Declare and delete the namespace's exchanges and queues (the three-hop version's router
+        # queue too, once it is empty), and bind them: a binding
         # needs write on the queue and read on the exchange; declaring the agents' exchange with
         # its alternate needs write on the alternate. It can publish to nothing but that
         # alternate (which leads to intake) and consume nothing.
-        queues = [names.intake_queue, names.register_queue, names.router_queue, *dlqs]
+        queues = [names.intake_queue, names.register_queue, *dlqs]
         return Rights(
             configure="^" + re.escape(names.namespace + "."),
             write=_matching(

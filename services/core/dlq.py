@@ -1,6 +1,12 @@
 """Dead-letter queues for operators: read them without losing anything, and replay what can now
 succeed to where it can succeed. Pure decisions (what a letter is, whether it matches, where it
-goes back to) are apart from the broker work below them."""
+goes back to, which deliveries are copies of one letter) are apart from the broker work below.
+
+Exactly once, as operators see it: a service killed after its dead-letter publish was confirmed
+and before it acked the original dead-letters that original again when it is redelivered, so a
+queue may hold two copies of one report (same message_id, same reason). Operators never see
+them twice: listing shows one letter with its number of copies, replaying sends one copy back
+and removes the others with it, purging removes them all."""
 
 from __future__ import annotations
 
@@ -12,13 +18,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import registry, wire
-from services.core.amqp import Unroutable, forward, publish, publishing_channel, settle
+from services.core.amqp import Unroutable, forward, publish, publishing_channel, settle_all
 from services.core.broker_users import BrokerRole
 from services.core.db import registry_engine
 from services.core.names import DLQS, Names
@@ -26,6 +32,8 @@ from services.core.outcomes import Reason
 from services.core.runtime import ready_count
 from services.core.settings import Settings
 from services.core.topology import connect
+
+T = TypeVar("T")
 
 # RabbitMQ's own reasons (x-first-death-reason) in siloflow's spelling.
 _BROKER_REASONS = {
@@ -53,6 +61,7 @@ class DeadLetter:
     routing_key: str | None
     headers: dict[str, Any] = field(repr=False)
     body: bytes = field(repr=False)
+    copies: int = 1  # deliveries in the queue that are this one letter
 
     def as_json(self, *, with_body: bool = False) -> dict[str, object]:
         document: dict[str, object] = {
@@ -66,6 +75,7 @@ class DeadLetter:
             "dead_at": self.dead_at.isoformat() if self.dead_at else None,
             "replays": self.replays,
             "tenant": self.tenant,
+            "copies": self.copies,
         }
         if with_body:
             document["headers"] = {
@@ -199,6 +209,23 @@ async def held(
         await connection.close()
 
 
+def copies_of(letters: list[tuple[T, DeadLetter]]) -> list[tuple[list[T], DeadLetter]]:
+    """The deliveries of a queue as operators see them (pure): copies of one letter (the same
+    message_id; a message without one is always its own) together, in the order the first copy
+    came, the letter saying how many there are."""
+    groups: dict[object, tuple[list[T], DeadLetter]] = {}
+    for delivery, letter in letters:
+        key: object = (letter.queue, letter.message_id) if letter.message_id else object()
+        if key in groups:
+            groups[key][0].append(delivery)
+        else:
+            groups[key] = ([delivery], letter)
+    return [
+        (deliveries, replace(first, copies=len(deliveries)))
+        for deliveries, first in groups.values()
+    ]
+
+
 def orphaned(letter: DeadLetter, tenants: set[str]) -> DeadLetter:
     """A letter of a tenant that no longer exists says so: its reason becomes `tenant-deleted`
     (pure; what killed it first stays in its headers)."""
@@ -225,7 +252,7 @@ async def browse(settings: Settings, filters: Filters) -> list[DeadLetter]:
         async with held(settings, which) as (_, letters):
             found += [
                 letter
-                for letter in (orphaned(x, tenants) for _, x in letters)
+                for letter in (orphaned(x, tenants) for _, x in copies_of(letters))
                 if filters.matches(letter, now)
             ]
     return found[: filters.limit] if filters.limit else found
@@ -233,9 +260,10 @@ async def browse(settings: Settings, filters: Filters) -> list[DeadLetter]:
 
 @dataclass
 class ReplaySummary:
-    replayed: int = 0
+    replayed: int = 0  # letters sent back (or, purging, dropped)
     skipped: int = 0
     failed: int = 0
+    copies_removed: int = 0  # further copies of replayed letters, removed with them
     by_reason: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
 
@@ -261,15 +289,17 @@ async def replay(
         out = await publishing_channel(publisher_connection)
         for which in filters.queues:
             async with held(settings, which) as (_, letters):
-                for message, found in letters:
+                for messages, found in copies_of(letters):
                     letter = orphaned(found, tenants)
                     if not filters.matches(letter, now) or budget == 0:
                         summary.skipped += 1
                         continue
-                    outcome = await _send_back(out, names, message, letter, purge=purge)
+                    outcome = await _send_back(out, names, messages[0], letter, purge=purge)
                     if outcome == "ok":
-                        await settle(message)
+                        # Every copy leaves with the one sent back (after its confirm).
+                        await settle_all(messages)
                         summary.replayed += 1
+                        summary.copies_removed += len(messages) - 1
                         summary.by_reason[letter.reason] += 1
                         if budget is not None:
                             budget -= 1

@@ -92,7 +92,7 @@ async def _ensure_broker_topology(settings: Settings, tenant_slugs: list[str]) -
     queues and their bindings, the policies (as the `topology` broker user)."""
     connection = await topology.connect(settings, name="migrate", role=BrokerRole.TOPOLOGY)
     try:
-        await topology.ensure_topology(settings, connection, tenant_slugs)
+        await topology.ensure_topology(settings, connection, tenant_slugs)  # logs a kept queue
     finally:
         await connection.close()
 

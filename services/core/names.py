@@ -106,7 +106,7 @@ class Names:
 
     # -- RabbitMQ --------------------------------------------------------------------------------
     # Dots separate words so the console's Queues tab reads as a tree: `<ns>.intake`,
-    # `<ns>.router`, `<ns>.tenant.<slug>`, `<ns>.dlq.<reason>`.
+    # `<ns>.register`, `<ns>.tenant.<slug>`, `<ns>.dlq.<reason>`.
 
     @property
     def agents_exchange(self) -> str:
@@ -142,6 +142,8 @@ class Names:
 
     @property
     def router_queue(self) -> str:
+        """The third hop of the three-hop version (validated reports waiting for the router):
+        drained by the router and deleted by `migrate` once empty; never declared."""
         return f"{self.namespace}.router"
 
     @property

@@ -91,8 +91,8 @@ def _role(names: Names, queue: str) -> str | None:
         return "intake"
     if queue == names.register_queue:
         return "register"
-    if queue == names.router_queue:
-        return "router"
+    if queue == names.router_queue:  # the three-hop version's, while the router drains it
+        return "legacy"
     if queue.startswith(names.tenant_queue_prefix):
         return "tenant"
     if queue.startswith(f"{names.namespace}.dlq."):

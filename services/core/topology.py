@@ -92,7 +92,10 @@ def intake(names: Names) -> QueueSpec:
     )
 
 
-def router_inbox(names: Names) -> QueueSpec:
+def legacy_router_inbox(names: Names) -> QueueSpec:
+    """`<ns>.router`, the third hop of siloflow before two hops: validated reports waiting for
+    their tenant. Never declared any more; the router drains it while it exists, and `migrate`
+    (or `topology apply`) deletes it once it is empty (`retire_legacy`)."""
     return QueueSpec(names.router_queue, QUORUM)
 
 
@@ -101,8 +104,8 @@ def register_inbox(names: Names) -> QueueSpec:
 
 
 def queues(names: Names) -> list[QueueSpec]:
-    """The queues that exist whatever the tenants: intake, router inbox, dead letters."""
-    result = [intake(names), register_inbox(names), router_inbox(names)]
+    """The queues that exist whatever the tenants: intake, registrations, dead letters."""
+    result = [intake(names), register_inbox(names)]
     # Dead-letter queues have no delivery limit and no policy: looking at them never destroys.
     result += [QueueSpec(names.dlq(d), QUORUM, ((names.dead_exchange, d),)) for d in DLQS]
     return result
@@ -130,7 +133,6 @@ def policies(names: Names, settings: Settings) -> list[PolicySpec]:
     return [
         PolicySpec(names.policy("intake"), rf"^{ns}\.intake$", limited("invalid")),
         PolicySpec(names.policy("register"), rf"^{ns}\.register$", limited("invalid")),
-        PolicySpec(names.policy("router"), rf"^{ns}\.router$", limited("unrouted")),
         PolicySpec(names.policy("tenants"), rf"^{ns}\.tenant\.", limited("failed")),
     ]
 
@@ -172,6 +174,49 @@ async def _declare_all(
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+
+@dataclass(frozen=True)
+class Retired:
+    """What became of the three-hop version's `<ns>.router` queue."""
+
+    removed: bool  # deleted now
+    waiting: int  # reports still in it (then it was kept)
+    consumers: int = 0  # consumers on it (then it was kept: they may hold reports unacked)
+
+
+async def retire_legacy(settings: Settings, connection: AbstractConnection) -> Retired:
+    """Delete `<ns>.router` and its policy once the queue is empty and nobody consumes it (a
+    consumer may hold reports unacknowledged, which a delete would lose); never a queue with
+    reports in it: the router drains it first. (Quorum queues refuse `queue.delete` with
+    if-empty, closing the whole connection, so the queue's own counts are read first; nobody
+    publishes to it any more, so they cannot change between the two.)"""
+    names = Names(settings.namespace)
+    queue = legacy_router_inbox(names).name
+    removed = False
+    if not await missing_queues(connection, [queue]):
+        channel = await connection.channel()
+        try:
+            declared = (await channel.declare_queue(queue, passive=True)).declaration_result
+            waiting, consumers = int(declared.message_count or 0), int(declared.consumer_count or 0)
+            if waiting or consumers:
+                log.warning(
+                    "topology.legacy_queue_kept",
+                    queue=queue,
+                    waiting=waiting,
+                    consumers=consumers,
+                    hint="the router drains it; run `siloflow topology apply` once it is empty",
+                )
+                return Retired(removed=False, waiting=waiting, consumers=consumers)
+            await channel.queue_delete(queue)
+            removed = True
+            log.info("topology.legacy_queue_removed", queue=queue)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    async with Management(management_url(settings, BrokerRole.TOPOLOGY)) as api:
+        await api.delete_policy(settings.vhost, names.policy("router"))
+    return Retired(removed=removed, waiting=0)
 
 
 async def missing_queues(connection: AbstractConnection, names: list[str]) -> list[str]:
@@ -271,13 +316,15 @@ async def connect(
 
 async def ensure_topology(
     settings: Settings, connection: AbstractConnection, tenant_slugs: Sequence[str] = ()
-) -> None:
+) -> Retired:
     """Everything the services need to exist before they consume or publish: the exchanges, the
-    fixed queues, these tenants' queues (their bindings too), the policies. As `topology`."""
+    fixed queues, these tenants' queues (their bindings too), the policies; and the three-hop
+    version's router queue gone, if it is empty. As `topology`."""
     names = Names(settings.namespace)
     await declare_base(connection, names)
     await _declare_all(connection, [tenant_queue(names, slug) for slug in tenant_slugs])
     await ensure_policies(settings)
+    return await retire_legacy(settings, connection)
 
 
 # -- the operator's copy -------------------------------------------------------------------------
@@ -384,7 +431,7 @@ async def remove_topology(settings: Settings) -> list[str]:
     connection = await connect(settings, name="teardown", role=None)
     try:
         channel = await connection.channel()
-        for spec in queues(names):
+        for spec in [*queues(names), legacy_router_inbox(names)]:
             await channel.queue_delete(spec.name)
             removed.append(f"queue {spec.name}")
         for ex in reversed(exchanges(names)):
@@ -393,7 +440,7 @@ async def remove_topology(settings: Settings) -> list[str]:
     finally:
         await connection.close()
     async with Management(settings.management_api) as api:
-        for policy in policies(names, settings):
+        for policy in [*policies(names, settings), PolicySpec(names.policy("router"), "", {})]:
             await api.delete_policy(settings.vhost, policy.name)
             removed.append(f"policy {policy.name}")
     return removed

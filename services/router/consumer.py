@@ -1,11 +1,15 @@
-"""The router's consumer: read the host from the headers (the body is not parsed again), resolve
-it, publish to the tenant's queue (mandatory, confirmed) or dead-letter, then ack. A registry
-that cannot be reached is a wait, never a dead letter."""
+"""The router's consumer, the one service between agents and tenant queues: decode -> validate
+(size, routing key, properties, headers, signature, body) -> resolve the host -> publish to the
+tenant's queue (mandatory, confirmed) or dead-letter -> ack, every outcome decided here. A
+publish that is not confirmed leaves the delivery unacked, so the broker redelivers it: nothing
+is acked before its next home has it. A registry that cannot be reached is a wait, never a dead
+letter."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -17,6 +21,7 @@ from services.core.amqp import (
     Unroutable,
     forward,
     never_raises,
+    now_ms,
     publish,
     settle,
 )
@@ -25,16 +30,42 @@ from services.core.names import Names
 from services.core.outcomes import Reason
 from services.core.runtime import InFlight, stopped_within
 from services.router.directory import RouterDirectory
-from services.router.handlers import HostBinding, Route, TenantState, decide
+from services.router.handlers import (
+    Accepted,
+    Delivery,
+    HostBinding,
+    Limits,
+    Route,
+    TenantState,
+    Verifier,
+    decide,
+    validate,
+)
 
 log = structlog.get_logger(__name__)
 
 
+def original_routing_key(message: AbstractIncomingMessage) -> str:
+    """The agent's routing key. A dead letter moved back into intake by hand (the console's Move
+    messages) arrives under the queue's name and carries the original in a header."""
+    key = message.routing_key or ""
+    if not key.startswith(wire.REPORT_PREFIX):
+        recorded = wire.header_text((message.headers or {}).get(wire.ROUTING_KEY))
+        if recorded and recorded.startswith(wire.REPORT_PREFIX):
+            return recorded
+    return key
+
+
 class RouterConsumer:
+    """Validates, resolves and forwards the reports of `<ns>.intake`; and, while a deployment
+    upgraded from three hops still has some, the already validated reports of `<ns>.router`."""
+
     def __init__(
         self,
         publish_channel: Publisher,
         names: Names,
+        limits: Limits,
+        verifier: Verifier,
         directory: RouterDirectory,
         dead_letters: DeadLetters,
         *,
@@ -43,6 +74,8 @@ class RouterConsumer:
     ) -> None:
         self._channel = publish_channel
         self._names = names
+        self._limits = limits
+        self._verifier = verifier
         self._directory = directory
         self._dead = dead_letters
         self._stop = stop
@@ -51,7 +84,37 @@ class RouterConsumer:
         self.routed = 0
 
     @never_raises("router")
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_report(self, message: AbstractIncomingMessage) -> None:
+        """A report as an agent published it (or as a replay sends it back)."""
+        with self.in_flight:
+            delivery = Delivery(
+                routing_key=original_routing_key(message),
+                message_id=message.message_id,
+                content_type=message.content_type,
+                type=message.type,
+                headers=message.headers or {},
+                body=message.body,
+            )
+            outcome = validate(
+                delivery, now=datetime.now(UTC), limits=self._limits, verifier=self._verifier
+            )
+            if not isinstance(outcome, Accepted):
+                await self._dead_letter(message, outcome.reason, outcome.detail)
+                return
+            metrics.labelled(metrics.REPORTS, "router", "accepted").inc()
+            headers = {
+                wire.HOST_ID: str(outcome.host_id),
+                wire.KIND: outcome.kind,
+                wire.RECEIVED_AT: now_ms(),
+            }
+            await self._route(
+                message, outcome.host_id, headers, str(outcome.message_id), outcome.kind
+            )
+
+    @never_raises("router")
+    async def on_validated(self, message: AbstractIncomingMessage) -> None:
+        """A report the ingest of a three-hop deployment validated and left in `<ns>.router`
+        (its headers say whose it is): resolve and forward, as that version's router did."""
         with self.in_flight:
             raw = wire.header_text((message.headers or {}).get(wire.HOST_ID))
             try:
@@ -59,37 +122,49 @@ class RouterConsumer:
             except ValueError:
                 await self._dead_letter(message, Reason.BAD_HOST_ID, f"header host_id {raw!r}")
                 return
-            looked_up = await self._lookup(host_id)
-            if looked_up is None:  # stopping while the registry is down: hand it back
-                await settle(message, requeue=True)
-                return
-            decision = decide(host_id, *looked_up)
-            if not isinstance(decision, Route):
-                await self._dead_letter(message, decision.reason, decision.detail)
-                return
+            await self._route(message, host_id, {}, None, None)
+
+    async def _route(
+        self,
+        message: AbstractIncomingMessage,
+        host_id: uuid.UUID,
+        headers: dict[str, object],
+        message_id: str | None,
+        kind: str | None,
+    ) -> None:
+        looked_up = await self._lookup(host_id)
+        if looked_up is None:  # stopping while the registry is down: hand it back
+            await settle(message, requeue=True)
+            return
+        decision = decide(host_id, *looked_up)
+        if not isinstance(decision, Route):
+            await self._dead_letter(message, decision.reason, decision.detail)
+            return
+        outgoing = forward(
+            message,
+            headers={**headers, wire.TENANT: decision.slug},
+            message_id=message_id,
+            kind=kind,
+        )
+        try:
+            await publish(self._channel, self._names.tenants_exchange, decision.slug, outgoing)
+        except Unroutable:
             queue = self._names.tenant_queue(decision.slug)
-            try:
-                await publish(
-                    self._channel,
-                    self._names.tenants_exchange,
-                    decision.slug,
-                    forward(message, headers={wire.TENANT: decision.slug}),
-                )
-            except Unroutable:
-                await self._dead_letter(
-                    message,
-                    Reason.TENANT_QUEUE_MISSING,
-                    f"tenant {decision.slug!r} has no queue {queue!r}",
-                    tenant=decision.slug,
-                )
-                return
-            except Exception:
-                log.exception("router.publish_failed", message_id=message.message_id)
-                await settle(message, requeue=True)
-                return
-            self.routed += 1
-            metrics.labelled(metrics.REPORTS, "router", "routed").inc()
-            await settle(message)
+            await self._dead_letter(
+                message,
+                Reason.TENANT_QUEUE_MISSING,
+                f"tenant {decision.slug!r} has no queue {queue!r}",
+                tenant=decision.slug,
+            )
+            return
+        except Exception:
+            # Not confirmed: hand it back (or, on a closed channel, the broker will).
+            log.exception("router.publish_failed", message_id=message.message_id)
+            await settle(message, requeue=True)
+            return
+        self.routed += 1
+        metrics.labelled(metrics.REPORTS, "router", "routed").inc()
+        await settle(message)
 
     async def _lookup(
         self, host_id: uuid.UUID

@@ -21,18 +21,16 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import httpx
 import structlog
 
 from services.agent.client import AgentPublisher, Identity, OutgoingReport, build_report
-from services.core import wire
+from services.core import dlq, wire
 from services.core.broker_users import agent_url
 from services.core.hostkeys import load_keyring, sign
-from services.core.names import Names
 from services.core.outcomes import Reason
 from services.core.settings import Settings
 from tests import reports
-from tests.support import MANAGEMENT, MANAGEMENT_AUTH, env_for, pg_base
+from tests.support import env_for, pg_base
 
 log = structlog.get_logger(__name__)
 
@@ -293,9 +291,10 @@ class Found:
 
 
 async def look(settings: Settings, tenants: dict[str, str]) -> Found:
-    """Every silo's ledger of committed reports, and every letter in the dead-letter queues
-    (read through the management API without consuming: dead-letter queues have no delivery
-    limit, so reading them costs nothing)."""
+    """Every silo's ledger of committed reports, and every letter in the dead-letter queues as
+    operators see them (`siloflow dlq list`: copies of one letter, left by a service killed
+    between its dead-letter publish and its ack, are one letter; dead-letter queues have no
+    delivery limit, so reading them costs nothing)."""
     found = Found()
     for slug, database in tenants.items():
         conn = await asyncpg.connect(f"{pg_base()}/{database}")
@@ -304,22 +303,8 @@ async def look(settings: Settings, tenants: dict[str, str]) -> Found:
         finally:
             await conn.close()
         found.silos[slug] = Counter(str(r["message_id"]) for r in rows)
-    names = Names(settings.namespace)
-    async with httpx.AsyncClient(
-        base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH, timeout=60
-    ) as api:
-        for dlq in ("invalid", "unrouted", "failed"):
-            response = await api.post(
-                f"/queues/{settings.namespace}/{names.dlq(dlq)}/get",
-                json={"count": 100_000, "ackmode": "ack_requeue_true", "encoding": "base64"},
-            )
-            response.raise_for_status()
-            for letter in response.json():
-                properties = letter["properties"]
-                reason = str(properties.get("headers", {}).get(wire.REASON, "?"))
-                found.letters.setdefault(str(properties.get("message_id")), []).append(
-                    (dlq, reason)
-                )
+    for letter in await dlq.browse(settings, dlq.Filters()):
+        found.letters.setdefault(str(letter.message_id), []).append((letter.queue, letter.reason))
     return found
 
 
@@ -364,12 +349,10 @@ def account(scenario: str, load: Load, found: Found) -> Tally:
             continue
         letters = found.letters.get(message_id, [])
         committed_in = [p for p in places if not p.startswith("dlq.")]
-        # A resent invalid report may be dead-lettered once per copy the broker took: that is
-        # the agent's retry, not the pipeline doubling. Anything else seen twice is a double.
+        # Anything seen twice, as operators see it, is a double: two silos, a silo and a
+        # dead-letter queue, two dead-letter queues.
         distinct = set(committed_in) | {f"dlq.{d}/{r}" for d, r in letters}
-        copies = len(committed_in) + (
-            len(set(letters)) if message_id in load.resent else len(letters)
-        )
+        copies = len(committed_in) + len(letters)
         if copies > 1:
             tally.duplicated += 1
             tally.problems.append(f"{message_id} found {copies} times: {sorted(distinct)}")

@@ -1,5 +1,6 @@
 """Driving the real pipeline in tests: publish as an agent, then run each service in burst mode
-(drain, then exit), in order. No sleeps: a burst returns when its queues are empty."""
+(drain, then exit), in order: the router, then the workers. No sleeps: a burst returns when its
+queues are empty."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from services.core.names import Names
 from services.core.registry import TenantRecord
 from services.core.settings import Settings
 from services.core.tenants import create_tenant
-from services.ingest import app as ingest_app
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, pg_base
@@ -108,16 +108,15 @@ async def queue_with_router_rights(
 
 
 async def route(settings: Settings, reports: Iterable[OutgoingReport] = ()) -> None:
-    """Publish the reports, then run ingest and the router until their queues are empty: what
-    was published waits in its tenant's queue."""
+    """Publish the reports, then run the router until intake is empty: what was published waits
+    in its tenant's queue (or a dead-letter queue)."""
     if sent := list(reports):
         await publish(settings, sent)
-    await ingest_app.run(settings, burst=True)
     await router_app.run(settings, burst=True)
 
 
 async def drain(settings: Settings, tenants: set[str] | None = None) -> None:
-    """Ingest, router, then workers, each until its queues are empty."""
+    """The router, then workers, each until its queues are empty."""
     await route(settings)
     await workers_app.run(settings, tenants=tenants, burst=True)
 

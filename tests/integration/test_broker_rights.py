@@ -123,6 +123,7 @@ REFUSED: list[tuple[BrokerRole, str, Action]] = [
     (BrokerRole.AGENT, "delete a tenant queue", lambda c, n: c.queue_delete(tenant(n))),
     # -- services: each only its own queues and exchanges ----------------------------------------
     (BrokerRole.INGEST, "consume a tenant queue", consuming(tenant)),
+    (BrokerRole.INGEST, "consume intake", consuming(INTAKE)),
     (BrokerRole.INGEST, "tenants' exchange", to(TENANTS, TENANT_QUEUE)),
     (BrokerRole.INGEST, "declare a queue", declaring(MINE)),
     (BrokerRole.ROUTER, "consume a tenant queue", consuming(tenant)),
@@ -152,7 +153,7 @@ ALLOWED: list[tuple[BrokerRole, str, Action]] = [
     (BrokerRole.AGENT, "a registration", to(AGENTS, "register")),
     (BrokerRole.AGENT, "its direct reply-to", consuming(lambda _n: DIRECT_REPLY_TO, no_ack=True)),
     (BrokerRole.INGEST, "consume register", consuming(lambda n: n.register_queue)),
-    (BrokerRole.ROUTER, "consume its inbox", consuming(lambda n: n.router_queue)),
+    (BrokerRole.ROUTER, "consume intake", consuming(INTAKE)),
     (BrokerRole.ROUTER, "the tenants' exchange", to(TENANTS, "nobody")),
     (BrokerRole.WORKERS, "consume a tenant queue", consuming(tenant)),
     (BrokerRole.WORKERS, "the dead-letter exchange", to(DEAD, "nowhere")),

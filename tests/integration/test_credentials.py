@@ -21,7 +21,6 @@ from services.core.names import Names
 from services.core.settings import Settings
 from services.core.tenancy import RegistryDirectory, TenantDatabases
 from services.core.tenants import create_tenant, delete_tenant
-from services.ingest import app as ingest_app
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests import openbao
@@ -109,8 +108,7 @@ async def logins_of(settings: Settings, slug: str) -> list[str]:
 
 
 async def forward(settings: Settings) -> None:
-    """Ingest and router drain what was published; the worker under test runs throughout."""
-    await ingest_app.run(settings, burst=True)
+    """The router drains what was published; the worker under test runs throughout."""
     await router_app.run(settings, burst=True)
 
 

@@ -23,7 +23,6 @@ from services.core import hosts
 from services.core.names import Names
 from services.core.settings import Settings
 from services.core.tenants import create_tenant, set_tenant_status
-from services.ingest import app as ingest_app
 from services.router import app as router_app
 from services.router.directory import RouterDirectory
 from services.workers import app as workers_app
@@ -109,7 +108,6 @@ async def test_a_running_router_routes_a_host_bound_after_its_first_report(env: 
         host = uuid.uuid4()
         first = report("heartbeat", host)
         await publish(env.settings, [first])
-        await ingest_app.run(env.settings, burst=True)
 
         async def first_unrouted() -> bool:
             letters = await dead_letters(env.settings, "unrouted")
@@ -119,8 +117,6 @@ async def test_a_running_router_routes_a_host_bound_after_its_first_report(env: 
         await hosts.bind(env.settings, host, env.a.slug, move=False)
         second = report("heartbeat", host)
         await publish(env.settings, [second])
-        await ingest_app.run(env.settings, burst=True)
-        await workers_app.run(env.settings, tenants={env.a.slug}, burst=True)
 
         async def second_committed() -> bool:
             await workers_app.run(env.settings, tenants={env.a.slug}, burst=True)
@@ -138,7 +134,6 @@ async def test_a_tenant_database_down_holds_its_reports_while_others_flow(env: E
     held = [report("heartbeat", host_down) for _ in range(20)]
     flowing = [report("heartbeat", host_up) for _ in range(20)]
     await publish(env.settings, held + flowing)
-    await ingest_app.run(env.settings, burst=True)
     await router_app.run(env.settings, burst=True)
 
     await admin(f'alter database "{down.db_name}" allow_connections false')
@@ -179,7 +174,6 @@ async def test_a_worker_killed_mid_run_loses_and_doubles_nothing(env: Env) -> No
     hosts_ = [await bound_host(env, env.b) for _ in range(10)]
     sent = [report("heartbeat", hosts_[i % 10]) for i in range(1500)]
     await publish(env.settings, sent)
-    await ingest_app.run(env.settings, burst=True)
     await router_app.run(env.settings, burst=True)
     before = set(await committed_ids(env.b.db_name))
 
@@ -221,7 +215,6 @@ async def test_a_worker_killed_mid_run_loses_and_doubles_nothing(env: Env) -> No
 async def test_services_reconnect_after_their_connections_are_cut(env: Env) -> None:
     stop = asyncio.Event()
     services = [
-        asyncio.create_task(ingest_app.run(env.settings, stop=stop)),
         asyncio.create_task(router_app.run(env.settings, stop=stop)),
         asyncio.create_task(workers_app.run(env.settings, tenants={env.a.slug}, stop=stop)),
     ]
@@ -248,7 +241,7 @@ async def test_services_reconnect_after_their_connections_are_cut(env: Env) -> N
                     str(c.get("client_properties", {}).get("connection_name"))  # type: ignore[union-attr]
                     for c in connections
                 }
-                return {"siloflow ingest", "siloflow router"} <= names and any(
+                return "siloflow router" in names and any(
                     n.startswith("siloflow workers") for n in names
                 )
 
@@ -312,7 +305,6 @@ async def test_workers_follow_tenants_created_suspended_and_deleted(env: Env) ->
         host = await bound_host(env, tenant)
         first = report("heartbeat", host)
         await publish(env.settings, [first])
-        await ingest_app.run(env.settings, burst=True)
         await router_app.run(env.settings, burst=True)
 
         async def landed() -> bool:
@@ -338,7 +330,6 @@ async def test_the_router_holds_reports_while_the_registry_is_down(env: Env) -> 
     host = await bound_host(env, env.a)
     held = report("heartbeat", host)
     await publish(env.settings, [held])
-    await ingest_app.run(env.settings, burst=True)
     registry = env.settings.registry_database
     await admin(f'alter database "{registry}" allow_connections false')
     await admin(

@@ -1,7 +1,8 @@
 """Dead-letter tooling on the real broker: listing changes nothing, replay lands a report exactly
 once after its cause is fixed, a replay that fails again comes back with its new reason, an
-interrupted replay loses and doubles nothing, purge drops only what matches, and the console's
-Move messages (a shovel) is accepted too."""
+interrupted replay loses and doubles nothing, purge drops only what matches, the console's Move
+messages (a shovel) is accepted too, and a letter the queue holds twice is one letter to
+operators."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import uuid
 
 import aio_pika
 import httpx
+from prometheus_client import REGISTRY
 
 from services.core import dlq, hosts
+from services.core.broker_users import BrokerRole, amqp_url
 from services.core.names import Names
 from services.core.runtime import ready_count
 from services.core.tenants import create_tenant, delete_tenant
-from services.ingest import app as ingest_app
+from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.pipeline import (
     Env,
@@ -104,7 +107,7 @@ async def test_an_invalid_report_replays_through_ingest_once_the_limit_is_raised
     big = report("packages", host)
     await publish(env.settings, [big])
     strict = env.settings.model_copy(update={"max_report_bytes": 2048})
-    await ingest_app.run(strict, burst=True)  # a limit too low: the "bug" to fix
+    await router_app.run(strict, burst=True)  # a limit too low: the "bug" to fix
     letters = await dlq.browse(env.settings, dlq.Filters(queues=("invalid",), reason="too-large"))
     assert big.message_id in {x.message_id for x in letters}
     await dlq.replay(env.settings, dlq.Filters(queues=("invalid",), reason="too-large"))
@@ -172,7 +175,7 @@ async def test_move_messages_with_a_shovel_is_accepted(env: Env) -> None:
     await hosts.bind(env.settings, big_host, env.a.slug, move=False)
     big = report("packages", big_host)
     await publish(env.settings, [big])
-    await ingest_app.run(env.settings.model_copy(update={"max_report_bytes": 2048}), burst=True)
+    await router_app.run(env.settings.model_copy(update={"max_report_bytes": 2048}), burst=True)
     # Leave nothing else in the queues the shovels empty.
     for letter in await dlq.browse(env.settings, dlq.Filters(queues=("unrouted", "invalid"))):
         if letter.message_id not in {*ids, big.message_id}:
@@ -182,7 +185,7 @@ async def test_move_messages_with_a_shovel_is_accepted(env: Env) -> None:
     vhost = env.settings.namespace
     async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
         for source, target in (
-            (names.dlq("unrouted"), names.router_queue),
+            (names.dlq("unrouted"), names.intake_queue),
             (names.dlq("invalid"), names.intake_queue),
         ):
             body = {
@@ -228,3 +231,68 @@ async def test_letters_of_a_deleted_tenant_say_so_queued_with_router_rights(env:
     [after] = await dlq.browse(env.settings, dlq.Filters(queues=("failed",), tenant=doomed.slug))
     assert (after.message_id, after.reason) == (poison.message_id, "tenant-deleted")
     assert after.headers["x-siloflow-reason"] == "commit-rejected"  # the first cause is kept
+
+
+async def _copy_of(env: Env, letter: dlq.DeadLetter) -> None:
+    """A second copy of a letter, as a router killed between its dead-letter publish being
+    confirmed and its ack of the original leaves one (the redelivered original is dead-lettered
+    again): published with the router's rights, to the dead-letter exchange."""
+    connection = await aio_pika.connect(amqp_url(env.settings, BrokerRole.ROUTER))
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(
+            Names(env.settings.namespace).dead_exchange, ensure=False
+        )
+        await exchange.publish(
+            aio_pika.Message(
+                letter.body,
+                message_id=letter.message_id,
+                type=letter.kind,
+                headers=letter.headers,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=letter.queue,
+        )
+    finally:
+        await connection.close()
+
+
+def routed() -> float:
+    """Reports this process's router has put on tenant queues so far."""
+    value = REGISTRY.get_sample_value(
+        "siloflow_reports_total", {"stage": "router", "outcome": "routed"}
+    )
+    return value or 0.0
+
+
+async def test_a_letter_held_twice_is_one_letter_replayed_once(env: Env) -> None:
+    host, [message_id] = await _unrouted(env, 1)
+    [letter] = await dlq.browse(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
+    await _copy_of(env, letter)
+    [seen] = await dlq.browse(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
+    assert (seen.message_id, seen.copies) == (message_id, 2)
+    listed = await invoke_cli(["dlq", "list", "--host", str(host), "--json"], env.settings)
+    document = json.loads(listed.output)
+    assert document["counts"] == [{"queue": "unrouted", "reason": "no-tenant-binding", "count": 1}]
+    assert [x["copies"] for x in document["letters"]] == [2]
+
+    await hosts.bind(env.settings, host, env.a.slug, move=False)
+    replayed = await invoke_cli(["dlq", "replay", "--host", str(host), "--yes"], env.settings)
+    assert "replayed 1 (and 1 copies removed)" in replayed.output, replayed.output
+    assert not await dlq.browse(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
+    before = routed()
+    await drain(env.settings, env.slugs)
+    assert routed() - before == 1  # one copy went back, so one report was routed
+    assert uuid.UUID(message_id) in await committed_ids(env.a.db_name)
+
+
+async def test_purging_a_letter_held_twice_removes_every_copy(env: Env) -> None:
+    host, [message_id] = await _unrouted(env, 1)
+    [letter] = await dlq.browse(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
+    await _copy_of(env, letter)
+    purged = await invoke_cli(["dlq", "purge", "--host", str(host), "--yes"], env.settings)
+    assert "purged 1 (and 1 copies)" in purged.output, purged.output
+    left = [
+        d for d in await dead_letters(env.settings, "unrouted") if d["message_id"] == message_id
+    ]
+    assert left == []

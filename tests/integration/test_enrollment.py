@@ -62,7 +62,6 @@ async def _send(env: Env, *reports: object) -> None:
 
 
 async def _downstream(env: Env) -> None:
-    await ingest_app.run(env.settings, burst=True)
     await router_app.run(env.settings, burst=True)
     await workers_app.run(env.settings, tenants=env.slugs, burst=True)
 

@@ -1,9 +1,9 @@
-"""Hostile input through the real ingest consumer and the real signature verifier: batches of
-arbitrary deliveries (the unit suite's strategy), each signed with its host's real key or
-carrying a hostile signature header, published to the broker; ingest never crashes, and every one
-ends in exactly one dead-letter queue: `invalid` with the reason the pure decision gives, or
-`unrouted` when it was a valid, correctly signed report from a host nobody bound. None reaches
-a silo.
+"""Hostile input through the real router and the real signature verifier: batches of arbitrary
+deliveries (the unit suite's strategy), each signed with its host's real key or carrying a
+hostile signature header, published to the broker; the router never crashes, and every one ends
+in exactly one dead-letter queue: `invalid` with the reason the pure decision gives, or
+`unrouted` when it was a valid, correctly signed report from a host nobody bound. None reaches a
+silo.
 
 Deliveries are published as agents publish, with the agent user; those whose routing key the
 agent user may not use at all (the broker refuses them: test_broker_rights.py) are published with
@@ -30,9 +30,8 @@ from services.core.names import Names
 from services.core.outcomes import Reason
 from services.core.wire import AGENT_ROUTING_KEYS
 from services.ingest import app as ingest_app
-from services.ingest.app import SignatureVerifier
-from services.ingest.handlers import Accepted, Delivery, Limits, validate
 from services.router import app as router_app
+from services.router.handlers import Accepted, Delivery, Limits, SignatureVerifier, validate
 from tests.integration.pipeline import Env, committed_ids, dead_letters, sign_raw
 from tests.support import MANAGEMENT, MANAGEMENT_AUTH
 from tests.unit.test_hostile_input import hostile_signatures, unsigned_deliveries
@@ -56,7 +55,7 @@ def message_of(delivery: Delivery, tag: str) -> aio_pika.Message:
 
 
 def as_delivered(delivery: Delivery) -> Delivery:
-    """What ingest receives for `delivery`: the wire drops an empty content type or type (pamqp
+    """What the router receives for `delivery`: the wire drops an empty content type or type (pamqp
     sends no property for an empty string), and `message_of` sends bytes headers as text."""
     return dataclasses.replace(
         delivery,
@@ -109,7 +108,7 @@ async def purge(env: Env, *queues: str) -> None:
     ],
 )
 @given(batch=st.lists(deliveries(), min_size=25, max_size=25))
-async def test_ingest_answers_every_hostile_delivery(
+async def test_the_router_answers_every_hostile_delivery(
     env: Env, batch: list[tuple[Delivery, object]]
 ) -> None:
     names = Names(env.settings.namespace)
@@ -135,7 +134,7 @@ async def test_ingest_answers_every_hostile_delivery(
             else:
                 text = signature.decode("latin-1") if isinstance(signature, bytes) else signature
                 message.headers = {**(message.headers or {}), "signature": text}
-            # The oracle: ingest's pure decision with the real verifier, on what is delivered.
+            # The oracle: the router's pure decision with the real verifier, on what is delivered.
             # aiormq fills in a missing message_id, so those are left to the broker's view.
             if delivery.message_id:
                 sent = dataclasses.replace(delivery, headers=dict(message.headers or {}))
@@ -145,8 +144,8 @@ async def test_ingest_answers_every_hostile_delivery(
             publisher = agent if allowed else administrator
             await publisher.publish_raw(delivery.routing_key, message)
 
-    await ingest_app.run(env.settings, burst=True)  # returns: it did not crash
-    await router_app.run(env.settings, burst=True)
+    await router_app.run(env.settings, burst=True)  # returns: it did not crash
+    await ingest_app.run(env.settings, burst=True)  # what the `register` key took there
 
     where: dict[str, list[str]] = {}
     for dlq in ("invalid", "unrouted"):

@@ -19,7 +19,6 @@ from services.core.broker_users import agent_url
 from services.core.outcomes import Reason
 from services.core.registry import TenantRecord
 from services.core.tenants import create_tenant
-from services.ingest import app as ingest_app
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.pipeline import Env, committed_ids, dead_letters, identity_of
@@ -73,7 +72,6 @@ async def test_each_silo_holds_exactly_its_hosts_reports(
         """Route what was published under the bindings as they are now."""
         nonlocal pending
         if pending:
-            await ingest_app.run(env.settings, burst=True)
             await router_app.run(env.settings, burst=True)
             pending = False
 

@@ -1,4 +1,4 @@
-"""The pipeline end to end on the real broker and database: agents -> ingest -> router -> tenant
+"""The pipeline end to end on the real broker and database: agents -> intake -> router -> tenant
 queues -> workers -> tenant silos, and every dead-letter path, driven in burst mode."""
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ async def test_malformed_reports_are_dead_lettered_invalid_with_their_reason(env
         assert case in letters, f"{case} was not dead-lettered"
         headers = letters[case]["headers"]
         assert headers["x-siloflow-reason"] == reason, (case, headers["x-siloflow-detail"])
-        assert headers["x-siloflow-stage"] == "ingest"
+        assert headers["x-siloflow-stage"] == "router"
         assert letters[case]["message_id"] == message.message_id
     assert not set(await committed_ids(env.a.db_name)) & {
         uuid.UUID(m.message_id)

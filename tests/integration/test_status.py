@@ -43,7 +43,7 @@ async def test_status_json_matches_the_broker_and_the_silos(env: Env) -> None:
             assert listed[queue["name"]]["messages"] == queue.get("messages", 0), queue["name"]
     assert {
         names.intake_queue,
-        names.router_queue,
+        names.register_queue,
         names.tenant_queue(env.a.slug),
         names.dlq("unrouted"),
     } <= set(listed)

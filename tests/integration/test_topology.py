@@ -68,8 +68,10 @@ async def test_a_queue_declared_otherwise_is_reported_by_name(
     connection = await connect(settings, name="test", role=None)
     try:
         channel = await connection.channel()
-        await channel.declare_queue(names.router_queue, durable=True)  # a classic queue
-        with pytest.raises(TopologyConflict, match=rf"queue '{names.router_queue}' already exists"):
+        await channel.declare_queue(names.register_queue, durable=True)  # a classic queue
+        with pytest.raises(
+            TopologyConflict, match=rf"queue '{names.register_queue}' already exists"
+        ):
             await ensure_topology(settings, connection)
     finally:
         await connection.close()

@@ -95,8 +95,8 @@ def test_the_agent_reaches_only_the_agents_exchange_with_protocol_keys() -> None
 @pytest.mark.parametrize(
     ("role", "reads"),
     [
-        (BrokerRole.INGEST, {"siloflow.intake", "siloflow.register"}),
-        (BrokerRole.ROUTER, {"siloflow.router"}),
+        (BrokerRole.INGEST, {"siloflow.register"}),
+        (BrokerRole.ROUTER, {"siloflow.intake", "siloflow.router"}),
         (BrokerRole.WORKERS, {"siloflow.tenant.acme", "siloflow.tenant.a-b", "siloflow.tenant.x9"}),
         (BrokerRole.DLQ, {"siloflow.dlq.invalid", "siloflow.dlq.unrouted", "siloflow.dlq.failed"}),
         (BrokerRole.STATUS, set()),

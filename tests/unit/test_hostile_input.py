@@ -1,5 +1,5 @@
 """Hostile input, property-based, through the real signature verifier with real host keys:
-whatever arrives, ingest's decision is an answer (accepted, or rejected with a reason and a
+whatever arrives, the router's validation is an answer (accepted, or rejected with a reason and a
 detail), never an exception; a hostile signature header is `bad-signature`; oversized bodies are
 refused before anything parses them; an accepted report means exactly what it says, and a
 correctly signed one is accepted."""
@@ -18,9 +18,16 @@ from hypothesis import strategies as st
 from schemas.reports import REPORT_MODELS
 from services.core.hostkeys import Keyring, sign
 from services.core.outcomes import Reason
-from services.ingest import handlers
-from services.ingest.app import SignatureVerifier
-from services.ingest.handlers import Accepted, AcceptUnsigned, Delivery, Limits, Rejected, validate
+from services.router import handlers
+from services.router.handlers import (
+    Accepted,
+    AcceptUnsigned,
+    Delivery,
+    Limits,
+    Rejected,
+    SignatureVerifier,
+    validate,
+)
 from tests.reports import BUILDERS
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -34,7 +34,7 @@ def test_policies_cover_waiting_queues_and_never_a_dead_letter_queue() -> None:
     settings = load_settings(namespace="blue")
     names = Names("blue")
     specs = policies(names, settings)
-    covered = {names.intake_queue, names.router_queue, names.tenant_queue("acme")}
+    covered = {names.intake_queue, names.register_queue, names.tenant_queue("acme")}
     for queue in covered:
         matching = [p for p in specs if re.search(p.pattern, queue)]
         assert len(matching) == 1, queue  # one policy applies per queue: never ambiguous

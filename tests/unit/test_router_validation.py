@@ -1,4 +1,5 @@
-"""Ingest's decision, table-driven: each malformed delivery gets its reason; a valid one passes."""
+"""The router's validation, table-driven: each malformed delivery gets its reason; a valid one
+passes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.core.outcomes import Reason
-from services.ingest.handlers import Accepted, AcceptUnsigned, Delivery, Limits, Rejected, validate
+from services.router.handlers import Accepted, AcceptUnsigned, Delivery, Limits, Rejected, validate
 from tests.reports import BUILDERS
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

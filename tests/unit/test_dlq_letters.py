@@ -1,0 +1,71 @@
+"""Dead letters as data: copies of one letter are one letter to operators, and each letter goes
+back where it can succeed (never through the default exchange)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.core import wire
+from services.core.dlq import DeadLetter, copies_of, destination, read_letter
+from services.core.names import Names
+
+NAMES = Names("blue")
+
+
+def letter(queue: str, message_id: str | None, **headers: Any) -> DeadLetter:
+    return read_letter(queue, message_id, headers.pop("kind", None), headers, b"{}")
+
+
+def test_copies_of_one_letter_are_one_with_their_count_in_first_seen_order() -> None:
+    deliveries = [
+        ("d1", letter("unrouted", "a")),
+        ("d2", letter("unrouted", "b")),
+        ("d3", letter("unrouted", "a")),
+        ("d4", letter("unrouted", None)),  # no message_id: never a copy of anything
+        ("d5", letter("unrouted", None)),
+        ("d6", letter("invalid", "a")),  # another queue: another letter
+        ("d7", letter("unrouted", "a")),
+    ]
+    grouped = copies_of(deliveries)
+    assert [(held, x.message_id, x.copies) for held, x in grouped] == [
+        (["d1", "d3", "d7"], "a", 3),
+        (["d2"], "b", 1),
+        (["d4"], None, 1),
+        (["d5"], None, 1),
+        (["d6"], "a", 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("queue", "headers", "kind", "expected"),
+    [
+        # A failed commit goes straight back to its tenant, through the tenants' exchange.
+        ("failed", {wire.TENANT: "acme"}, "heartbeat", ("blue.tenants", "acme")),
+        # One whose tenant is unknown is validated and routed again.
+        ("failed", {}, "heartbeat", ("blue.agents", "report.heartbeat")),
+        # An invalid report keeps the routing key it was published with.
+        (
+            "invalid",
+            {wire.ROUTING_KEY: "report.hardware"},
+            None,
+            ("blue.agents", "report.hardware"),
+        ),
+        ("invalid", {wire.ROUTING_KEY: "metrics.cpu"}, None, ("blue.agents", "metrics.cpu")),
+        # An unrouted one died under the queue's own key: its kind gives the agent's back.
+        (
+            "unrouted",
+            {wire.ROUTING_KEY: "blue.intake"},
+            "heartbeat",
+            ("blue.agents", "report.heartbeat"),
+        ),
+    ],
+)
+def test_where_a_letter_goes_back(
+    queue: str, headers: dict[str, str], kind: str | None, expected: tuple[str, str]
+) -> None:
+    found = read_letter(queue, "m", kind, headers, b"{}")
+    exchange, key = destination(found, NAMES)
+    assert (exchange, key) == expected
+    assert exchange, "never the default exchange: it reaches every queue of the vhost"
