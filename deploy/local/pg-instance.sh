@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A PostgreSQL server of its own on this machine, beside the system one: for the fault suite
-# (restart or crash the server under load without touching anyone else's) and for trying a
-# second database server for tenant placements.
+# (restart or crash the server under load without touching anyone else's), the benchmark (a
+# server that runs nothing else, commit timestamps on) and a second server for placements.
 #
 #   deploy/local/pg-instance.sh start      initdb (first time) and start on $SILOFLOW_PG_PORT
 #   deploy/local/pg-instance.sh restart    a fast restart (sessions cut, nothing lost)
@@ -10,8 +10,9 @@
 #   deploy/local/pg-instance.sh stop       stop and remove its data directory
 #   deploy/local/pg-instance.sh env        the admin DSN that reaches it
 #
-# Loopback only, trust authentication for `postgres`, data in $SILOFLOW_PG_DIR. As root, the
-# server runs as the `postgres` user (PostgreSQL refuses to run as root).
+# Loopback only, trust authentication for `postgres`, data in $SILOFLOW_PG_DIR, at most
+# $SILOFLOW_PG_MAX_CONNECTIONS sessions (300), commit timestamps on. As root, the server runs as the
+# `postgres` user (PostgreSQL refuses to run as root).
 set -euo pipefail
 
 PORT=${SILOFLOW_PG_PORT:-5440}
@@ -35,7 +36,10 @@ start() {
 listen_addresses = '127.0.0.1'
 port = $PORT
 unix_socket_directories = '$DIR'
-max_connections = 300
+max_connections = ${SILOFLOW_PG_MAX_CONNECTIONS:-300}
+# Each transaction's commit time (pg_xact_commit_timestamp): the bench times every report to the
+# end of the commit that made it durable, for both systems alike, at no cost to either.
+track_commit_timestamp = on
 EOF
     fi
     ctl -o "-p $PORT" start >/dev/null
@@ -57,5 +61,5 @@ case "${1:-}" in
         say "stopped and removed $DIR"
         ;;
     env) echo "postgresql://postgres@127.0.0.1:$PORT/postgres" ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

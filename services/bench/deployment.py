@@ -22,7 +22,6 @@ import httpx
 
 from services.agent.client import Identity
 from services.agent.enroll import register_hosts
-from services.bench.probes import tenant_sessions
 from services.bench.processes import Running, start
 from services.core import migrate, tokens
 from services.core.bootstrap import bootstrap, teardown
@@ -46,17 +45,39 @@ class Options:
     seed: int = 7
     baseline: bool = True
     warm_up: bool = True  # each host reports once, untimed, before the timed phases
-    admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # A superuser DSN of the PostgreSQL server to run on; None: a server of the bench's own,
+    # started for the run and removed after (`servers.postgres`).
+    admin_dsn: str | None = None
+    runs: int = 3  # siloflow/baseline pairs, interleaved; the ratios are their medians
     worker_processes: int = 0  # siloflow's default: one per CPU
     window: int = 500  # publisher confirms in flight
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="siloflow-bench-")))
+
+
+async def check_broker(base: Settings, tenants: int) -> None:
+    """Refuse, before creating anything, a tenant count the broker's file descriptors cannot
+    hold: each quorum queue keeps files open, and a node short of descriptors stops answering
+    AMQP handshakes (a node with 927 wedged at about 310 tenant queues)."""
+    async with httpx.AsyncClient(base_url=f"{base.management_api}/api", timeout=30) as api:
+        nodes = (await api.get("/nodes")).json()
+    limits = [int(n["fd_total"]) for n in nodes if n.get("running") and n.get("fd_total")]
+    needed = FDS_PER_QUEUE * tenants + FDS_SPARE
+    if limits and min(limits) < needed:
+        raise InvalidArgument(
+            f"{tenants} tenants need about {needed:,} file descriptors on the broker, which "
+            f"allows {min(limits):,}: raise its limit (ulimit -n), or run a node that has one "
+            "(deploy/local/rabbit-cluster.sh start 1, then use the settings "
+            "`deploy/local/rabbit-cluster.sh env` prints)"
+        )
 
 
 class Deployment:
     """What the bench runs on, and how it starts, watches and removes it."""
 
     def __init__(self, base: Settings, options: Options) -> None:
+        assert options.admin_dsn is not None, "the server is chosen before the deployment"
         self.options = options
+        self.admin_dsn: str = options.admin_dsn
         self.namespace = f"bench{secrets.token_hex(4)}"
         self.names = Names(self.namespace)
         self.base = base
@@ -68,11 +89,11 @@ class Deployment:
             host_key_secrets="1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
             # The registry (and so every tenant database's default placement) on the server
             # the admin DSN names: `--admin-dsn` picks the PostgreSQL server the bench runs on.
-            registry_dsn=f"{options.admin_dsn.rsplit('/', 1)[0]}/{self.namespace}_registry",
+            registry_dsn=f"{self.admin_dsn.rsplit('/', 1)[0]}/{self.namespace}_registry",
             credentials=base.credentials,
             log_level="warning",
         )
-        self.pg = options.admin_dsn.rsplit("/", 1)[0]
+        self.pg = self.admin_dsn.rsplit("/", 1)[0]
         self.identities: list[Identity] = []
         self.tenant_dbs: list[str] = []
         self.baseline_dbs: list[str] = []
@@ -103,21 +124,6 @@ class Deployment:
         async with httpx.AsyncClient(base_url=f"{self.base.management_api}/api", timeout=30) as api:
             return await api.request(method, path, **kwargs)
 
-    async def check_broker(self) -> None:
-        """Refuse, before creating anything, a tenant count the broker's file descriptors cannot
-        hold: each quorum queue keeps files open, and a node short of descriptors stops
-        answering AMQP handshakes (a node with 927 wedged at about 310 tenant queues)."""
-        nodes = (await self.management("GET", "/nodes")).json()
-        limits = [int(n["fd_total"]) for n in nodes if n.get("running") and n.get("fd_total")]
-        needed = FDS_PER_QUEUE * self.options.tenants + FDS_SPARE
-        if limits and min(limits) < needed:
-            raise InvalidArgument(
-                f"{self.options.tenants} tenants need about {needed:,} file descriptors on the "
-                f"broker, which allows {min(limits):,}: raise its limit (ulimit -n), or run a node "
-                "that has one (deploy/local/rabbit-cluster.sh start 1, then use the settings "
-                "`deploy/local/rabbit-cluster.sh env` prints)"
-            )
-
     async def set_up(self, progress: Callable[[str], None]) -> None:
         (await self.management("PUT", f"/vhosts/{self.namespace}")).raise_for_status()
         user = httpx.URL(self.base.management_api).username or "guest"
@@ -126,7 +132,7 @@ class Deployment:
             f"/permissions/{self.namespace}/{user}",
             json={"configure": ".*", "write": ".*", "read": ".*"},
         )
-        await bootstrap(self.settings, self.options.admin_dsn)
+        await bootstrap(self.settings, self.admin_dsn)
         await migrate.migrate(self.settings)
         progress(f"provisioning {self.options.tenants} tenants")
         slugs = [f"t{i:04d}" for i in range(self.options.tenants)]
@@ -178,9 +184,9 @@ class Deployment:
 
     async def tear_down(self) -> None:
         try:
-            await teardown(self.settings, self.options.admin_dsn)
+            await teardown(self.settings, self.admin_dsn)
         finally:
-            conn = await asyncpg.connect(self.options.admin_dsn)
+            conn = await asyncpg.connect(self.admin_dsn)
             try:
                 for database in self.baseline_dbs:
                     await conn.execute(f'drop database if exists "{database}" with (force)')
@@ -218,9 +224,6 @@ class Deployment:
         late), dead-letter queues left out."""
         listed = (await self.management("GET", f"/queues/{self.namespace}")).json()
         return sum(int(q.get("messages", 0) or 0) for q in listed if ".dlq." not in q["name"])
-
-    async def tenant_connections(self) -> int:
-        return await tenant_sessions(self.options.admin_dsn, self.names.login_prefix)
 
     async def dead_letters(self) -> int:
         total = 0

@@ -20,49 +20,121 @@ from services.router.directory import RouterDirectory
 
 @dataclass
 class Commits:
-    """What the databases hold of a phase: ids, each one's latency, the last commit (epoch s)."""
+    """What the databases hold of a phase: ids, each one's latency (from the report's sent_at to
+    the end of the commit that made it durable), the last commit's end (epoch s)."""
 
     ids: set[str]
     latencies: list[float]
     last_commit: float
 
 
-async def read_commits(pg: str, databases: list[str], table: str, since: datetime) -> Commits:
-    """What the databases hold of the reports sent since `since`."""
-    seen = Commits(set(), [], 0.0)
-    limit = asyncio.Semaphore(8)
-
-    async def one(database: str) -> None:
-        async with limit:
-            conn = await asyncpg.connect(f"{pg}/{database}")
-            try:
-                rows = await conn.fetch(
-                    "select message_id::text, extract(epoch from committed_at - sent_at), "
-                    f"extract(epoch from committed_at) from {table} where sent_at >= $1",
-                    since,
-                )
-            finally:
-                await conn.close()
-        for row in rows:
-            seen.ids.add(row[0])
-            seen.latencies.append(float(row[1]))
-            seen.last_commit = max(seen.last_commit, float(row[2]))
-
-    await asyncio.gather(*(one(d) for d in databases))
-    return seen
+# Time to the end of the commit: PostgreSQL's commit timestamp of the transaction that wrote the
+# row (its xmin; `track_commit_timestamp = on`), which both systems' rows carry alike. Not the
+# `committed_at` column: that is the transaction's start, before the typed writes and the COPY.
+_ROWS = """
+    select message_id::text,
+           extract(epoch from pg_xact_commit_timestamp(xmin) - sent_at),
+           extract(epoch from pg_xact_commit_timestamp(xmin))
+    from {table} where committed_at >= $1
+"""
+_COUNT = "select count(*) from {table} where committed_at >= $1"
 
 
-async def tenant_sessions(admin_dsn: str, login_prefix: str) -> int:
-    """Sessions open under tenant logins now (siloflow's services; 0 for the baseline,
-    which connects as the superuser)."""
-    conn = await asyncpg.connect(admin_dsn)
-    try:
+class Probe:
+    """The bench's view of the databases, costing the pipeline as little as it can and none of
+    its figures: one long-lived session per database (and one on the server, for sessions), so
+    polling forks no backend; each poll asks only a count; and the CPU those sessions' backends
+    spend is known by their pids and subtracted from PostgreSQL's (`cpu_s`). The rows, with their
+    commit timestamps, are read once a phase is over, after its CPU was taken.
+
+    With more databases than `PER_DATABASE_MAX`, sessions are opened for a read and closed
+    after it (a thousand idle sessions would be load of their own); then the phase waits for the
+    broker's queues to empty before counting, and counts after its CPU was read."""
+
+    PER_DATABASE_MAX = 100
+
+    def __init__(self, pg: str, databases: list[str], table: str, admin_dsn: str) -> None:
+        self._pg = pg
+        self._databases = databases
+        self._table = table
+        self._admin_dsn = admin_dsn
+        self._sessions: dict[str, asyncpg.Connection] = {}
+        self._admin: asyncpg.Connection | None = None
+        self.pids: set[int] = set()
+
+    @property
+    def long_lived(self) -> bool:
+        return len(self._databases) <= self.PER_DATABASE_MAX
+
+    async def open(self) -> Probe:
+        self._admin = await asyncpg.connect(self._admin_dsn)
+        self.pids.add(self._admin.get_server_pid())
+        if self.long_lived:
+            for database in self._databases:
+                conn = await asyncpg.connect(f"{self._pg}/{database}")
+                self._sessions[database] = conn
+                self.pids.add(conn.get_server_pid())
+        return self
+
+    async def close(self) -> None:
+        for conn in [*self._sessions.values(), *([self._admin] if self._admin else [])]:
+            await conn.close()
+        self._sessions.clear()
+        self._admin = None
+
+    async def __aenter__(self) -> Probe:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _each(self, query: str, *args: Any) -> list[list[asyncpg.Record]]:
+        if self.long_lived:
+            return [await conn.fetch(query, *args) for conn in self._sessions.values()]
+        limit = asyncio.Semaphore(8)
+
+        async def one(database: str) -> list[asyncpg.Record]:
+            async with limit:
+                conn = await asyncpg.connect(f"{self._pg}/{database}")
+                try:
+                    return list(await conn.fetch(query, *args))
+                finally:
+                    await conn.close()
+
+        return list(await asyncio.gather(*(one(d) for d in self._databases)))
+
+    async def count(self, since: datetime) -> int:
+        """Reports committed since `since` (by the transaction's start, which is later)."""
+        found = await self._each(_COUNT.format(table=self._table), since)
+        return sum(int(rows[0][0]) for rows in found)
+
+    async def commits(self, since: datetime) -> Commits:
+        """Every report committed since `since`, with its latency to its commit's end."""
+        seen = Commits(set(), [], 0.0)
+        for rows in await self._each(_ROWS.format(table=self._table), since):
+            for row in rows:
+                seen.ids.add(row[0])
+                seen.latencies.append(float(row[1]))
+                seen.last_commit = max(seen.last_commit, float(row[2]))
+        return seen
+
+    async def tenant_sessions(self, login_prefix: str) -> int:
+        """Sessions open under tenant logins now (siloflow's services; 0 for the baseline,
+        which connects as the superuser)."""
+        assert self._admin is not None, "open the probe first"
         return int(
-            await conn.fetchval(
+            await self._admin.fetchval(
                 "select count(*) from pg_stat_activity where starts_with(usename, $1)",
                 login_prefix,
             )
         )
+
+
+async def commit_timestamps_on(admin_dsn: str) -> bool:
+    """Whether the server records commit timestamps (the bench's latencies need them)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return str(await conn.fetchval("show track_commit_timestamp")) == "on"
     finally:
         await conn.close()
 

@@ -61,13 +61,13 @@ def start(
 
 
 def cpu_groups(
-    stats: dict[int, procstat.Stat], running: Running, amqp_port: int
+    stats: dict[int, procstat.Stat], running: Running, amqp_port: int, pg_port: int
 ) -> dict[str, set[int]]:
     """Each service's process tree, the RabbitMQ node serving `amqp_port` and the PostgreSQL
-    server."""
+    server listening on `pg_port`."""
     groups = {name: {pid} for name, pid in running.pids().items()}
     groups["rabbitmq"] = procstat.rabbitmq_roots(stats, amqp_port)
-    groups["postgresql"] = procstat.postgres_roots(stats)
+    groups["postgresql"] = procstat.postgres_roots(stats, pg_port)
     return groups
 
 

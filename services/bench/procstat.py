@@ -129,6 +129,17 @@ def socket_inodes(pid: int) -> set[str]:
     return found
 
 
-def postgres_roots(stats: dict[int, Stat]) -> set[int]:
-    """The PostgreSQL postmaster (its backends are its children)."""
-    return find(stats, "postgres")
+def postgres_roots(stats: dict[int, Stat], port: int | None = None) -> set[int]:
+    """The PostgreSQL postmaster listening on `port` (its backends are its children); every
+    postmaster when no port is given or it cannot be told."""
+    postmasters = find(stats, "postgres")
+    if port is None:
+        return postmasters
+    inodes = listening_inodes(port)
+    serving = {pid for pid in postmasters if inodes & socket_inodes(pid)}
+    return serving or postmasters
+
+
+def own_cpu_s(stats: dict[int, Stat], pids: set[int]) -> float:
+    """CPU seconds of these processes themselves (those still alive), children not included."""
+    return sum(stats[pid].cpu_s for pid in pids if pid in stats)

@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from services.core.broker_users import public
+
 if TYPE_CHECKING:
     from services.bench.deployment import Options
 
-# Targets of the performance issue, as ratios or limits.
-TARGET_THROUGHPUT_RATIO = 1.0
+# Targets of the performance issue (issue 17), as ratios or limits.
+TARGET_THROUGHPUT_RATIO = 0.85
+TARGET_CPU_RATIO = 1.2
 TARGET_P99_S = 0.250
 
 
@@ -30,6 +33,7 @@ class Phase:
     cpu_s: dict[str, float]
     rate: float  # the publishing rate asked for (0: as fast as possible)
     peak_tenant_connections: int = 0  # sessions under tenant logins, sampled while it ran
+    probe_cpu_s: float = 0.0  # what the bench's own sessions cost the server (not counted)
 
     @property
     def throughput(self) -> float:
@@ -88,18 +92,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def summarise(
-    namespace: str, options: Options, silo: SystemResult, base: SystemResult | None
-) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "namespace": namespace,
-        "options": {
-            k: (str(v) if k in ("workdir", "admin_dsn") else v)
-            for k, v in asdict(options).items()
-            if k != "admin_dsn"
-        },
-        "siloflow": silo.as_json(),
-    }
+def _run_document(silo: SystemResult, base: SystemResult | None) -> dict[str, Any]:
+    """One run's figures: each system's, and their ratios."""
+    document: dict[str, Any] = {"siloflow": silo.as_json()}
     valid = silo.peak.exact and silo.steady.exact and silo.dead_letters == 0
     if base is not None:
         document["baseline"] = base.as_json()
@@ -112,13 +107,64 @@ def summarise(
             "p99": _ratio(silo.steady.percentile(0.99), base.steady.percentile(0.99)),
         }
     document["valid"] = valid
+    return document
+
+
+def _median_run(runs: list[dict[str, Any]]) -> int:
+    """The run whose throughput ratio (siloflow's throughput, without a baseline) is the
+    median (the lower one of an even count): the run the tables show."""
+
+    def key(index: int) -> float:
+        document = runs[index]
+        ratio = (document.get("ratios") or {}).get("throughput")
+        return float(ratio if ratio is not None else document["siloflow"]["peak"]["throughput"])
+
+    ordered = sorted(range(len(runs)), key=key)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def summarise(
+    namespace: str, options: Options, runs: list[tuple[SystemResult, SystemResult | None]]
+) -> dict[str, Any]:
+    """Every run's figures, and at the top the median run's with the ratios' medians and
+    spread: `ratios.<name>` is the median over the runs, `spread.<name>` every run's value and
+    their range; `siloflow`/`baseline` are the median run's (its `steady.p99_s` is the p99)."""
+    documents = [_run_document(silo, base) for silo, base in runs]
+    median = documents[_median_run(documents)]
+    document: dict[str, Any] = {
+        "namespace": namespace,
+        "options": {
+            k: str(v) if k == "workdir" else public(v) if k == "admin_dsn" and v else v
+            for k, v in asdict(options).items()
+        },
+        "n": len(documents),
+        "median_run": documents.index(median) + 1,
+        "siloflow": median["siloflow"],
+        "runs": documents,
+    }
+    if "baseline" in median:
+        document["baseline"] = median["baseline"]
+        document["ratios"] = {}
+        document["spread"] = {}
+        for name in median["ratios"]:
+            values = [d["ratios"][name] for d in documents]
+            known = [v for v in values if v is not None]
+            document["ratios"][name] = statistics.median(known) if known else None
+            document["spread"][name] = {
+                "runs": values,
+                "min": min(known, default=None),
+                "max": max(known, default=None),
+            }
+    document["valid"] = all(d["valid"] for d in documents)
+    ratios = document.get("ratios") or {}
+    p99 = median["siloflow"]["steady"]["p99_s"]
     document["targets"] = {
-        "throughput_ratio_at_least_1": (document.get("ratios") or {}).get("throughput") is not None
-        and document["ratios"]["throughput"] >= TARGET_THROUGHPUT_RATIO,
-        "cpu_per_report_ratio_at_most_1": (document.get("ratios") or {}).get("cpu_per_report")
-        is not None
-        and document["ratios"]["cpu_per_report"] <= 1.0,
-        "p99_under_250ms": (silo.steady.percentile(0.99) or 1e9) < TARGET_P99_S,
+        "throughput_ratio_at_least_0_85": ratios.get("throughput") is not None
+        and ratios["throughput"] >= TARGET_THROUGHPUT_RATIO,
+        "cpu_per_report_ratio_at_most_1_2": ratios.get("cpu_per_report") is not None
+        and ratios["cpu_per_report"] <= TARGET_CPU_RATIO,
+        "p99_under_250ms": (p99 if p99 is not None else 1e9) < TARGET_P99_S,
+        "exactly_once_in_every_run": document["valid"],
     }
     return document
 
@@ -199,14 +245,46 @@ def extras(document: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+SPREAD_HEADER = ["siloflow / baseline", "median", "each run", "range"]
+
+
+def spread(document: dict[str, Any]) -> list[list[str]]:
+    """The ratios over the interleaved runs: the median (the figure), each run's, the range."""
+    rows = []
+    for name, seen in (document.get("spread") or {}).items():
+        median = document["ratios"][name]
+        rows.append(
+            [
+                name,
+                "-" if median is None else f"{median:.2f}x",
+                ", ".join("-" if v is None else f"{v:.2f}x" for v in seen["runs"]),
+                "-" if seen["min"] is None else f"{seen['min']:.2f}x - {seen['max']:.2f}x",
+            ]
+        )
+    return rows
+
+
+def title(document: dict[str, Any]) -> str:
+    n = document.get("n", 1)
+    shown = f"run {document.get('median_run', 1)} of {n}, the median" if n > 1 else "one run"
+    return f"siloflow bench ({shown})" + ("" if document["valid"] else "  (INVALID: see checks)")
+
+
 def render(document: dict[str, Any]) -> list[Table]:
     header, rows = figures(document)
-    main = Table(title="siloflow bench" + ("" if document["valid"] else "  (INVALID: see checks)"))
+    main = Table(title=title(document))
     for index, column in enumerate(header):
         main.add_column(column, justify="left" if index == 0 else "right")
     for cells in rows:
         main.add_row(*cells)
     tables = [main]
+    if ratios := spread(document):
+        over = Table(title=f"ratios over n = {document['n']} interleaved runs")
+        for index, column in enumerate(SPREAD_HEADER):
+            over.add_column(column, justify="left" if index == 0 else "right")
+        for cells in ratios:
+            over.add_row(*cells)
+        tables.append(over)
     if more := extras(document):
         router = Table(title="siloflow: router and tenant connections")
         router.add_column("figure")
@@ -220,8 +298,13 @@ def render(document: dict[str, Any]) -> list[Table]:
 def markdown(document: dict[str, Any]) -> str:
     """The same tables as Markdown, for docs/performance.md."""
     header, rows = figures(document)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"{title(document)}:", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    if ratios := spread(document):
+        lines += ["", f"Ratios over n = {document['n']} interleaved runs:", ""]
+        lines += ["| " + " | ".join(SPREAD_HEADER) + " |", "|" + "---|" * len(SPREAD_HEADER)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in ratios]
     if more := extras(document):
         lines += ["", "| siloflow figure | value |", "|---|---|"]
         lines += ["| " + " | ".join(cells) + " |" for cells in more]

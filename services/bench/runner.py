@@ -1,14 +1,20 @@
-"""`siloflow bench`: siloflow against a hand-written baseline, on one workload, in one run.
+"""`siloflow bench`: siloflow against a hand-written baseline, on one workload.
 
-Both systems run as separate processes, one after the other, on a namespace (databases, roles,
-vhost) of the bench's own that is removed at the end. For each: a throughput phase (the planned
-reports published as fast as the broker confirms), then a latency phase at a fixed rate (half of
-siloflow's measured maximum, the same rate for both). CPU time of every process (services, the
-RabbitMQ node, the PostgreSQL server) and peak RSS of each service are read from /proc."""
+Both systems run as separate processes, one after the other, `runs` times interleaved (siloflow,
+baseline, siloflow, baseline, ...), on a namespace (databases, roles, vhost) of the bench's own,
+on a PostgreSQL server that runs nothing else (the bench starts one, commit timestamps on), all
+removed at the end. Each run of each system: a warm-up (every host reports once, untimed), a
+throughput phase (the planned reports published as fast as the broker confirms), then a latency
+phase at a fixed rate (half of siloflow's maximum in that run, the same rate for both). Each
+report's latency runs from its sent_at to the end of the commit that made it durable
+(PostgreSQL's commit timestamp), for both systems alike. CPU time of every process (services,
+the RabbitMQ node, the PostgreSQL server) is read from /proc, less what the bench's own database
+sessions spent (their backends' pids are known); peak RSS of each service likewise."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -21,22 +27,22 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from services.bench import baseline, procstat, publisher
-from services.bench.deployment import Deployment, Options
+from services.bench import baseline, procstat, publisher, servers
+from services.bench.deployment import Deployment, Options, check_broker
 from services.bench.probes import (
-    Commits,
+    Probe,
     lookup_probe,
-    read_commits,
     router_figures,
     scrape_router,
 )
 from services.bench.processes import Running, cpu_groups, free_port, peak_rss
-from services.bench.results import Phase, SystemResult
+from services.bench.results import Phase, SystemResult, summarise
 from services.core.broker_users import agent_url
 from services.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+# The report path's services (ingest only enrolls: it runs, idle, as it would in production).
 SERVICES = ("ingest", "router", "workers")
 BASELINE_SERVICES = ("forward", "write")
 
@@ -79,7 +85,7 @@ class Bench(Deployment):
         system: str,
         running: Running,
         publish: Publish,
-        committed: Callable[[datetime], Awaitable[Commits]],
+        probe: Probe,
         progress: Callable[[str], None],
     ) -> None:
         """Every host reports once, untimed, before the phases: a system's first report to
@@ -91,7 +97,7 @@ class Bench(Deployment):
             return
         progress(f"{system}: warming up, one report from each of {self.options.hosts:,} hosts")
         each_host = functools.partial(publish, warm_up=True)
-        phase = await self.measure(system, running, each_host, committed, self.options.hosts, 0, 0)
+        phase = await self.measure(system, running, each_host, probe, self.options.hosts, 0, 0)
         if phase.missing or phase.unexpected:
             raise RuntimeError(
                 f"{system}'s warm-up lost {phase.missing} and added {phase.unexpected} reports"
@@ -102,44 +108,54 @@ class Bench(Deployment):
         system: str,
         running: Running,
         publish: Callable[[int, float, int], Awaitable[dict[str, Any]]],
-        committed: Callable[[datetime], Awaitable[Commits]],
+        probe: Probe,
         count: int,
         rate: float,
         seed: int,
     ) -> Phase:
-        """One phase: publish, wait until every report is committed, read the figures."""
+        """One phase: publish, wait until every report is committed (asking only counts), read
+        the CPU spent, then the rows and their commit times."""
         before = procstat.snapshot()
         since = datetime.now(UTC)
         wall = time.monotonic()
         published = await publish(count, rate, seed)
+        wanted = len(published["ids"])
         deadline = time.monotonic() + max(120.0, count / 200)
         peak_connections = 0
         while True:
             running.check()
-            peak_connections = max(peak_connections, await self.tenant_connections())
-            if self.options.tenants > 100 and await self.queued() > 0:
-                # Reading a thousand databases is work the pipeline would pay for: ask the
-                # broker until its queues are empty, then count in the databases.
+            peak_connections = max(peak_connections, await probe.tenant_sessions(self.login_prefix))
+            if not probe.long_lived and await self.queued() > 0:
+                # Reading a thousand databases is work of its own: ask the broker until its
+                # queues are empty, then count in the databases (after the CPU was read).
                 await asyncio.sleep(1.0)
                 continue
-            seen = await committed(since)
-            if len(seen.ids) >= len(published["ids"]) or time.monotonic() > deadline:
+            if not probe.long_lived:
+                after = procstat.snapshot()
+            if await probe.count(since) >= wanted or time.monotonic() > deadline:
                 break
-            await asyncio.sleep(1.0 if self.options.tenants > 100 else 0.25)
-        after = procstat.snapshot()
+            await asyncio.sleep(0.25 if probe.long_lived else 1.0)
+        if probe.long_lived:
+            after = procstat.snapshot()
+        seen = await probe.commits(since)
         ids = seen.ids
-        # From the first report sent to the last commit, by the clocks that stamped them.
+        # From the first report sent to the end of the last commit, by the clocks that stamped
+        # them.
         elapsed = (
             seen.last_commit - published["started"] if seen.last_commit else time.monotonic() - wall
         )
-        groups = cpu_groups(before, running, urlsplit(self.settings.amqp_url).port or 5672)
+        groups = cpu_groups(before, running, self.amqp_port, self.pg_port)
         cpu = {
             name: procstat.group_cpu_s(after, roots) - procstat.group_cpu_s(before, roots)
             for name, roots in groups.items()
         }
+        # The bench's own sessions are the server's children too: their share is not the
+        # pipeline's.
+        probing = procstat.own_cpu_s(after, probe.pids) - procstat.own_cpu_s(before, probe.pids)
+        cpu["postgresql"] = max(cpu["postgresql"] - probing, 0.0)
         return Phase(
             system=system,
-            published=len(published["ids"]),
+            published=wanted,
             committed=len(ids & published["ids"]),
             missing=len(published["ids"] - ids),
             unexpected=len(ids - published["ids"]),
@@ -149,18 +165,29 @@ class Bench(Deployment):
             peak_tenant_connections=peak_connections,
             cpu_s=cpu,
             rate=rate,
+            probe_cpu_s=probing,
         )
 
-    async def silo_commits(self, since: datetime) -> Commits:
-        return await self._commits(self.tenant_dbs, "agent_messages", since)
+    @property
+    def amqp_port(self) -> int:
+        return urlsplit(self.settings.amqp_url).port or 5672
 
-    async def baseline_commits(self, since: datetime) -> Commits:
-        return await self._commits(self.baseline_dbs, "reports", since)
+    @property
+    def pg_port(self) -> int:
+        return urlsplit(self.pg).port or 5432
 
-    async def _commits(self, databases: list[str], table: str, since: datetime) -> Commits:
-        return await read_commits(self.pg, databases, table, since)
+    @property
+    def login_prefix(self) -> str:
+        return self.names.login_prefix
 
-    async def run_siloflow(self, progress: Callable[[str], None]) -> SystemResult:
+    def probe(self, databases: list[str], table: str) -> Probe:
+        return Probe(self.pg, databases, table, self.admin_dsn)
+
+    async def run_siloflow(
+        self, progress: Callable[[str], None], rate: float | None = None
+    ) -> SystemResult:
+        """One run of siloflow: warm-up, throughput, then latency at `rate` (None: half of
+        this run's maximum)."""
         self.router_port = free_port()
         running = self.start(
             {name: ["run", name] for name in SERVICES},
@@ -178,18 +205,19 @@ class Bench(Deployment):
                 exchange = self.names.agents_exchange
                 return await self.publish(exchange, count, rate, seed, True, warm_up)
 
-            await self.warm_up("siloflow", running, publish, self.silo_commits, progress)
-            progress(f"siloflow: {self.options.reports:,} reports as fast as they are taken")
-            peak = await self.measure(
-                "siloflow", running, publish, self.silo_commits, self.options.reports, 0, 1
-            )
-            self.latency_rate = max(peak.throughput / 2, 1.0)
-            count = int(self.latency_rate * self.options.latency_s)
-            progress(f"siloflow: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
-            before_steady = await scrape_router(self.router_port)
-            steady = await self.measure(
-                "siloflow", running, publish, self.silo_commits, count, self.latency_rate, 2
-            )
+            async with self.probe(self.tenant_dbs, "agent_messages") as probe:
+                await self.warm_up("siloflow", running, publish, probe, progress)
+                progress(f"siloflow: {self.options.reports:,} reports as fast as they are taken")
+                peak = await self.measure(
+                    "siloflow", running, publish, probe, self.options.reports, 0, 1
+                )
+                self.latency_rate = rate or max(peak.throughput / 2, 1.0)
+                count = int(self.latency_rate * self.options.latency_s)
+                progress(f"siloflow: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
+                before_steady = await scrape_router(self.router_port)
+                steady = await self.measure(
+                    "siloflow", running, publish, probe, count, self.latency_rate, 2
+                )
             rss = peak_rss(running)
             lookups = router_figures(await scrape_router(self.router_port), before_steady)
             lookups["registry_bindings"] = self.options.hosts + self.options.bindings
@@ -208,8 +236,10 @@ class Bench(Deployment):
             "siloflow", peak, steady, rss, dead_letters=await self.dead_letters(), extra=lookups
         )
 
-    async def run_baseline(self, progress: Callable[[str], None]) -> SystemResult:
-        conn = await asyncpg.connect(self.options.admin_dsn)
+    async def set_up_baseline(self) -> None:
+        """The baseline's databases (a table each) and its broker topology, once for every
+        run."""
+        conn = await asyncpg.connect(self.admin_dsn)
         try:
             for index in range(self.options.tenants):
                 database = f"{self.namespace}_base_{index}"
@@ -224,6 +254,9 @@ class Bench(Deployment):
             finally:
                 await db.close()
         await baseline.declare(self.settings.amqp_url, self.namespace, self.options.tenants)
+
+    async def run_baseline(self, progress: Callable[[str], None]) -> SystemResult:
+        """One run of the baseline, at siloflow's latency rate of the same run."""
         slug_index = {f"t{i:04d}": i for i in range(self.options.tenants)}
         routes = await self.host_routes(slug_index)
         job = {
@@ -250,16 +283,17 @@ class Bench(Deployment):
             ) -> dict[str, Any]:
                 return await self.publish(exchange, count, rate, seed, False, warm_up)
 
-            await self.warm_up("baseline", running, publish, self.baseline_commits, progress)
-            progress(f"baseline: {self.options.reports:,} reports as fast as they are taken")
-            peak = await self.measure(
-                "baseline", running, publish, self.baseline_commits, self.options.reports, 0, 1
-            )
-            count = int(self.latency_rate * self.options.latency_s)
-            progress(f"baseline: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
-            steady = await self.measure(
-                "baseline", running, publish, self.baseline_commits, count, self.latency_rate, 2
-            )
+            async with self.probe(self.baseline_dbs, "reports") as probe:
+                await self.warm_up("baseline", running, publish, probe, progress)
+                progress(f"baseline: {self.options.reports:,} reports as fast as they are taken")
+                peak = await self.measure(
+                    "baseline", running, publish, probe, self.options.reports, 0, 1
+                )
+                count = int(self.latency_rate * self.options.latency_s)
+                progress(f"baseline: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
+                steady = await self.measure(
+                    "baseline", running, publish, probe, count, self.latency_rate, 2
+                )
             rss = peak_rss(running)
         finally:
             running.stop()
@@ -268,16 +302,22 @@ class Bench(Deployment):
 
 async def run(base: Settings, options: Options, progress: Callable[[str], None]) -> dict[str, Any]:
     """The whole benchmark; returns the figures (see `results.summarise`)."""
-    from services.bench.results import summarise  # noqa: PLC0415
-
-    bench = Bench(base, options)
-    progress(f"namespace {bench.namespace}; logs in {options.workdir}")
-    await bench.check_broker()  # before anything exists to remove
-    try:
-        await bench.set_up(progress)
-        silo = await bench.run_siloflow(progress)
-        base_result = await bench.run_baseline(progress) if options.baseline else None
-    finally:
-        progress("removing the bench's databases, roles and vhost")
-        await bench.tear_down()
-    return summarise(bench.namespace, options, silo, base_result)
+    await check_broker(base, options.tenants)  # before anything exists to remove
+    async with servers.postgres(options, progress) as admin_dsn:
+        options = dataclasses.replace(options, admin_dsn=admin_dsn)
+        bench = Bench(base, options)
+        progress(f"namespace {bench.namespace}; logs in {options.workdir}")
+        runs: list[tuple[SystemResult, SystemResult | None]] = []
+        try:
+            await bench.set_up(progress)
+            if options.baseline:
+                await bench.set_up_baseline()
+            for index in range(options.runs):
+                progress(f"run {index + 1} of {options.runs}")
+                silo = await bench.run_siloflow(progress)
+                base_result = await bench.run_baseline(progress) if options.baseline else None
+                runs.append((silo, base_result))
+        finally:
+            progress("removing the bench's databases, roles and vhost")
+            await bench.tear_down()
+    return summarise(bench.namespace, options, runs)

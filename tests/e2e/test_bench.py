@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from services.bench.procstat import listening_inodes
 from tests.e2e.conftest import SILOFLOW
 from tests.support import admin_fetch
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 async def test_bench_runs_both_systems_and_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = await asyncio.to_thread(
@@ -32,13 +33,15 @@ async def test_bench_runs_both_systems_and_cleans_up(tmp_path: Path) -> None:
             "300",
             "--latency-seconds",
             "2",
+            "--runs",
+            "2",
             "--out",
             str(out),
         ],
         env={**os.environ, "SILOFLOW_LOG_LEVEL": "warning"},
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=400,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -51,8 +54,23 @@ async def test_bench_runs_both_systems_and_cleans_up(tmp_path: Path) -> None:
         assert {"rabbitmq", "postgresql"} <= set(peak["cpu_s_per_1000"])
         assert document[system]["steady"]["p99_s"] is not None
     assert set(document["ratios"]) == {"throughput", "cpu_per_report", "p99"}
+    # Two interleaved pairs: the ratios are their medians, each run's figures are kept.
+    assert document["n"] == len(document["runs"]) == 2
+    for name, median in document["ratios"].items():
+        seen = document["spread"][name]
+        assert len(seen["runs"]) == 2 and seen["min"] <= median <= seen["max"]
+    for run in document["runs"]:
+        peak = run["siloflow"]["peak"]
+        assert peak["published"] == peak["committed"] == 300
+        assert peak["probe_cpu_s"] >= 0  # the bench's own sessions, left out of PostgreSQL's
     assert document["siloflow"]["router_lookups"] >= 300
     assert "committed reports/s" in result.stdout
+    assert "ratios over n = 2 interleaved runs" in result.stdout
+    # It ran on a PostgreSQL server of its own, and removed it: nothing of it anywhere.
+    assert document["options"]["admin_dsn"].startswith("postgresql://postgres@127.0.0.1:")
+    port = document["options"]["admin_dsn"].rsplit(":", 1)[1].split("/")[0]
+    assert port != "5432"
+    assert not listening_inodes(int(port)), "the bench's PostgreSQL server still runs"
     namespace = document["namespace"]
     left = f"{namespace}%"
     assert await admin_fetch("select 1 from pg_database where datname like $1", left) == []

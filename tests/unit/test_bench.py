@@ -11,8 +11,9 @@ from collections import Counter
 import pytest
 
 from services.bench import commits, procstat, workload
+from services.bench.deployment import Options
 from services.bench.probes import RouterScrape, router_figures
-from services.bench.results import Phase
+from services.bench.results import Phase, SystemResult, markdown, summarise
 
 
 def stat_line(pid: int, comm: str, ppid: int, utime: int, stime: int, cutime: int = 0) -> str:
@@ -134,3 +135,44 @@ def test_bench_commits_heartbeats_are_each_newer_than_the_last() -> None:
     batch = reports.batch(5) + reports.batch(5)
     assert all(a.sent_at < b.sent_at for a, b in itertools.pairwise(batch))
     assert len({r.message_id for r in batch}) == 10
+
+
+def system(name: str, throughput: float, cpu_total: float, p99_ms: float) -> SystemResult:
+    """A system's run with a given throughput, CPU per report and steady p99."""
+    seconds = 1000 / throughput
+    peak = phase(seconds=seconds, cpu_s={"all": cpu_total}, system=name)
+    steady = phase(latencies_s=[p99_ms / 1000] * 1000, rate=10.0, system=name)
+    return SystemResult(name, peak, steady, {}, dead_letters=0)
+
+
+def test_the_ratios_are_the_medians_of_interleaved_runs_and_the_tables_show_the_median_run() -> (
+    None
+):
+    runs = [
+        (system("siloflow", 800, 2.0, 120), system("baseline", 1000, 1.0, 60)),  # 0.80x
+        (system("siloflow", 900, 1.8, 100), system("baseline", 1000, 1.5, 50)),  # 0.90x
+        (system("siloflow", 700, 3.0, 300), system("baseline", 1000, 2.0, 100)),  # 0.70x
+    ]
+    document = summarise("bench1", Options(admin_dsn="postgresql://u:secret@h:1/p"), runs)
+    assert document["n"] == 3 and document["median_run"] == 1  # 0.80x is the median
+    assert document["ratios"]["throughput"] == pytest.approx(0.80)
+    assert document["ratios"]["cpu_per_report"] == pytest.approx(1.5)  # of 2.0, 1.2, 1.5
+    assert document["spread"]["throughput"]["runs"] == pytest.approx([0.8, 0.9, 0.7])
+    assert (document["spread"]["throughput"]["min"], document["spread"]["throughput"]["max"]) == (
+        pytest.approx(0.7),
+        pytest.approx(0.9),
+    )
+    assert document["siloflow"]["steady"]["p99_s"] == pytest.approx(0.120)
+    assert document["targets"]["throughput_ratio_at_least_0_85"] is False
+    assert document["targets"]["p99_under_250ms"] is True
+    assert "secret" not in str(document["options"])
+    assert "n = 3" in markdown(document)
+
+
+def test_a_run_that_lost_a_report_voids_the_whole_bench() -> None:
+    good = (system("siloflow", 900, 1.0, 100), system("baseline", 1000, 1.0, 50))
+    silo, base = system("siloflow", 900, 1.0, 100), system("baseline", 1000, 1.0, 50)
+    silo.peak.missing, silo.peak.committed = 1, 999
+    document = summarise("bench1", Options(admin_dsn="postgresql://h/p"), [good, (silo, base)])
+    assert not document["valid"]
+    assert document["targets"]["exactly_once_in_every_run"] is False

@@ -1,0 +1,83 @@
+"""The servers the bench runs on. PostgreSQL: by default a server of the bench's own
+(`deploy/local/pg-instance.sh`), so nothing else runs on it while the systems are measured and it
+records commit timestamps (each report is timed to the end of its commit); or one the operator
+names with --admin-dsn, which must record them too."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from services.bench.deployment import Options
+from services.bench.probes import commit_timestamps_on
+from services.bench.processes import free_port
+from services.core.errors import InvalidArgument, SiloflowError
+
+LOCAL = Path(__file__).parents[2] / "deploy" / "local"
+# Sessions the bench's server allows: the services' pools, the bench's probe (a session per
+# database) and the baseline's writers (a session per database), with room to spare.
+CONNECTIONS_PER_TENANT = 3
+CONNECTIONS_SPARE = 200
+
+
+def connection_budget(tenants: int) -> int:
+    return CONNECTIONS_PER_TENANT * tenants + CONNECTIONS_SPARE
+
+
+class ServerFailed(SiloflowError):
+    """Raised when a server the bench starts for itself does not come up."""
+
+
+def _script(name: str, *args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [str(LOCAL / name), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        log = Path(env.get("SILOFLOW_PG_DIR", "")) / "server.log"
+        tail = log.read_text()[-500:] if log.is_file() else result.stderr.strip()[-500:]
+        raise ServerFailed(f"deploy/local/{name} {' '.join(args)} failed: {tail.strip()}")
+    return result.stdout.strip()
+
+
+@asynccontextmanager
+async def postgres(options: Options, progress: Callable[[str], None]) -> AsyncIterator[str]:
+    """The admin DSN of the server to run on, for as long as the block runs."""
+    if options.admin_dsn is not None:
+        try:
+            recorded = await commit_timestamps_on(options.admin_dsn)
+        except (OSError, ValueError) as exc:
+            raise InvalidArgument(f"--admin-dsn {options.admin_dsn!r}: {exc}") from None
+        if not recorded:
+            raise InvalidArgument(
+                "the server of --admin-dsn does not record commit timestamps, which the bench "
+                "times each report's commit by: set track_commit_timestamp = on there and "
+                "restart it, or leave --admin-dsn out (the bench then starts a server of its own)"
+            )
+        yield options.admin_dsn
+        return
+    port = free_port()
+    env = {
+        "SILOFLOW_PG_PORT": str(port),
+        "SILOFLOW_PG_DIR": tempfile.mkdtemp(prefix="siloflow-bench-pg-"),
+        "SILOFLOW_PG_MAX_CONNECTIONS": str(connection_budget(options.tenants)),
+    }
+    progress(f"starting a PostgreSQL server of the bench's own on port {port}")
+    try:
+        await asyncio.to_thread(_script, "pg-instance.sh", "start", env=env)
+    except ServerFailed:
+        await asyncio.to_thread(_script, "pg-instance.sh", "stop", env=env)
+        raise
+    try:
+        yield await asyncio.to_thread(_script, "pg-instance.sh", "env", env=env)
+    finally:
+        await asyncio.to_thread(_script, "pg-instance.sh", "stop", env=env)
