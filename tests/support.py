@@ -118,6 +118,11 @@ def env_for(settings: Settings) -> dict[str, str]:
         SILOFLOW_OPENBAO_MOUNT=settings.openbao_mount,
         SILOFLOW_OPENBAO_TIMEOUT_S=str(settings.openbao_timeout_s),
         SILOFLOW_STATE_DIR=str(settings.state_dir),
+        # The test deployment's pace, so the processes it starts recover as its in-process
+        # services do (not after the production back-off of 30 s).
+        SILOFLOW_RETRY_MAX_S=str(settings.retry_max_s),
+        SILOFLOW_BATCH_WAIT_S=str(settings.batch_wait_s),
+        SILOFLOW_CONNECT_TIMEOUT_S=str(settings.connect_timeout_s),
     )
     optional = {
         "SILOFLOW_CREDENTIAL_LOGIN_GROUP": settings.credential_login_group,

@@ -85,8 +85,7 @@ async def measure(dsn: str, pattern: Pattern, settings: Mapping[str, str]) -> di
         try:
             pid = await conn.fetchval("select pg_backend_pid()")
             for _ in range(pattern.batches_per_connection):
-                async with conn.transaction():
-                    await store.commit_batch(conn, reports.batch(pattern.batch_size))
+                await store.commit_batch(conn, reports.batch(pattern.batch_size))
                 count += pattern.batch_size
             server_s += _backend_cpu_s(pid)
         finally:

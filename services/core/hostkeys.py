@@ -15,7 +15,7 @@ import json
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.core.errors import SettingsError
@@ -42,11 +42,19 @@ def sign(host_key: bytes, version: int, message_id: str, host_id: str, body: byt
     return f"v{version}:{_b64(mac)}"
 
 
+# Host keys derived, kept: deriving one is an HMAC per report. Bounded (a key and a UUID take
+# about 200 bytes), started afresh when full.
+HOST_KEY_CACHE_MAX = 20_000
+
+
 @dataclass(frozen=True)
 class Keyring:
     """The server secrets by version; the highest version keys newly registered hosts."""
 
     secrets: dict[int, bytes]
+    _derived: dict[tuple[uuid.UUID, int], bytes] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not self.secrets:
@@ -58,8 +66,14 @@ class Keyring:
 
     def host_key(self, host_id: uuid.UUID, version: int | None = None) -> bytes:
         """The key of a host under a secret version (the current one by default)."""
-        secret = self.secrets[self.current if version is None else version]
-        return hmac.new(secret, str(host_id).encode(), hashlib.sha256).digest()
+        version = self.current if version is None else version
+        key = self._derived.get((host_id, version))
+        if key is None:
+            key = hmac.new(self.secrets[version], str(host_id).encode(), hashlib.sha256).digest()
+            if len(self._derived) >= HOST_KEY_CACHE_MAX:
+                self._derived.clear()
+            self._derived[(host_id, version)] = key
+        return key
 
     def verify(
         self, signature: object, message_id: str, host_id: uuid.UUID, body: bytes

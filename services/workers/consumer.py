@@ -199,8 +199,7 @@ class TenantConsumer:
         async with self._databases.session(self.tenant) as conn:
             raw = await conn.get_raw_connection()
             pg: asyncpg.Connection = raw.driver_connection
-            async with pg.transaction():
-                result = await commit_batch(pg, reports)
+            result = await commit_batch(pg, reports)  # atomic: one statement or a transaction
         self.committed += result.new
         metrics.labelled(metrics.COMMITS, self.tenant.slug).inc(result.new)
         metrics.labelled(metrics.REPORTS, "worker", "committed").inc(result.new)

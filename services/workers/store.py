@@ -1,12 +1,15 @@
-"""A batch of reports committed to one tenant database in one transaction: one statement records
-the messages (its primary key drops what was already committed), the hosts' last-seen times and
-the newest-report guard; then the state tables the winners change. Bulk statements (unnest,
-COPY) keep a batch of heartbeats to two round trips besides begin and commit."""
+"""A batch of reports committed to one tenant database: one statement records the messages (its
+primary key drops what was already committed), the hosts' last-seen times, the newest-report
+guard and the state of every kind that is a row per host (heartbeat, system_info, hardware). A
+batch of only those kinds (most batches) is that one statement, atomic on its own: one round trip,
+no BEGIN or COMMIT. Snapshots (packages, compliance) replace a host's rows, with COPY, in a
+transaction around the same statement."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -19,17 +22,29 @@ from services.workers.handlers import (
     system_info_row,
 )
 
-# What every batch does, in one statement (one round trip): record the messages (the primary key
-# drops those already committed: `fresh` is the rest), move each host's last-seen time on, and
-# take the newest-report guard, which wins only if newer than what is stored, so a late, older
-# report never overwrites newer state. Within the batch the newest per (host, state) is the
-# candidate, the later one on equal sent_at. The parts share one snapshot and see each other only
-# through `fresh`; hosts are locked in id order, as any other writer locks them.
+# What every batch does, in one statement: record the messages (the primary key drops those
+# already committed: `fresh` is the rest), take the newest-report guard (it wins only if newer
+# than what is stored, so a late, older report never overwrites newer state; within the batch the
+# newest per (host, state) is the candidate, the later one on equal sent_at), move each host's
+# last-seen time on and write the winners' state: heartbeat and system_info into the host's row,
+# hardware into its own. The parts share one snapshot and see each other only through the rows
+# they return; each row is written once (a second write of a row in one statement would be
+# lost), hosts in id order, as any other writer locks them.
 _RECORD = """
     with batch as (
-        select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
-                             $5::timestamptz[], $6::text[])
-            with ordinality as b(message_id, host_id, kind, sent_at, received_at, state, position)
+        select * from unnest(
+            $1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[],
+            $7::text[], $8::text[], $9::bigint[], $10::float8[], $11::float8[], $12::float8[],
+            $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+            $19::text[], $20::text[],
+            $21::text[], $22::text[], $23::int[], $24::int[], $25::float8[], $26::bigint[],
+            $27::jsonb[], $28::jsonb[]
+        ) with ordinality as b(
+            message_id, host_id, kind, sent_at, received_at, state,
+            status, agent_version, uptime_s, load_1, load_5, load_15,
+            hostname, fqdn, os_name, os_version, kernel, arch, ipv4, ipv6,
+            cpu_vendor, cpu_model, cpu_cores, cpu_threads, cpu_mhz, memory_mb, disks, nics,
+            position)
     ),
     fresh as (
         insert into agent_messages (message_id, host_id, kind, sent_at, received_at)
@@ -37,16 +52,9 @@ _RECORD = """
         on conflict (message_id) do nothing
         returning message_id
     ),
-    fresh_batch as (
-        select batch.* from batch join fresh using (message_id)
-    ),
-    seen as (
-        insert into hosts (id, last_seen_at)
-        select host_id, max(sent_at) from fresh_batch group by host_id order by host_id
-        on conflict (id) do update
-            set last_seen_at = greatest(hosts.last_seen_at, excluded.last_seen_at),
-                -- a host the sweeper marked down is up again as soon as it reports
-                status = case when hosts.status = 'down' then 'up' else hosts.status end
+    fresh_batch as (  -- a message twice in one batch (a redelivery) counts once
+        select distinct on (message_id) batch.* from batch join fresh using (message_id)
+        order by message_id, position
     ),
     won as (
         insert into host_report_state (host_id, kind, sent_at, message_id)
@@ -56,38 +64,73 @@ _RECORD = """
             set sent_at = excluded.sent_at, message_id = excluded.message_id
             where host_report_state.sent_at < excluded.sent_at
         returning message_id
+    ),
+    winners as (
+        select fresh_batch.* from fresh_batch join won using (message_id)
+    ),
+    seen as (
+        insert into hosts (id, last_seen_at, status, agent_version, uptime_s, load_1, load_5,
+                           load_15, hostname, fqdn, os_name, os_version, kernel, arch, ipv4, ipv6)
+        select h.host_id, h.last_seen_at, coalesce(hb.status, 'unknown'), hb.agent_version,
+               hb.uptime_s, hb.load_1, hb.load_5, hb.load_15, si.hostname, si.fqdn, si.os_name,
+               si.os_version, si.kernel, si.arch, string_to_array(si.ipv4, ' '),
+               string_to_array(si.ipv6, ' ')
+        from (select host_id, max(sent_at) as last_seen_at from fresh_batch group by host_id) h
+        left join winners hb on hb.host_id = h.host_id and hb.kind = 'heartbeat'
+        left join winners si on si.host_id = h.host_id and si.kind = 'system_info'
+        order by h.host_id
+        on conflict (id) do update
+            -- A heartbeat always carries uptime_s and a system_info always os_name: each says
+            -- whether this batch has that kind's newest report for the host.
+            set last_seen_at = greatest(hosts.last_seen_at, excluded.last_seen_at),
+                status = case when excluded.uptime_s is not null then excluded.status
+                              -- a host the sweeper marked down is up again when it reports
+                              when hosts.status = 'down' then 'up' else hosts.status end,
+                agent_version = case when excluded.uptime_s is not null
+                                     then excluded.agent_version else hosts.agent_version end,
+                uptime_s = coalesce(excluded.uptime_s, hosts.uptime_s),
+                load_1 = case when excluded.uptime_s is not null
+                              then excluded.load_1 else hosts.load_1 end,
+                load_5 = case when excluded.uptime_s is not null
+                              then excluded.load_5 else hosts.load_5 end,
+                load_15 = case when excluded.uptime_s is not null
+                               then excluded.load_15 else hosts.load_15 end,
+                hostname = case when excluded.os_name is not null
+                                then excluded.hostname else hosts.hostname end,
+                fqdn = case when excluded.os_name is not null
+                            then excluded.fqdn else hosts.fqdn end,
+                os_name = coalesce(excluded.os_name, hosts.os_name),
+                os_version = case when excluded.os_name is not null
+                                  then excluded.os_version else hosts.os_version end,
+                kernel = case when excluded.os_name is not null
+                              then excluded.kernel else hosts.kernel end,
+                arch = case when excluded.os_name is not null
+                            then excluded.arch else hosts.arch end,
+                ipv4 = case when excluded.os_name is not null
+                            then excluded.ipv4 else hosts.ipv4 end,
+                ipv6 = case when excluded.os_name is not null
+                            then excluded.ipv6 else hosts.ipv6 end
+    ),
+    hardware as (
+        insert into host_hardware (host_id, cpu_vendor, cpu_model, cpu_cores, cpu_threads,
+                                   cpu_mhz, memory_mb, disks, nics, sent_at)
+        select host_id, cpu_vendor, cpu_model, cpu_cores, cpu_threads, cpu_mhz, memory_mb,
+               disks, nics, sent_at
+        from winners where kind = 'hardware' order by host_id
+        on conflict (host_id) do update set cpu_vendor = excluded.cpu_vendor,
+            cpu_model = excluded.cpu_model, cpu_cores = excluded.cpu_cores,
+            cpu_threads = excluded.cpu_threads, cpu_mhz = excluded.cpu_mhz,
+            memory_mb = excluded.memory_mb, disks = excluded.disks, nics = excluded.nics,
+            sent_at = excluded.sent_at
     )
     select coalesce((select array_agg(message_id) from fresh), '{}') as fresh,
            coalesce((select array_agg(message_id) from won), '{}') as won
 """
-_HEARTBEATS = """
-    update hosts set status = v.status, agent_version = v.agent_version, uptime_s = v.uptime_s,
-        load_1 = v.load_1, load_5 = v.load_5, load_15 = v.load_15
-    from unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::float8[], $6::float8[],
-                $7::float8[]) as v(id, status, agent_version, uptime_s, load_1, load_5, load_15)
-    where hosts.id = v.id
-"""
-_SYSTEM_INFO = """
-    update hosts set hostname = v.hostname, fqdn = v.fqdn, os_name = v.os_name,
-        os_version = v.os_version, kernel = v.kernel, arch = v.arch,
-        ipv4 = string_to_array(v.ipv4, ' '), ipv6 = string_to_array(v.ipv6, ' ')
-    from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::text[])
-        as v(id, hostname, fqdn, os_name, os_version, kernel, arch, ipv4, ipv6)
-    where hosts.id = v.id
-"""
-_HARDWARE = """
-    insert into host_hardware (host_id, cpu_vendor, cpu_model, cpu_cores, cpu_threads, cpu_mhz,
-                               memory_mb, disks, nics, sent_at)
-    select * from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::float8[],
-                         $7::bigint[], $8::jsonb[], $9::jsonb[], $10::timestamptz[])
-    on conflict (host_id) do update set cpu_vendor = excluded.cpu_vendor,
-        cpu_model = excluded.cpu_model, cpu_cores = excluded.cpu_cores,
-        cpu_threads = excluded.cpu_threads, cpu_mhz = excluded.cpu_mhz,
-        memory_mb = excluded.memory_mb, disks = excluded.disks, nics = excluded.nics,
-        sent_at = excluded.sent_at
-"""
-_PACKAGE_COLUMNS = ("host_id", "manager", "name", "arch", "version", "sent_at")
+# Kinds whose state the statement above writes; the others replace snapshot rows after it.
+IN_ONE_STATEMENT = frozenset({"heartbeat", "system_info", "hardware"})
+_NO_HEARTBEAT: tuple[Any, ...] = (None,) * 6
+_NO_SYSTEM_INFO: tuple[Any, ...] = (None,) * 8
+_NO_HARDWARE: tuple[Any, ...] = (None,) * 8
 _COMPLIANCE_COLUMNS = ("host_id", "benchmark_id", "rule_id", "status", "severity", "sent_at")
 
 # Session settings of the connections that commit batches. The statements above are fixed bulk
@@ -110,52 +153,59 @@ class Committed:
         return len(self.fresh)
 
 
-def _columns(rows: list[tuple[object, ...]]) -> list[list[object]]:
-    """Rows as one array per column, for `unnest`."""
+def _state_columns(r: Report) -> tuple[Any, ...]:
+    """The report's state for the statement: its kind's columns, nulls for the others'."""
+    heartbeat = heartbeat_row(r)[1:] if r.kind == "heartbeat" else _NO_HEARTBEAT
+    if r.kind == "system_info":
+        # unnest cannot take an array of arrays of different lengths: addresses travel as one
+        # space-separated text each (an address never contains a space), split in SQL.
+        row = system_info_row(r)
+        system_info: tuple[Any, ...] = (*row[1:7], " ".join(row[7]), " ".join(row[8]))
+    else:
+        system_info = _NO_SYSTEM_INFO
+    hardware = hardware_row(r)[1:9] if r.kind == "hardware" else _NO_HARDWARE
+    return (*heartbeat, *system_info, *hardware)
+
+
+def _record_arguments(reports: Sequence[Report]) -> list[list[Any]]:
+    """The statement's arguments: one array per column, a report per position."""
+    rows = [
+        (r.message_id, r.host_id, r.kind, r.sent_at, r.received_at, r.state_key, *_state_columns(r))
+        for r in reports
+    ]
     return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def commit_batch(conn: asyncpg.Connection, reports: list[Report]) -> Committed:
-    """Commit the reports (the caller holds the transaction)."""
+    """Commit the reports, atomically: one statement when every report's kind is written by it
+    (no transaction of its own needed), else in a transaction (the caller's, if it holds one)."""
     if not reports:
         return Committed([], 0, 0)
-    [row] = await conn.fetch(
-        _RECORD,
-        [r.message_id for r in reports],
-        [r.host_id for r in reports],
-        [r.kind for r in reports],
-        [r.sent_at for r in reports],
-        [r.received_at for r in reports],
-        [r.state_key for r in reports],
-    )
+    if conn.is_in_transaction() or all(r.kind in IN_ONE_STATEMENT for r in reports):
+        return await _commit(conn, reports)
+    async with conn.transaction():
+        return await _commit(conn, reports)
+
+
+async def _commit(conn: asyncpg.Connection, reports: list[Report]) -> Committed:
+    [row] = await conn.fetch(_RECORD, *_record_arguments(reports))
     new_ids, won_ids = set(row["fresh"]), set(row["won"])
-    fresh = [r for r in reports if r.message_id in new_ids]
-    winners: dict[str, list[Report]] = defaultdict(list)
-    for report in {r.message_id: r for r in fresh if r.message_id in won_ids}.values():
-        winners[report.kind].append(report)
-    await _apply(conn, winners)
+    fresh: list[Report] = []  # the first of each message committed now, in batch order
+    for report in reports:
+        if report.message_id in new_ids:
+            new_ids.discard(report.message_id)  # one delivered twice in a batch counts once
+            fresh.append(report)
+    winners = [r for r in fresh if r.message_id in won_ids]
+    await _replace_snapshots(conn, [r for r in winners if r.kind not in IN_ONE_STATEMENT])
     return Committed(fresh, len(reports) - len(fresh), len(won_ids))
 
 
-async def _apply(conn: asyncpg.Connection, winners: dict[str, list[Report]]) -> None:
-    if rows := [heartbeat_row(r) for r in winners["heartbeat"]]:
-        await conn.execute(_HEARTBEATS, *_columns(rows))
-    if rows := [system_info_row(r) for r in winners["system_info"]]:
-        # unnest cannot take an array of arrays of different lengths: addresses travel as one
-        # space-separated text each (an address never contains a space) and are split in SQL.
-        flat = [(*row[:7], " ".join(row[7]), " ".join(row[8])) for row in rows]
-        await conn.execute(_SYSTEM_INFO, *_columns(flat))
-    if rows := [hardware_row(r) for r in winners["hardware"]]:
-        await conn.execute(_HARDWARE, *_columns(rows))
-    if snapshots := winners["packages"]:
-        hosts = [r.host_id for r in snapshots]
-        await conn.execute("delete from host_packages where host_id = any($1::uuid[])", hosts)
-        records = [row for r in snapshots for row in package_rows(r)]
-        if records:
-            await conn.copy_records_to_table(
-                "host_packages", records=records, columns=_PACKAGE_COLUMNS
-            )
-    if runs := winners["compliance"]:
+async def _replace_snapshots(conn: asyncpg.Connection, winners: list[Report]) -> None:
+    """A winning snapshot replaces what its host had: its packages, or its results of its
+    benchmark. Every kind outside the one statement needs its writer here."""
+    if snapshots := [r for r in winners if r.kind == "packages"]:
+        await _replace_packages(conn, snapshots)
+    if runs := [r for r in winners if r.kind == "compliance"]:
         await conn.execute(
             "delete from compliance_results r using unnest($1::uuid[], $2::text[]) as v(h, b) "
             "where r.host_id = v.h and r.benchmark_id = v.b",
@@ -167,3 +217,49 @@ async def _apply(conn: asyncpg.Connection, winners: dict[str, list[Report]]) -> 
             await conn.copy_records_to_table(
                 "compliance_results", records=records, columns=_COMPLIANCE_COLUMNS
             )
+
+
+# A host's package list changes little from one snapshot to the next: write only the change.
+# What the snapshot no longer lists goes, what it lists anew comes (keys deleted and keys
+# inserted are disjoint, so one statement holds both); a package listed before stays as it is,
+# with the sent_at of the snapshot that first listed it in this version. (Replacing all of it
+# rewrote every row and both its indexes on every snapshot: two thousand rows out and in again
+# for a typical server, most of the database's work per report.)
+_PACKAGES = """
+    with listed as (
+        select $1::uuid as host_id, $2::text as manager, n.name, n.arch, n.version,
+               $3::timestamptz as sent_at
+        from unnest($4::text[], $5::text[], $6::text[]) as n(name, arch, version)
+    ),
+    gone as (
+        delete from host_packages p
+        where p.host_id = $1
+          and not exists (select 1 from listed n where n.name = p.name and n.arch = p.arch
+                                                   and n.version = p.version)
+    ),
+    kept as (  -- a host whose package manager changed (a reinstall): its kept rows say so too
+        update host_packages p set manager = $2
+        where p.host_id = $1 and p.manager <> $2
+          and exists (select 1 from listed n where n.name = p.name and n.arch = p.arch
+                                               and n.version = p.version)
+    )
+    insert into host_packages (host_id, manager, name, arch, version, sent_at)
+    select * from listed order by name, arch, version
+    on conflict (host_id, name, arch, version) do nothing
+"""
+
+
+async def _replace_packages(conn: asyncpg.Connection, snapshots: list[Report]) -> None:
+    """One statement per snapshot (at most one per host in a batch): the host, its manager and
+    sent_at once, and the listed packages as three arrays."""
+    for snapshot in snapshots:
+        rows = package_rows(snapshot)  # (host_id, manager, name, arch, version, sent_at)
+        await conn.execute(
+            _PACKAGES,
+            snapshot.host_id,
+            str(snapshot.data["manager"]),
+            snapshot.sent_at,
+            [row[2] for row in rows],
+            [row[3] for row in rows],
+            [row[4] for row in rows],
+        )

@@ -74,8 +74,10 @@ def compliance(host: uuid.UUID, minutes: int, benchmark: str) -> Report:
 
 
 async def commit(db: asyncpg.Connection, reports: list[Report]) -> Committed:
-    async with db.transaction():
-        return await commit_batch(db, reports)
+    """As the workers commit: the batch decides whether it needs a transaction."""
+    committed = await commit_batch(db, reports)
+    assert not db.is_in_transaction()
+    return committed
 
 
 async def host_row(db: asyncpg.Connection, host: uuid.UUID) -> asyncpg.Record:
@@ -144,3 +146,124 @@ async def test_runs_of_different_benchmarks_do_not_replace_each_other(
         "select distinct benchmark_id from compliance_results where host_id = $1 order by 1", host
     )
     assert [r["benchmark_id"] for r in benchmarks] == ["cis", "stig"]
+
+
+def system_info(host: uuid.UUID, minutes: int, name: str) -> Report:
+    data = {
+        "hostname": name,
+        "fqdn": f"{name}.example",
+        "os_name": "Debian",
+        "os_version": "12",
+        "kernel": "6.1",
+        "arch": "x86_64",
+        "ipv4": ["10.0.0.1", "10.0.0.2"],
+        "ipv6": [],
+    }
+    return Report(uuid.uuid4(), host, "system_info", T0 + timedelta(minutes=minutes), None, data)
+
+
+def hardware(host: uuid.UUID, minutes: int, cores: int) -> Report:
+    data = {
+        "cpu": {"vendor": "v", "model": "m", "cores": cores, "threads": cores, "mhz": 2000.0},
+        "memory_mb": 1024,
+        "disks": [{"device": "sda", "size_gb": 10, "mount": "/", "fs": "ext4"}],
+        "nics": [],
+    }
+    return Report(uuid.uuid4(), host, "hardware", T0 + timedelta(minutes=minutes), None, data)
+
+
+def packages(host: uuid.UUID, minutes: int, names: list[str]) -> Report:
+    data = {
+        "manager": "dpkg",
+        "packages": [{"name": n, "version": "1", "arch": "all"} for n in names],
+    }
+    return Report(uuid.uuid4(), host, "packages", T0 + timedelta(minutes=minutes), None, data)
+
+
+async def test_each_kind_of_a_host_row_lands_in_one_statement_and_only_if_newer(
+    db: asyncpg.Connection,
+) -> None:
+    host = uuid.uuid4()
+    # A new host whose first report is not a heartbeat: known, status not yet.
+    await commit(db, [system_info(host, 5, "web-5")])
+    row = await host_row(db, host)
+    assert (row["hostname"], row["ipv4"], row["ipv6"], row["status"]) == (
+        "web-5",
+        ["10.0.0.1", "10.0.0.2"],
+        [],
+        "unknown",
+    )
+    # Each kind in one batch: every one applies to its own columns, none clobbers another's.
+    result = await commit(
+        db, [heartbeat(host, 6, 600), hardware(host, 6, 8), system_info(host, 1, "old")]
+    )
+    assert (result.new, result.applied) == (3, 2)  # the older system_info loses
+    row = await host_row(db, host)
+    assert (row["hostname"], row["uptime_s"], row["status"]) == ("web-5", 600, "up")
+    cores = await db.fetchval("select cpu_cores from host_hardware where host_id = $1", host)
+    assert cores == 8
+    await commit(db, [hardware(host, 2, 2)])  # older: recorded, not applied
+    assert await db.fetchval("select cpu_cores from host_hardware where host_id = $1", host) == 8
+
+
+async def test_a_message_twice_in_one_batch_counts_once(db: asyncpg.Connection) -> None:
+    host = uuid.uuid4()
+    beat = heartbeat(host, 1, 100)
+    result = await commit(db, [beat, beat, system_info(host, 1, "a")])
+    assert (result.new, result.duplicates, result.applied) == (2, 1, 2)
+
+
+async def test_a_snapshot_batch_is_one_transaction_all_or_nothing(db: asyncpg.Connection) -> None:
+    host = uuid.uuid4()
+    await commit(db, [heartbeat(host, 1, 100), packages(host, 1, ["a", "b"])])
+    assert await db.fetchval("select count(*) from host_packages where host_id = $1", host) == 2
+    broken = compliance(host, 2, "cis")
+    broken.data["results"][0]["status"] = "maybe"  # the database refuses it
+    with pytest.raises(asyncpg.CheckViolationError):
+        await commit_batch(db, [heartbeat(host, 2, 200), packages(host, 2, ["c"]), broken])
+    assert not db.is_in_transaction()
+    # Nothing of the failed batch stayed: not its messages, not its host state, not its rows.
+    recorded = await db.fetchval("select count(*) from agent_messages where host_id = $1", host)
+    assert recorded == 2
+    assert (await host_row(db, host))["uptime_s"] == 100
+    names = await db.fetch("select name from host_packages where host_id = $1 order by 1", host)
+    assert [r["name"] for r in names] == ["a", "b"]
+
+
+async def test_a_package_snapshot_writes_only_what_changed(db: asyncpg.Connection) -> None:
+    host = uuid.uuid4()
+    await commit(db, [packages(host, 1, ["a", "b", "c"])])
+    before = {
+        r["name"]: (r["sent_at"], r["ctid"])
+        for r in await db.fetch(
+            "select name, sent_at, ctid from host_packages where host_id = $1", host
+        )
+    }
+    await commit(db, [packages(host, 2, ["b", "c", "d"])])
+    after = {
+        r["name"]: (r["sent_at"], r["ctid"])
+        for r in await db.fetch(
+            "select name, sent_at, ctid from host_packages where host_id = $1", host
+        )
+    }
+    assert sorted(after) == ["b", "c", "d"]  # a went, d came
+    # b and c were not rewritten: the same row version, listed since the first snapshot.
+    assert after["b"] == before["b"] and after["c"] == before["c"]
+    assert after["d"][0] == T0 + timedelta(minutes=2)
+    # An older snapshot arriving late changes nothing; an empty newer one empties the list.
+    await commit(db, [packages(host, 0, ["zzz"])])
+    assert await db.fetchval("select count(*) from host_packages where host_id = $1", host) == 3
+    await commit(db, [packages(host, 3, [])])
+    assert await db.fetchval("select count(*) from host_packages where host_id = $1", host) == 0
+
+
+async def test_a_new_package_manager_relabels_the_packages_kept(db: asyncpg.Connection) -> None:
+    host = uuid.uuid4()
+    await commit(db, [packages(host, 1, ["a", "b"])])
+    moved = packages(host, 2, ["a", "c"])
+    moved.data["manager"] = "rpm"
+    await commit(db, [moved])
+    rows = await db.fetch(
+        "select name, manager from host_packages where host_id = $1 order by name", host
+    )
+    assert [(r["name"], r["manager"]) for r in rows] == [("a", "rpm"), ("c", "rpm")]

@@ -20,3 +20,17 @@ def test_labelled_is_the_metrics_own_child_and_counts_there() -> None:
     sample = "t_reports_total"
     assert registry.get_sample_value(sample, {"stage": "router", "outcome": "routed"}) == 3
     assert registry.get_sample_value(sample, {"stage": "ingest", "outcome": "routed"}) == 0
+
+
+def test_a_line_logged_while_a_message_is_handled_names_it() -> None:
+    from services.core.logs import MESSAGE, add_message  # noqa: PLC0415
+
+    assert add_message(None, "info", {"event": "x"}) == {"event": "x"}
+    token = MESSAGE.set(("m-1", "h-1", "router"))
+    try:
+        event = add_message(None, "info", {"event": "x", "host_id": "said-so"})
+    finally:
+        MESSAGE.reset(token)
+    # What the line says itself wins; the rest comes from the message being handled.
+    assert event == {"event": "x", "message_id": "m-1", "host_id": "said-so", "stage": "router"}
+    assert MESSAGE.get() is None
