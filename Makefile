@@ -45,6 +45,7 @@ lint: install
 	$(BIN)/ruff check services schemas migrations tests
 	$(BIN)/ruff format --check services schemas migrations tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format services schemas migrations tests

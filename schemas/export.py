@@ -34,6 +34,7 @@ def documents() -> dict[str, str]:
 
 
 def main() -> int:
+    """Write the JSON Schema files (`python -m schemas.export`); 0 when done."""
     JSON_DIR.mkdir(exist_ok=True)
     for name, text in documents().items():
         (JSON_DIR / name).write_text(text)

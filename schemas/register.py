@@ -24,6 +24,8 @@ REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)
 
 
 class RegisterRequest(WireModel):
+    """A registration request: an enrollment token and what the host says of itself."""
+
     schema_: Literal["register/v1"] = Field(alias="schema")
     enrollment_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     hostname: Name
@@ -34,6 +36,8 @@ class RegisterRequest(WireModel):
 
 
 class RegisterAccepted(WireModel):
+    """The host's id and its key (keep the key secret: it signs every report)."""
+
     status: Literal["accepted"] = "accepted"
     host_id: uuid.UUID
     host_key: str  # base64 of the host's 32-byte key: keep it secret, it signs every report
@@ -41,6 +45,8 @@ class RegisterAccepted(WireModel):
 
 
 class RegisterRejected(WireModel):
+    """Why the registration was refused (and, when rate-limited, how long to wait)."""
+
     status: Literal["rejected"] = "rejected"
     reason: RejectionReason
     # With `rate-limited`: seconds to wait before asking again (the token was not checked).

@@ -26,6 +26,8 @@ Mac = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]
 
 
 class HeartbeatData(WireModel):
+    """A heartbeat: the agent is alive, its host's status and load."""
+
     status: Literal["ok", "degraded", "critical"]
     agent_version: ShortText
     uptime_s: Count
@@ -38,6 +40,8 @@ class HeartbeatData(WireModel):
 
 
 class SystemInfoData(WireModel):
+    """The host's names, operating system, kernel, architecture and addresses."""
+
     hostname: Name
     fqdn: Name
     os_name: Name
@@ -52,6 +56,8 @@ class SystemInfoData(WireModel):
 
 
 class Cpu(WireModel):
+    """The host's CPU."""
+
     vendor: Name
     model: Name
     cores: Annotated[int, Field(ge=1, le=100_000)]
@@ -60,6 +66,8 @@ class Cpu(WireModel):
 
 
 class Disk(WireModel):
+    """One disk of the host."""
+
     device: Name
     size_gb: NonNegative
     mount: OptionalText | None = None
@@ -67,12 +75,16 @@ class Disk(WireModel):
 
 
 class Nic(WireModel):
+    """One network interface of the host."""
+
     name: Name
     mac: Mac | None = None
     addresses: list[IPv4Address | IPv6Address] = Field(max_length=MAX_ADDRESSES)
 
 
 class HardwareData(WireModel):
+    """The host's hardware: CPU, memory, disks, network interfaces."""
+
     cpu: Cpu
     memory_mb: Count
     disks: list[Disk] = Field(max_length=MAX_DEVICES)
@@ -83,6 +95,8 @@ class HardwareData(WireModel):
 
 
 class Package(TypedDict):
+    """One installed package."""
+
     __pydantic_config__ = ENTRY_CONFIG  # type: ignore[misc]
     name: Name
     version: Name
@@ -100,6 +114,8 @@ class PackagesData(WireModel):
 
 
 class RuleResult(TypedDict):
+    """One rule's result in a compliance run."""
+
     __pydantic_config__ = ENTRY_CONFIG  # type: ignore[misc]
     rule_id: Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=NO_NUL)]
     status: Literal["pass", "fail", "error", "notapplicable"]
@@ -122,26 +138,36 @@ class _Envelope(WireModel):
 
 
 class HeartbeatReport(_Envelope):
+    """A heartbeat report (`report.heartbeat`)."""
+
     schema_: Literal["heartbeat/v1"] = Field(alias="schema")
     data: HeartbeatData
 
 
 class SystemInfoReport(_Envelope):
+    """A system_info report (`report.system_info`)."""
+
     schema_: Literal["system_info/v1"] = Field(alias="schema")
     data: SystemInfoData
 
 
 class HardwareReport(_Envelope):
+    """A hardware report (`report.hardware`)."""
+
     schema_: Literal["hardware/v1"] = Field(alias="schema")
     data: HardwareData
 
 
 class PackagesReport(_Envelope):
+    """A packages report (`report.packages`): the host's whole package list."""
+
     schema_: Literal["packages/v1"] = Field(alias="schema")
     data: PackagesData
 
 
 class ComplianceReport(_Envelope):
+    """A compliance report (`report.compliance`): one benchmark's whole run."""
+
     schema_: Literal["compliance/v1"] = Field(alias="schema")
     data: ComplianceData
 

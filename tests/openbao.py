@@ -19,9 +19,9 @@ from pathlib import Path
 
 import hvac
 
-from services.core import openbao
 from services.core.names import Names
 from services.core.settings import Settings
+from services.ops import openbao
 
 
 def _free_port() -> int:

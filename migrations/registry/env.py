@@ -1,6 +1,6 @@
 """Alembic environment of the `registry` chain."""
 
 from migrations.env_common import run
-from services.core.models import METADATA
+from migrations.metadata import METADATA
 
 run("registry", METADATA["registry"])

@@ -1,6 +1,6 @@
 """Alembic environment of the `tenant` chain."""
 
 from migrations.env_common import run
-from services.core.models import METADATA
+from migrations.metadata import METADATA
 
 run("tenant", METADATA["tenant"])

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 
 from schemas.register import RegisterAccepted, RegisterRejected
 from services.core import wire
+from services.core.errors import RegistrationFailed
 from services.core.hostkeys import sign
 from services.core.names import Names
 
@@ -39,6 +40,7 @@ class Identity:
 
     @classmethod
     def from_answer(cls, answer: RegisterAccepted) -> Identity:
+        """The identity an accepted registration gave."""
         return cls(answer.host_id, base64.b64decode(answer.host_key), answer.key_version)
 
     def save(self, path: Path) -> None:
@@ -57,6 +59,7 @@ class Identity:
 
     @classmethod
     def load(cls, path: Path) -> Identity:
+        """Read the state file `save` wrote."""
         document = json.loads(path.read_text())
         return cls(
             uuid.UUID(document["host_id"]),
@@ -77,9 +80,11 @@ class OutgoingReport:
 
     @property
     def routing_key(self) -> str:
+        """`report.<kind>`, where an agent publishes it."""
         return wire.report_routing_key(self.kind)
 
     def signed(self, identity: Identity) -> OutgoingReport:
+        """The same report with its host's signature header."""
         signature = sign(
             identity.host_key,
             identity.key_version,
@@ -90,6 +95,7 @@ class OutgoingReport:
         return replace(self, headers={**self.headers, wire.SIGNATURE: signature})
 
     def message(self) -> aio_pika.Message:
+        """The report as an AMQP message: persistent, typed, timestamped, its headers set."""
         return aio_pika.Message(
             body=self.body,
             message_id=self.message_id,
@@ -126,10 +132,6 @@ def build_report(
         sent_at=sent_at,
     )
     return report.signed(identity) if identity is not None else report
-
-
-class RegistrationFailed(Exception):
-    """Raised when no answer came back after every attempt."""
 
 
 class AgentPublisher:

@@ -10,12 +10,9 @@ from collections.abc import Callable, Sequence
 
 from schemas.register import RegisterAccepted
 from services.agent.client import AgentPublisher, Identity
-from services.core.broker_users import agent_url
+from services.core.broker.users import agent_url
+from services.core.errors import EnrollmentRefused
 from services.core.settings import Settings
-
-
-class EnrollmentRefused(Exception):
-    """Raised when a registration of the batch was rejected (the answer says why)."""
 
 
 async def register_hosts(

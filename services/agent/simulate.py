@@ -20,11 +20,11 @@ from rich.progress import Progress
 
 from services.agent.client import AgentPublisher, Identity, build_report
 from services.agent.enroll import register_hosts
-from services.core import hosts as host_bindings
-from services.core import tokens
-from services.core.broker_users import agent_url
+from services.core.broker.users import agent_url
 from services.core.hostkeys import Keyring, load_keyring, sign
 from services.core.settings import Settings
+from services.ops import bindings as host_bindings
+from services.ops import tokens
 
 # Host ids derive from the tenant and an index, so a second run reuses the same fleet.
 _FLEET = uuid.UUID("5f1c0e4e-3f7b-4e0b-9c55-6a1d2b8f0c11")
@@ -33,12 +33,15 @@ MIX = (("heartbeat", 90), ("system_info", 3), ("hardware", 2), ("compliance", 4)
 
 @dataclass
 class Outcome:
+    """What a simulated fleet published: by kind, by tenant, and its misbehaving publishers."""
+
     published: Counter[str] = field(default_factory=Counter)
     per_tenant: Counter[str] = field(default_factory=Counter)
     misbehaving: list[str] = field(default_factory=list)
 
 
 def host_id(slug: str, index: int) -> uuid.UUID:
+    """A simulated host's id: stable for its tenant and index, so runs reuse the fleet."""
     return uuid.uuid5(_FLEET, f"{slug}/{index}")
 
 
@@ -48,6 +51,7 @@ def identity(keyring: Keyring, host: uuid.UUID) -> Identity:
 
 
 def debian_packages() -> dict[str, Any]:
+    """The real Debian 12 package snapshot shipped with the agent, as a packages report's data."""
     text = resources.files("services.agent").joinpath("data/debian12-packages.json").read_text()
     snapshot = json.loads(text)
     return {"manager": "dpkg", "packages": snapshot["packages"]}

@@ -42,14 +42,17 @@ values ($1, $2, $3, $4, $5::jsonb) on conflict (message_id) do nothing
 
 
 def intake_queue(namespace: str) -> str:
+    """The baseline's one intake queue."""
     return f"{namespace}.base.intake"
 
 
 def tenant_queue(namespace: str, tenant: int) -> str:
+    """The baseline's queue of one tenant (by index)."""
     return f"{namespace}.base.t{tenant}"
 
 
 def exchange_name(namespace: str) -> str:
+    """The exchange the baseline's reports are published to."""
     return f"{namespace}.base.in"
 
 
@@ -75,6 +78,7 @@ async def declare(amqp_url: str, namespace: str, tenants: int) -> None:
 
 
 async def forward(job: dict[str, Any], stop: asyncio.Event) -> None:
+    """The baseline's forwarder: intake to each tenant's queue, confirmed, then acked."""
     routes = {host: tenant_queue(job["namespace"], t) for host, t in job["routes"].items()}
     connection = await aio_pika.connect(job["amqp_url"])
     try:
@@ -107,6 +111,7 @@ async def forward(job: dict[str, Any], stop: asyncio.Event) -> None:
 
 
 async def write(job: dict[str, Any], stop: asyncio.Event) -> None:
+    """The baseline's writer: each tenant's messages as JSON rows, batched per transaction."""
     namespace = job["namespace"]
     connection = await aio_pika.connect(job["amqp_url"])
     databases = [await asyncpg.connect(dsn) for dsn in job["databases"]]
@@ -169,6 +174,7 @@ def _timestamp(text: str) -> Any:
 
 
 async def main_async(role: str, job: dict[str, Any]) -> None:
+    """Run one baseline role until SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -177,6 +183,7 @@ async def main_async(role: str, job: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    """`python -m services.bench.baseline forward|write JOB.json`."""
     role, job_path = sys.argv[1], sys.argv[2]
     if role not in ("forward", "write"):
         raise SystemExit("usage: python -m services.bench.baseline forward|write JOB.json")

@@ -20,7 +20,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.bench.procstat import CLOCK_TICKS
-from services.core.migrator import upgrade
+from services.ops.chains import upgrade
 from services.workers import store
 from services.workers.handlers import Report
 
@@ -29,6 +29,8 @@ HOSTS = 50
 
 @dataclass(frozen=True)
 class Pattern:
+    """A shape of commit traffic: connections, batches on each, reports per batch."""
+
     name: str
     connections: int
     batches_per_connection: int
@@ -58,6 +60,7 @@ class Heartbeats:
         self._sent = 0
 
     def batch(self, size: int) -> list[Report]:
+        """The next `size` heartbeats, each newer than the last."""
         reports = []
         for _ in range(size):
             self._sent += 1
@@ -98,6 +101,7 @@ async def measure(dsn: str, pattern: Pattern, settings: Mapping[str, str]) -> di
 
 
 async def run(admin_dsn: str, rounds: int) -> None:
+    """Measure every pattern, with and without the workers' session settings, interleaved."""
     database = f"benchcommits{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_dsn)
     try:
@@ -136,6 +140,7 @@ async def run(admin_dsn: str, rounds: int) -> None:
 
 
 def main() -> None:
+    """`make bench-commits`: parse the arguments and run, refusing bad ones with a message."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--admin-dsn",

@@ -23,12 +23,13 @@ import httpx
 from services.agent.client import Identity
 from services.agent.enroll import register_hosts
 from services.bench.processes import Running, start
-from services.core import migrate, tokens
-from services.core.bootstrap import bootstrap, teardown
 from services.core.errors import InvalidArgument
 from services.core.names import Names
+from services.core.outcomes import DeadLetterQueue
 from services.core.settings import Settings, load_settings
-from services.core.tenants import create_tenant
+from services.ops import migrate, tokens
+from services.ops.bootstrap import bootstrap, teardown
+from services.ops.tenants import create_tenant
 
 # Broker file descriptors a tenant's quorum queue needs (measured: ~3), and what else needs some.
 FDS_PER_QUEUE = 3
@@ -37,6 +38,8 @@ FDS_SPARE = 300
 
 @dataclass
 class Options:
+    """What a bench run is asked to do (the command's options)."""
+
     tenants: int = 10
     hosts: int = 200
     reports: int = 20_000
@@ -101,6 +104,7 @@ class Deployment:
         self.router_port = 0
 
     def env(self, **extra: str) -> dict[str, str]:
+        """The environment a process of the bench's deployment starts with."""
         s = self.settings
         env = {
             **os.environ,
@@ -121,10 +125,12 @@ class Deployment:
         return env
 
     async def management(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to RabbitMQ's management API, as the broker administrator."""
         async with httpx.AsyncClient(base_url=f"{self.base.management_api}/api", timeout=30) as api:
             return await api.request(method, path, **kwargs)
 
     async def set_up(self, progress: Callable[[str], None]) -> None:
+        """The vhost, bootstrap, migrations, the tenants, seeded bindings and the enrolled hosts."""
         (await self.management("PUT", f"/vhosts/{self.namespace}")).raise_for_status()
         user = httpx.URL(self.base.management_api).username or "guest"
         await self.management(
@@ -162,6 +168,7 @@ class Deployment:
             await conn.close()
 
     async def enroll(self, slugs: list[str]) -> None:
+        """Issue a token per tenant and enroll the hosts through the reference client."""
         per_tenant = -(-self.options.hosts // len(slugs))
         issued = [
             await tokens.issue(
@@ -183,6 +190,7 @@ class Deployment:
             ingest.stop()
 
     async def tear_down(self) -> None:
+        """Remove all the bench created: the deployment, the baseline's databases, the vhost."""
         try:
             await teardown(self.settings, self.admin_dsn)
         finally:
@@ -200,6 +208,7 @@ class Deployment:
         module: str = "services.cli",
         envs: dict[str, dict[str, str]] | None = None,
     ) -> Running:
+        """Start the named processes of one system, as a deployment would."""
         return start(
             commands,
             module=module,
@@ -208,6 +217,7 @@ class Deployment:
         )
 
     async def wait_consumers(self, queues: list[str], timeout_s: float = 60) -> None:
+        """Return once every queue has a consumer (or fail, naming the queues that have none)."""
         deadline = time.monotonic() + timeout_s
         while True:
             listed = (await self.management("GET", f"/queues/{self.namespace}")).json()
@@ -226,8 +236,9 @@ class Deployment:
         return sum(int(q.get("messages", 0) or 0) for q in listed if ".dlq." not in q["name"])
 
     async def dead_letters(self) -> int:
+        """Messages in the deployment's dead-letter queues."""
         total = 0
-        for which in ("invalid", "unrouted", "failed"):
+        for which in DeadLetterQueue:
             response = await self.management(
                 "GET", f"/queues/{self.namespace}/{self.names.dlq(which)}"
             )

@@ -64,9 +64,11 @@ class Probe:
 
     @property
     def long_lived(self) -> bool:
+        """Whether the probe keeps a session per database (few databases) or opens them per read."""
         return len(self._databases) <= self.PER_DATABASE_MAX
 
     async def open(self) -> Probe:
+        """Open the probe's sessions, noting their backends' pids."""
         self._admin = await asyncpg.connect(self._admin_dsn)
         self.pids.add(self._admin.get_server_pid())
         if self.long_lived:
@@ -77,6 +79,7 @@ class Probe:
         return self
 
     async def close(self) -> None:
+        """Close the probe's sessions."""
         for conn in [*self._sessions.values(), *([self._admin] if self._admin else [])]:
             await conn.close()
         self._sessions.clear()
@@ -149,6 +152,7 @@ class RouterScrape:
 
 
 async def scrape_router(port: int) -> RouterScrape:
+    """The router's lookup metrics, read from its /metrics."""
     async with httpx.AsyncClient(timeout=10) as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     scrape = RouterScrape({"hit": [], "miss": []}, {}, 0.0)

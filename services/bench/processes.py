@@ -21,14 +21,17 @@ class Running:
     processes: dict[str, subprocess.Popen[bytes]]
 
     def pids(self) -> dict[str, int]:
+        """Each process's pid, by name."""
         return {name: p.pid for name, p in self.processes.items()}
 
     def check(self) -> None:
+        """Fail if a process of the system exited while the bench runs it."""
         for name, process in self.processes.items():
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode} during the bench")
 
     def stop(self) -> None:
+        """SIGTERM every process, then wait for it (killed after a minute)."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -85,6 +88,7 @@ def peak_rss(running: Running) -> dict[str, float]:
 
 
 def free_port() -> int:
+    """A TCP port free on loopback now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -14,6 +14,8 @@ PROC = Path("/proc")
 
 @dataclass(frozen=True)
 class Stat:
+    """One process's line of /proc/<pid>/stat, the parts the bench reads."""
+
     pid: int
     ppid: int
     comm: str

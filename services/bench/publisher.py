@@ -22,6 +22,7 @@ from services.bench import workload
 
 
 async def publish(job: dict[str, Any]) -> dict[str, Any]:
+    """Publish a phase's reports (signed for siloflow) with a window of confirms in flight."""
     identities = [
         Identity(uuid.UUID(i["host_id"]), base64.b64decode(i["host_key"]), int(i["key_version"]))
         for i in job["identities"]
@@ -143,6 +144,7 @@ async def in_process(
 
 
 def main() -> None:
+    """`python -m services.bench.publisher JOB.json`: publish, print what was sent as JSON."""
     job = json.loads(Path(sys.argv[1]).read_text())
     print(json.dumps(asyncio.run(publish(job))))
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from services.core.broker_users import public
+from services.core.broker.users import public
 
 if TYPE_CHECKING:
     from services.bench.deployment import Options
@@ -22,6 +22,8 @@ TARGET_P99_S = 0.250
 
 @dataclass
 class Phase:
+    """One phase of one system's run: what was published and committed, the time, CPU, latencies."""
+
     system: str
     published: int
     committed: int  # of the published ids, how many are in the databases
@@ -41,11 +43,13 @@ class Phase:
         return self.committed / self.seconds if self.seconds else 0.0
 
     def percentile(self, q: float) -> float | None:
+        """The latency quantile `q` (None with fewer than two reports)."""
         if len(self.latencies_s) < 2:
             return None
         return statistics.quantiles(self.latencies_s, n=1000, method="inclusive")[int(q * 1000) - 1]
 
     def cpu_per_1000(self) -> dict[str, float]:
+        """CPU seconds per 1,000 committed reports, by process group, and their total."""
         per = (
             {k: v / self.committed * 1000 for k, v in self.cpu_s.items()} if self.committed else {}
         )
@@ -54,9 +58,11 @@ class Phase:
 
     @property
     def exact(self) -> bool:
+        """Whether every published report was committed once and nothing else."""
         return self.missing == 0 and self.unexpected == 0 and self.committed == self.published
 
     def as_json(self) -> dict[str, Any]:
+        """The phase's figures for the JSON document."""
         out = {k: v for k, v in asdict(self).items() if k != "latencies_s"}
         out.update(
             throughput=self.throughput,
@@ -71,6 +77,8 @@ class Phase:
 
 @dataclass
 class SystemResult:
+    """One run of one system: its two phases, memory and dead letters."""
+
     system: str
     peak: Phase
     steady: Phase
@@ -79,6 +87,7 @@ class SystemResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
+        """The run's figures for the JSON document."""
         return {
             "peak": self.peak.as_json(),
             "steady": self.steady.as_json(),
@@ -265,12 +274,14 @@ def spread(document: dict[str, Any]) -> list[list[str]]:
 
 
 def title(document: dict[str, Any]) -> str:
+    """The main table's title: which run it shows, and whether the bench is valid."""
     n = document.get("n", 1)
     shown = f"run {document.get('median_run', 1)} of {n}, the median" if n > 1 else "one run"
     return f"siloflow bench ({shown})" + ("" if document["valid"] else "  (INVALID: see checks)")
 
 
 def render(document: dict[str, Any]) -> list[Table]:
+    """The tables for the terminal."""
     header, rows = figures(document)
     main = Table(title=title(document))
     for index, column in enumerate(header):

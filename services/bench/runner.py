@@ -37,7 +37,7 @@ from services.bench.probes import (
 )
 from services.bench.processes import Running, cpu_groups, free_port, peak_rss
 from services.bench.results import Phase, SystemResult, summarise
-from services.core.broker_users import agent_url
+from services.core.broker.users import agent_url
 from services.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -66,6 +66,7 @@ class Bench(Deployment):
     ) -> dict[str, Any]:
         # Siloflow's reports are published as agents publish them, with the agent user; the
         # baseline's with the URL its own topology was declared with.
+        """Publish a phase: as agents publish (signed, the agent user), or for the baseline."""
         url = agent_url(self.settings) if sign else self.settings.amqp_url
         return await publisher.in_process(
             url,
@@ -170,17 +171,21 @@ class Bench(Deployment):
 
     @property
     def amqp_port(self) -> int:
+        """The broker's AMQP port (its node is found by it)."""
         return urlsplit(self.settings.amqp_url).port or 5672
 
     @property
     def pg_port(self) -> int:
+        """The PostgreSQL server's port (its postmaster is found by it)."""
         return urlsplit(self.pg).port or 5432
 
     @property
     def login_prefix(self) -> str:
+        """The prefix of the deployment's tenant logins (their sessions are counted)."""
         return self.names.login_prefix
 
     def probe(self, databases: list[str], table: str) -> Probe:
+        """A probe of these databases and table."""
         return Probe(self.pg, databases, table, self.admin_dsn)
 
     async def run_siloflow(

@@ -16,7 +16,7 @@ from pathlib import Path
 from services.bench.deployment import Options
 from services.bench.probes import commit_timestamps_on
 from services.bench.processes import free_port
-from services.core.errors import InvalidArgument, SiloflowError
+from services.core.errors import InvalidArgument, ServerFailed
 
 LOCAL = Path(__file__).parents[2] / "deploy" / "local"
 # Sessions the bench's server allows: the services' pools, the bench's probe (a session per
@@ -26,11 +26,8 @@ CONNECTIONS_SPARE = 200
 
 
 def connection_budget(tenants: int) -> int:
+    """Sessions the bench's own server allows for this many tenants."""
     return CONNECTIONS_PER_TENANT * tenants + CONNECTIONS_SPARE
-
-
-class ServerFailed(SiloflowError):
-    """Raised when a server the bench starts for itself does not come up."""
 
 
 def _script(name: str, *args: str, env: dict[str, str]) -> str:

@@ -17,6 +17,8 @@ PACKAGES_PER_SNAPSHOT = 2000
 
 @dataclass(frozen=True)
 class Planned:
+    """One planned report: which host sends it, of which kind."""
+
     host_index: int
     kind: str
 

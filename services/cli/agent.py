@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from schemas.register import RegisterRejected
-from services.agent.client import AgentPublisher, Identity, RegistrationFailed, build_report
+from services.agent.client import AgentPublisher, Identity, build_report
 from services.cli.common import AppContext, pass_app, run
-from services.core.broker_users import agent_url
-from services.core.errors import SiloflowError
+from services.core.broker.users import agent_url
+from services.core.errors import RegistrationFailed, SiloflowError
 
 DEFAULT_STATE = Path("siloflow-agent.json")
 broker_option = click.option(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json
-from services.core.broker_users import BrokerRole, agent_url, load_passwords, user_of
+from services.core.broker.users import BrokerRole, agent_url, load_passwords, user_of
 from services.core.errors import SettingsError
 
 

@@ -37,6 +37,7 @@ class AppContext:
 
     @property
     def settings(self) -> Settings:
+        """The settings, read on first use; a bad one stops the command with its name."""
         if self._settings is None:
             try:
                 self._settings = load_settings(self.config_file)
@@ -66,12 +67,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 def print_json(value: object) -> None:
+    """Print a value as indented JSON."""
     click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
 
 
 def print_table(
     title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]
 ) -> None:
+    """Print rows as a table (never cut to the terminal's width when piped)."""
     table = Table(title=title, show_lines=False)
     for column in columns:
         table.add_column(column)

@@ -12,13 +12,14 @@ import click
 from rich.progress import Progress
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
-from services.core import dlq
 from services.core.durations import parse_duration
 from services.core.errors import InvalidArgument
 from services.core.names import DLQS, Names
+from services.ops import dlq
 
 
 def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every dlq command filters letters with."""
     options = [
         click.option(
             "--queue",
@@ -196,7 +197,7 @@ def replay(
         )
     copies = f" (and {summary.copies_removed} copies removed)" if summary.copies_removed else ""
     click.echo(
-        f"replayed {summary.replayed}{copies}, skipped {summary.skipped}, failed {summary.failed}"
+        f"replayed {summary.done}{copies}, skipped {summary.skipped}, failed {summary.failed}"
     )
     for failure in summary.failures:
         click.echo(f"  failed: {failure}", err=True)
@@ -217,6 +218,6 @@ def purge(app: AppContext, /, yes: bool, **options: Any) -> None:
         return
     if not yes:
         raise click.UsageError(f"purging drops {count} letter(s) for good: add --yes to confirm")
-    summary = run(dlq.replay(app.settings, filters, purge=True))
+    summary = run(dlq.purge(app.settings, filters))
     copies = f" (and {summary.copies_removed} copies)" if summary.copies_removed else ""
-    click.echo(f"purged {summary.replayed}{copies}")
+    click.echo(f"purged {summary.done}{copies}")

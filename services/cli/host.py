@@ -8,9 +8,9 @@ import uuid
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
-from services.core import hosts
 from services.core.errors import SettingsError
 from services.core.hostkeys import load_keyring
+from services.ops import bindings as hosts
 
 
 @click.group()

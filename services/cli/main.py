@@ -22,11 +22,11 @@ from services.cli.status import status
 from services.cli.tenant import tenant
 from services.cli.token import token
 from services.cli.topology import topology
-from services.core import migrate as migrate_mod
-from services.core.bootstrap import bootstrap as bootstrap_op
-from services.core.bootstrap import teardown as teardown_op
 from services.core.errors import SettingsError
 from services.core.hostkeys import load_keyring, write_keyring
+from services.ops import migrate as migrate_mod
+from services.ops.bootstrap import bootstrap as bootstrap_op
+from services.ops.bootstrap import teardown as teardown_op
 
 CONFIG_ENV = "SILOFLOW_CONFIG"
 
@@ -172,6 +172,7 @@ cli.add_command(broker)
 
 
 def main() -> None:
+    """The `siloflow` command."""
     cli(prog_name="siloflow")
 
 

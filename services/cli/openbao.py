@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, run
-from services.core import openbao as openbao_mod
+from services.ops import openbao as openbao_mod
 
 
 @click.group()

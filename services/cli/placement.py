@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
-from services.core import registry
 from services.core.errors import InvalidArgument
-from services.core.tenants import registry_connection
+from services.core.registry import queries as registry
+from services.ops import records
+from services.ops.tenants import registry_connection
 
 
 @click.group()
@@ -26,12 +27,12 @@ def add(app: AppContext, name: str, host: str, port: int, note: str | None) -> N
 
     async def insert() -> None:
         async with registry_connection(app.settings) as conn:
-            existing = await registry.get_placement(conn, name)
+            existing = await records.get_placement(conn, name)
             if existing is not None:
                 raise InvalidArgument(
                     f"placement {name!r} already exists ({existing.host}:{existing.port})"
                 )
-            await registry.ensure_placement(conn, registry.Placement(name, host, port, note))
+            await records.ensure_placement(conn, registry.Placement(name, host, port, note))
             await conn.commit()
 
     run(insert())
@@ -46,7 +47,7 @@ def list_(app: AppContext, as_json: bool) -> None:
 
     async def fetch() -> list[registry.Placement]:
         async with registry_connection(app.settings) as conn:
-            return await registry.list_placements(conn)
+            return await records.list_placements(conn)
 
     placements = run(fetch())
     if as_json:

@@ -9,8 +9,8 @@ import click
 
 from services.cli.common import AppContext, pass_app
 from services.cli.common import run as run_coro
-from services.core.runtime import stop_on_signals
-from services.core.supervisor import Child, supervise
+from services.cli.supervisor import Child, supervise
+from services.core.lifespan import stop_on_signals
 from services.ingest import app as ingest_app
 from services.router import app as router_app
 from services.sweeper import app as sweeper_app

@@ -7,9 +7,9 @@ import click
 from services.agent.simulate import Outcome, bind_fleet, enroll_fleet
 from services.agent.simulate import simulate as simulate_fleet
 from services.cli.common import AppContext, json_option, pass_app, print_json, run
-from services.core import registry
 from services.core.errors import InvalidArgument, TenantNotFound
-from services.core.tenants import registry_connection
+from services.core.registry import queries as registry
+from services.ops.tenants import registry_connection
 
 
 @click.command()
@@ -60,7 +60,7 @@ def simulate(
 
     async def go() -> Outcome:
         async with registry_connection(app.settings) as conn:
-            active = [t.slug for t in await registry.list_tenants(conn, statuses=("active",))]
+            active = [t.slug for t in await registry.active_tenants(conn)]
         chosen = [s.strip() for s in tenants.split(",") if s.strip()] if tenants else active
         for slug in chosen:
             if slug not in active:

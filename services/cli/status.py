@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from services.cli.common import AppContext, console, json_option, pass_app, print_json, run
-from services.core.status import QueueStatus, Status, collect
+from services.ops.status import QueueStatus, Status, collect
 
 
 def _wait(q: QueueStatus) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
-from services.core import registry, tenants
 from services.core.errors import TenantNotFound
-from services.core.registry import TenantRecord
+from services.core.registry import queries as registry
+from services.core.registry.models import TenantStatus
+from services.core.registry.queries import TenantRecord
+from services.ops import tenants
 
 
 def _rows(records: list[TenantRecord]) -> list[tuple[object, ...]]:
@@ -102,7 +104,7 @@ def show(app: AppContext, slug: str, as_json: bool) -> None:
 @pass_app
 def suspend(app: AppContext, slug: str, as_json: bool) -> None:
     """Stop committing this tenant's reports (they are held back, not lost)."""
-    record = run(tenants.set_tenant_status(app.settings, slug, "suspended"))
+    record = run(tenants.set_tenant_status(app.settings, slug, TenantStatus.SUSPENDED))
     print_json(record.as_json()) if as_json else click.echo(f"tenant {slug} is suspended")
 
 
@@ -112,7 +114,7 @@ def suspend(app: AppContext, slug: str, as_json: bool) -> None:
 @pass_app
 def resume(app: AppContext, slug: str, as_json: bool) -> None:
     """Make a suspended tenant active again."""
-    record = run(tenants.set_tenant_status(app.settings, slug, "active"))
+    record = run(tenants.set_tenant_status(app.settings, slug, TenantStatus.ACTIVE))
     print_json(record.as_json()) if as_json else click.echo(f"tenant {slug} is active")
 
 

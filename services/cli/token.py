@@ -7,9 +7,9 @@ import uuid
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
-from services.core import tokens
 from services.core.durations import parse_duration
 from services.core.errors import InvalidArgument
+from services.ops import tokens
 
 
 @click.group()

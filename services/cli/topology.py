@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from services.cli.common import AppContext, pass_app, print_json, run
-from services.core import registry
-from services.core import topology as topology_mod
-from services.core.broker_users import BrokerRole
+from services.core.broker.connection import connect
+from services.core.broker.users import BrokerRole
 from services.core.names import Names
-from services.core.tenants import registry_connection
+from services.core.registry import queries as registry
+from services.ops import topology as topology_mod
+from services.ops.tenants import registry_connection
 
 
 @click.group()
@@ -39,8 +40,8 @@ def apply(app: AppContext, overwrite_policies: bool) -> None:
 
     async def go() -> tuple[list[str], topology_mod.Retired]:
         async with registry_connection(settings) as conn:
-            active = [t.slug for t in await registry.list_tenants(conn, statuses=("active",))]
-        connection = await topology_mod.connect(settings, name="topology", role=BrokerRole.TOPOLOGY)
+            active = [t.slug for t in await registry.active_tenants(conn)]
+        connection = await connect(settings, name="topology", role=BrokerRole.TOPOLOGY)
         try:
             written = await topology_mod.ensure_policies(settings, overwrite=overwrite_policies)
             retired = await topology_mod.ensure_topology(settings, connection, active)

@@ -35,6 +35,7 @@ def asyncpg_url(dsn: str | URL) -> URL:
 
 
 def server_of(dsn: str) -> ServerAddress:
+    """The server a DSN names."""
     parts = urlsplit(dsn)
     return ServerAddress(host=parts.hostname or "127.0.0.1", port=parts.port or 5432)
 

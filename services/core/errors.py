@@ -1,6 +1,11 @@
-"""The error tree. `Permanent` errors will fail the same way on retry (dead-letter or refuse);
-`Transient` ones may succeed later (wait and retry). Each carries what it is about as attributes,
-and resolution errors carry the stable `reason` code that dead letters and logs use."""
+"""The one error tree: every exception siloflow raises on purpose, from every package.
+
+`SiloflowError` is the base. Under it, `Permanent` errors fail the same way on retry (dead-letter
+the report, or refuse the command: nothing changed), and `Transient` ones may succeed later (wait
+and retry). `SettingsError` and `InvalidArgument` are the operator's to correct. Each says in its
+docstring when it is raised and carries what it is about as attributes; resolution errors carry
+the stable `reason` code that dead letters and logs use. `services.core.failures.classify` sorts
+any exception (siloflow's or a driver's) into what to do with it."""
 
 from __future__ import annotations
 
@@ -47,6 +52,49 @@ class CredentialsUnavailable(Transient):
         self.detail = detail
 
 
+class BrokerUnavailable(Transient):
+    """Raised when RabbitMQ cannot be reached, or refuses the login, when connecting."""
+
+
+class ManagementError(SiloflowError):
+    """Raised when RabbitMQ's management API refuses a request or cannot be reached."""
+
+
+class OpenBaoUnavailable(Transient):
+    """Raised when OpenBao cannot be reached or is sealed: wait and retry."""
+
+
+class Unroutable(Permanent):
+    """Raised when the broker returned a mandatory publish: no queue is bound for it."""
+
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        super().__init__(f"no queue takes {routing_key!r} on exchange {exchange or '(default)'!r}")
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+class TopologyConflict(Permanent):
+    """Raised when an exchange or queue already exists with other arguments than siloflow's."""
+
+
+class TopologyMissing(SiloflowError):
+    """Raised when a queue a service consumes does not exist (the topology was never applied,
+    or someone deleted it): services do not declare, `siloflow migrate` does. Neither permanent
+    nor transient: it lasts until an operator applies the topology."""
+
+    def __init__(self, queues: list[str]) -> None:
+        super().__init__(
+            f"queue{'s' if len(queues) > 1 else ''} {', '.join(queues)} missing on the broker: "
+            "run `siloflow migrate` (or `siloflow topology apply`), which declares them"
+        )
+        self.queues = queues
+
+
+class UnreadableReport(Permanent, ValueError):
+    """Raised when a message on a tenant queue is not a report the router would have accepted
+    (a worker dead-letters it `commit-rejected`)."""
+
+
 class SchemaOutOfDate(Permanent):
     """Raised when a database's schema is not at the revision this code expects (run migrate)."""
 
@@ -65,7 +113,12 @@ class SchemaOutOfDate(Permanent):
 
 class ResolutionError(Permanent):
     """Raised when a tenant or host cannot be resolved to a tenant database. Never answered by
-    falling back to another database."""
+    falling back to another database.
+
+    Permanent for the question (asking again now gives the same answer), yet `classify` calls
+    it transient where a worker meets it while committing: the tenant was suspended or deleted
+    under the worker, an operator's act that an operator may undo, so the reports wait in their
+    queue (the worker stops consuming it at its next reconcile) instead of being dead-lettered."""
 
     reason = "unresolvable"
 
@@ -133,6 +186,35 @@ class ProvisioningError(Permanent):
 
 class TenantExists(ProvisioningError):
     """Raised when `tenant create` names a slug that is already active or suspended."""
+
+
+class HostAlreadyBound(Permanent):
+    """Raised when binding a host that belongs to another tenant without `move`."""
+
+    def __init__(self, host_id: uuid.UUID, tenant: str) -> None:
+        super().__init__(
+            f"host {host_id} is bound to tenant {tenant!r}; add --move to move it (its reports "
+            "go to the new tenant from then on; what is stored stays where it is)"
+        )
+        self.host_id = host_id
+        self.tenant = tenant
+
+
+# -- the agent side (the reference client and the tools built on it) ---------------------------
+
+
+class RegistrationFailed(Transient):
+    """Raised when no answer to a registration came back after every attempt (is ingest
+    running?); the same request may be sent again."""
+
+
+class EnrollmentRefused(Permanent):
+    """Raised when a registration of a batch enrolled together was rejected (the answer says
+    why)."""
+
+
+class ServerFailed(SiloflowError):
+    """Raised when a server a tool starts for itself (the bench's PostgreSQL) does not come up."""
 
 
 class NotInSingleTenantMode(SiloflowError):

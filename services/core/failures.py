@@ -7,7 +7,26 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError
 
 from services.core.errors import ResolutionError, Transient
-from services.core.notices import CONNECT_REFUSALS, CONNECTION_ERRORS
+from services.core.outcomes import Failure
+
+# Errors that mean "the database is not reachable right now", as asyncpg raises them.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+# What PostgreSQL answers a new connection while it cannot take one: the database is closed to
+# connections or being shut down, the login was refused. An outage, for whoever is waiting.
+CONNECT_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.ObjectNotInPrerequisiteStateError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+)
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -17,17 +36,18 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def classify(exc: BaseException) -> str:
-    """`transient` (wait and retry), `rejected` (this data can never commit) or `unknown`."""
+def classify(exc: BaseException) -> Failure:
+    """What a failure means: wait and retry, the data's fault, or not known. A `ResolutionError`
+    is transient here though permanent as a question: see its docstring."""
     root = root_cause(exc)
     if isinstance(exc, Transient | ResolutionError) or isinstance(
         root, CONNECTION_ERRORS + CONNECT_REFUSALS
     ):
-        return "transient"
+        return Failure.TRANSIENT
     if isinstance(root, asyncpg.exceptions.SerializationError | asyncpg.DeadlockDetectedError):
-        return "transient"
+        return Failure.TRANSIENT
     if isinstance(root, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
-        return "rejected"
+        return Failure.REJECTED
     if isinstance(root, KeyError | TypeError | ValueError):
-        return "rejected"
-    return "unknown"
+        return Failure.REJECTED
+    return Failure.UNKNOWN

@@ -33,6 +33,7 @@ def _b64(data: bytes) -> str:
 
 
 def signing_input(message_id: str, host_id: str, body: bytes) -> bytes:
+    """The bytes a report's signature covers."""
     return message_id.encode() + b"\n" + host_id.encode() + b"\n" + body
 
 
@@ -62,6 +63,7 @@ class Keyring:
 
     @property
     def current(self) -> int:
+        """The version that keys newly registered hosts (the highest)."""
         return max(self.secrets)
 
     def host_key(self, host_id: uuid.UUID, version: int | None = None) -> bytes:
@@ -112,6 +114,7 @@ class Keyring:
     # -- storage ---------------------------------------------------------------------------------
 
     def dumps(self) -> str:
+        """The key file's text."""
         return (
             json.dumps(
                 {"versions": {str(v): _b64(s) for v, s in sorted(self.secrets.items())}}, indent=2
@@ -121,6 +124,7 @@ class Keyring:
 
     @classmethod
     def loads(cls, text: str, *, source: str) -> Keyring:
+        """Read a key file's text (`source` names it in errors)."""
         try:
             document = json.loads(text)
             return cls(
@@ -145,6 +149,7 @@ class Keyring:
 
     @classmethod
     def generate(cls) -> Keyring:
+        """A keyring with one new secret, version 1."""
         return cls({1: secrets.token_bytes(SECRET_BYTES)})
 
     def rotated(self) -> Keyring:

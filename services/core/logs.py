@@ -47,6 +47,7 @@ def add_message(
 
 
 def configure_logging(settings: Settings) -> None:
+    """Configure structlog for this process, once."""
     json_output = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )

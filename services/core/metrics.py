@@ -78,6 +78,7 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        """Start serving, if a port is set."""
         if not self._port:
             return
         app = web.Application()
@@ -90,6 +91,7 @@ class HealthServer:
         log.info("health.listening", port=self._port)
 
     async def close(self) -> None:
+        """Stop serving."""
         if self._runner is not None:
             await self._runner.cleanup()
 

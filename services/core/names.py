@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from services.core.errors import InvalidArgument
+from services.core.outcomes import DeadLetterQueue
 
 # Slugs name a tenant in queues, databases and roles; lower-case so that case never makes two
 # tenants look alike, and short enough that `<namespace>_tenant_<slug>` fits PostgreSQL's 63 bytes.
@@ -133,6 +134,7 @@ class Names:
 
     @property
     def intake_queue(self) -> str:
+        """Every report agents publish, and every publish that matched no binding."""
         return f"{self.namespace}.intake"
 
     @property
@@ -148,9 +150,11 @@ class Names:
 
     @property
     def tenant_queue_prefix(self) -> str:
+        """The start of every tenant queue's name."""
         return f"{self.namespace}.tenant."
 
     def tenant_queue(self, slug: str) -> str:
+        """A tenant's queue."""
         return f"{self.tenant_queue_prefix}{slug}"
 
     def slug_of_queue(self, queue: str) -> str | None:
@@ -159,11 +163,9 @@ class Names:
             return queue[len(self.tenant_queue_prefix) :]
         return None
 
-    def dlq(self, which: str) -> str:
-        """A dead-letter queue: `which` is one of `DLQS`."""
-        if which not in DLQS:
-            raise ValueError(f"unknown dead-letter queue {which!r}; expected one of {DLQS}")
-        return f"{self.namespace}.dlq.{which}"
+    def dlq(self, which: DeadLetterQueue | str) -> str:
+        """A dead-letter queue (`invalid`, `unrouted`, `failed`)."""
+        return f"{self.namespace}.dlq.{DeadLetterQueue(which).value}"
 
     def broker_user(self, role: str) -> str:
         """The RabbitMQ user of one broker role (`agent`, `router`, ...). Users are global to a
@@ -189,6 +191,5 @@ class Names:
         return "siloflow_registry_changes"
 
 
-# The three dead-letter queues, by what went wrong: failed validation, no tenant could be
-# resolved, a worker could not commit.
-DLQS = ("invalid", "unrouted", "failed")
+# The three dead-letter queues (`DeadLetterQueue`), by name.
+DLQS: tuple[str, ...] = tuple(queue.value for queue in DeadLetterQueue)

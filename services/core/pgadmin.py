@@ -26,11 +26,13 @@ def literal(value: str) -> str:
 
 
 async def role_exists(conn: AsyncConnection, role: str) -> bool:
+    """Whether the role exists."""
     result = await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
     return result.first() is not None
 
 
 async def database_exists(conn: AsyncConnection, database: str) -> bool:
+    """Whether the database exists."""
     result = await conn.execute(
         text("select 1 from pg_database where datname = :d"), {"d": database}
     )
@@ -38,6 +40,7 @@ async def database_exists(conn: AsyncConnection, database: str) -> bool:
 
 
 async def is_superuser(conn: AsyncConnection) -> bool:
+    """Whether the connection's user is a superuser."""
     result = await conn.execute(text("select rolsuper from pg_roles where rolname = current_user"))
     return bool(result.scalar())
 
@@ -72,6 +75,7 @@ async def drop_database(conn: AsyncConnection, database: str) -> None:
 
 
 async def drop_role(conn: AsyncConnection, role: str) -> None:
+    """Drop the role if it exists."""
     await conn.execute(text(f"drop role if exists {ident(role)}"))
 
 

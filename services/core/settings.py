@@ -225,10 +225,12 @@ class Settings(BaseSettings):
 
     @property
     def host_key_file(self) -> Path:
+        """Where bootstrap keeps the host key secrets."""
         return self.state_dir / self.namespace / "host-keys.json"
 
     @property
     def broker_users_file(self) -> Path:
+        """Where bootstrap keeps the broker users' passwords."""
         return self.state_dir / self.namespace / "broker-users.json"
 
     @property
@@ -239,6 +241,7 @@ class Settings(BaseSettings):
 
     @property
     def registry_database(self) -> str:
+        """The registry database's name."""
         return _dsn_database(self.registry_url)
 
     @classmethod
@@ -250,6 +253,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Where settings come from: the arguments, the environment, then the TOML file."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_file = _toml_file.get()
         if toml_file is not None:

@@ -54,4 +54,5 @@ def header_text(value: Any) -> str | None:
 
 
 def report_routing_key(kind: str) -> str:
+    """The routing key of a report of `kind`."""
     return f"{REPORT_PREFIX}{kind}"

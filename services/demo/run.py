@@ -22,14 +22,15 @@ from rich.console import Console
 from rich.live import Live
 
 from services.agent.simulate import Outcome, enroll_fleet, simulate
-from services.core import dlq, migrate, registry
-from services.core.bootstrap import bootstrap, teardown
-from services.core.broker_users import BrokerRole, management_url
-from services.core.management import Management
+from services.core.broker.users import BrokerRole, management_url
 from services.core.names import Names
+from services.core.registry import queries as registry
 from services.core.settings import Settings
-from services.core.tenants import create_tenant, registry_connection
 from services.demo.view import Snapshot, render
+from services.ops import dlq, migrate
+from services.ops.bootstrap import bootstrap, teardown
+from services.ops.management import Management
+from services.ops.tenants import create_tenant, registry_connection
 
 STATE_DIR = Path(".siloflow-demo")  # the services' log and pid, in the working directory
 MISBEHAVING = 4  # letters the simulator's misbehaving publishers leave
@@ -38,6 +39,8 @@ SERVICES_STOP_S = 60.0
 
 @dataclass
 class Options:
+    """What the demo is asked to do (the command's options)."""
+
     admin_dsn: str
     tenants: tuple[str, ...] = ("acme", "globex", "initech")
     hosts_per_tenant: int = 100
@@ -48,6 +51,8 @@ class Options:
 
 @dataclass
 class Result:
+    """What the demo did: the tenants' databases, what was published, what each committed."""
+
     databases: dict[str, str]  # tenant -> its database
     outcome: Outcome
     committed: dict[str, int]  # tenant -> reports this demo added to its silo
@@ -68,6 +73,7 @@ class Watcher:
         self.names = Names(settings.namespace)
 
     async def committed(self) -> dict[str, int]:
+        """Reports in each tenant's database."""
         counts = {}
         for slug, database in self.databases.items():
             conn = await asyncpg.connect(f"{self.server}/{database}")
@@ -78,6 +84,7 @@ class Watcher:
         return counts
 
     async def queues(self) -> dict[str, int]:
+        """Messages in each work queue (the management API's view)."""
         async with Management(management_url(self.settings, BrokerRole.STATUS)) as api:
             listed = await api.queues(self.settings.vhost)
         prefix = f"{self.names.namespace}.dlq."
@@ -88,6 +95,7 @@ class Watcher:
         }
 
     async def dead_letters(self) -> dict[str, dict[str, int]]:
+        """Dead letters by queue and reason, as `dlq list` counts them."""
         by_queue: dict[str, Counter[str]] = {}
         for letter in await dlq.browse(self.settings, dlq.Filters()):
             by_queue.setdefault(f"dlq.{letter.queue}", Counter())[letter.reason] += 1
@@ -132,6 +140,7 @@ def start_services(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def stop_services(process: subprocess.Popen[bytes]) -> None:
+    """Stop `siloflow run all` (SIGTERM, then a kill after the grace period)."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -143,6 +152,7 @@ def stop_services(process: subprocess.Popen[bytes]) -> None:
 
 
 async def wait_consuming(settings: Settings, queue: str, timeout_s: float = 60.0) -> None:
+    """Return once the queue has a consumer; fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     async with Management(management_url(settings, BrokerRole.STATUS)) as api:
         while time.monotonic() < deadline:
@@ -165,6 +175,7 @@ class Progress:
 async def demo(
     settings: Settings, options: Options, env: dict[str, str], console: Console
 ) -> Result:
+    """The demo: set up, start the services, enroll and publish, watch it live, stop."""
     started = time.monotonic()
     databases = await set_up(settings, options, lambda line: console.print(f"[dim]{line}[/dim]"))
     watcher = Watcher(settings, options.admin_dsn, databases)

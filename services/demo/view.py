@@ -12,6 +12,8 @@ from rich.table import Table
 
 @dataclass
 class Snapshot:
+    """What the live view shows at one moment."""
+
     elapsed_s: float
     phase: str  # what the demo is doing now
     enrolled: int
@@ -28,6 +30,7 @@ class Snapshot:
 
 
 def render(snapshot: Snapshot) -> Group:
+    """The live view of a snapshot."""
     tenants = Table(title="reports per tenant (each in its own database)", expand=True)
     for column in ("tenant", "published", "committed", "rate"):
         tenants.add_column(column, justify="left" if column == "tenant" else "right")

@@ -9,13 +9,12 @@ import asyncio
 
 import structlog
 
-from services.core.amqp import DeadLetters
-from services.core.broker_users import BrokerRole
+from services.core.broker.publish import DeadLetters
+from services.core.broker.topology import register_inbox
+from services.core.broker.users import BrokerRole
 from services.core.db import registry_engine
 from services.core.hostkeys import load_keyring
-from services.core.names import Names
-from services.core.outcomes import Stage
-from services.core.runtime import (
+from services.core.lifespan import (
     Broker,
     Consumption,
     broker,
@@ -23,11 +22,12 @@ from services.core.runtime import (
     health,
     stop_on_signals,
 )
+from services.core.names import Names
+from services.core.outcomes import Stage
 from services.core.settings import Settings
-from services.core.tenancy import RegistryDirectory, TenantDatabases
-from services.core.topology import register_inbox
-from services.ingest.registrar import RegistrationConsumer
-from services.ingest.registration import Registrar
+from services.core.silo.databases import RegistryDirectory, TenantDatabases
+from services.ingest.consumer import RegistrationConsumer
+from services.ingest.registrar import Registrar
 from services.ingest.throttle import ThrottleLimits
 
 log = structlog.get_logger(__name__)
@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 async def run(
     settings: Settings, *, burst: bool = False, stop: asyncio.Event | None = None
 ) -> None:
+    """Run ingest until stopped (or, with `burst`, until the register queue is drained)."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     keyring = load_keyring(settings)  # fails at start-up, by name, when there is none

@@ -1,151 +1,144 @@
-"""The registration consumer: decode the request, register, reply through direct reply-to,
-then ack. Database trouble holds the request and retries (the agent may retry too: same
-message_id, same answer). A source presenting bad tokens is throttled (throttle.py); its source
-is the direct reply-to address the broker assigned to its channel."""
+"""Registration, the server side: spend a token use and bind a new host in one registry
+transaction, then create the host's row in its tenant's database. Idempotent by message_id: a
+retried request gets the same host id, spends nothing more, and repairs a half-done one; but only
+when it presents the same enrollment token (its hash is compared in constant time), so a
+message_id alone never returns a host key."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
-import time
+import base64
+import hmac
 import uuid
+from dataclasses import dataclass
 
-import aio_pika
-import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from pydantic import ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import text
 
 from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
-from services.core import wire
-from services.core.amqp import DeadLetters, never_raises, settle
-from services.core.failures import classify
-from services.core.outcomes import Reason
-from services.core.runtime import InFlight, stopped_within
-from services.ingest.registration import Registrar
-from services.ingest.throttle import Throttle, ThrottleLimits
+from services.core.hostkeys import Keyring
+from services.core.registry import queries as registry
+from services.core.registry import tokens
+from services.core.registry.models import host_tenant, registrations
+from services.core.silo.databases import TenantDatabases
 
-log = structlog.get_logger(__name__)
-
-MAX_REQUEST_BYTES = 16 * 1024
-# Answers that mean the requester does not hold a good token: each counts against its source.
-GUESSES = frozenset(
-    {"token-unknown", "token-expired", "token-exhausted", "token-revoked", "invalid"}
-)
+_HOST_ROW = """
+    insert into hosts (id, hostname, fqdn) values (:id, :hostname, :fqdn)
+    on conflict (id) do nothing
+"""
 
 
-class RegistrationConsumer:
+@dataclass(frozen=True)
+class Registered:
+    """What a registration created: the host, its tenant, its key version, the token's hash."""
+
+    host_id: uuid.UUID
+    tenant_id: uuid.UUID
+    key_version: int
+    token_hash: bytes | None  # of the token the first request spent
+
+
+def same_token(registered: Registered, token: str) -> bool:
+    """Whether a retry presents the token its first request spent (constant time)."""
+    if registered.token_hash is None:
+        return False
+    return hmac.compare_digest(registered.token_hash, tokens.hash_token(token))
+
+
+class Registrar:
+    """Registers hosts: the registry's writes and the host's row in its tenant's database."""
+
     def __init__(
-        self,
-        publish_channel: AbstractChannel,
-        registrar: Registrar,
-        dead_letters: DeadLetters,
-        *,
-        stop: asyncio.Event,
-        retry_max_s: float,
-        throttle: ThrottleLimits | None = None,
+        self, registry_engine: AsyncEngine, databases: TenantDatabases, keyring: Keyring
     ) -> None:
-        self._throttle = Throttle(throttle or ThrottleLimits(), time.monotonic())
-        self._channel = publish_channel
-        self._registrar = registrar
-        self._dead = dead_letters
-        self._stop = stop
-        self._retry_max_s = retry_max_s
-        self.in_flight = InFlight()
+        self._engine = registry_engine
+        self._databases = databases
+        self._keyring = keyring
 
-    # A registration's message_id is never logged: with its token it is a claim to a host key.
-    @never_raises("registrar", identify=False)
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        with self.in_flight:
-            if not message.reply_to:
-                await self._dead.send(
-                    message,
-                    Reason.BAD_REGISTRATION,
-                    "registration request without reply_to: nobody to answer",
-                )
-                await settle(message)
-                return
-            source = message.reply_to
-            wait_s = self._throttle.wait_s(source, time.monotonic())
-            if wait_s > 0:
-                retry_after_s = math.ceil(wait_s * 10) / 10  # never "retry after 0"
-                await self._reply(
-                    message, RegisterRejected(reason="rate-limited", retry_after_s=retry_after_s)
-                )
-                await settle(message)
-                log.warning("registration.rate_limited", source=source, retry_after_s=wait_s)
-                return
-            try:
-                message_id = uuid.UUID(message.message_id or "")
-                if len(message.body) > MAX_REQUEST_BYTES:
-                    raise ValueError("request too large")
-                request = RegisterRequest.model_validate_json(message.body)
-            except (ValueError, ValidationError) as exc:
-                log.warning("registration.invalid", error=str(exc).splitlines()[0])
-                await self._reply(message, RegisterRejected(reason="invalid"))
-                await settle(message)
-                self._count(source, "invalid")
-                return
-            answer = await self._register(message_id, request)
-            if answer is None:  # stopping while the databases are down: hand it back
-                await settle(message, requeue=True)
-                return
-            await self._reply(message, answer)
-            await settle(message)
-            self._count(source, answer.reason if isinstance(answer, RegisterRejected) else None)
-            if isinstance(answer, RegisterAccepted):
-                log.info(
-                    "registration.accepted", host_id=str(answer.host_id), hostname=request.hostname
-                )
-            else:
-                log.warning(
-                    "registration.rejected", reason=answer.reason, hostname=request.hostname
-                )
-
-    def _count(self, source: str, rejection: str | None) -> None:
-        """A good token clears its source's record; a guess counts against it."""
-        if rejection is None:
-            self._throttle.succeeded(source)
-        elif rejection in GUESSES:
-            failures = self._throttle.failed(source, time.monotonic())
-            if failures == self._throttle.limits.free_failures:
-                log.warning(
-                    "registration.source_throttled",
-                    source=source,
-                    failures=failures,
-                    first_wait_s=self._throttle.penalty_s(failures),
-                )
-
-    async def _register(
+    async def register(
         self, message_id: uuid.UUID, request: RegisterRequest
-    ) -> RegisterAccepted | RegisterRejected | None:
-        backoff = 0.1
-        while True:
-            try:
-                return await self._registrar.register(message_id, request)
-            except Exception as exc:
-                if classify(exc) != "transient":
-                    raise
-                log.warning(
-                    "registration.database_unavailable",
-                    error=str(exc).splitlines()[0],
-                    retry_in_s=backoff,
-                )
-            if await stopped_within(self._stop, backoff):
-                return None
-            backoff = min(backoff * 2, self._retry_max_s)
+    ) -> RegisterAccepted | RegisterRejected:
+        """Register (or answer a retry of) one request. Raises on transient trouble: the caller
+        retries with the same message, which is safe."""
+        done = await self._previous(message_id)
+        if done is None:
+            outcome = await self._register_new(message_id, request)
+            if isinstance(outcome, str):
+                return RegisterRejected(reason=outcome)  # type: ignore[arg-type]
+            done = outcome
+        if not same_token(done, request.enrollment_token):
+            # Someone replays a registration's message_id with another token (or none that
+            # works): the answer is the one a wrong token gets, and it reveals nothing.
+            return RegisterRejected(reason="token-unknown")
+        await self._ensure_host_row(done, request)
+        key = self._keyring.host_key(done.host_id, done.key_version)
+        return RegisterAccepted(
+            host_id=done.host_id,
+            host_key=base64.b64encode(key).decode(),
+            key_version=done.key_version,
+        )
 
-    async def _reply(
-        self, request: AbstractIncomingMessage, answer: RegisterAccepted | RegisterRejected
-    ) -> None:
-        reply = aio_pika.Message(
-            json.dumps(answer.model_dump(mode="json")).encode(),
-            content_type=wire.CONTENT_TYPE,
-            correlation_id=request.correlation_id,
-            message_id=str(uuid.uuid4()),
-        )
-        # Not mandatory: an agent that gave up has no reply queue any more, and that is its
-        # business (it retries with the same message_id and gets the same answer).
-        await self._channel.default_exchange.publish(
-            reply, routing_key=request.reply_to or "", mandatory=False
-        )
+    async def _previous(self, message_id: uuid.UUID) -> Registered | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        registrations.c.host_id,
+                        registrations.c.tenant_id,
+                        registrations.c.key_version,
+                        registrations.c.token_hash,
+                    ).where(registrations.c.message_id == message_id)
+                )
+            ).first()
+        return None if row is None else Registered(*row)
+
+    async def _register_new(
+        self, message_id: uuid.UUID, request: RegisterRequest
+    ) -> Registered | str:
+        host_id = uuid.uuid4()
+        version = self._keyring.current
+        async with self._engine.begin() as conn:
+            spent = await tokens.spend(conn, request.enrollment_token)
+            if isinstance(spent, str):
+                await conn.rollback()
+                return spent
+            token_id, tenant_id = spent
+            claimed = await conn.execute(
+                pg_insert(registrations)
+                .values(
+                    message_id=message_id,
+                    host_id=host_id,
+                    tenant_id=tenant_id,
+                    token_id=token_id,
+                    token_hash=tokens.hash_token(request.enrollment_token),
+                    key_version=version,
+                    hostname=request.hostname,
+                    fqdn=request.fqdn,
+                    machine_id=request.machine_id,
+                    platform=request.platform,
+                    agent_version=request.agent_version,
+                )
+                .on_conflict_do_nothing(index_elements=["message_id"])
+                .returning(registrations.c.host_id)
+            )
+            if claimed.first() is None:
+                # The same request raced itself (a retry while the first was in flight): undo
+                # this use and answer what the first one did.
+                await conn.rollback()
+                previous = await self._previous(message_id)
+                assert previous is not None
+                return previous
+            await conn.execute(insert(host_tenant).values(host_id=host_id, tenant_id=tenant_id))
+        return Registered(host_id, tenant_id, version, tokens.hash_token(request.enrollment_token))
+
+    async def _ensure_host_row(self, done: Registered, request: RegisterRequest) -> None:
+        async with self._engine.connect() as conn:
+            tenant = await registry.get_tenant_by_id(conn, done.tenant_id)
+        if tenant is None:
+            return  # the tenant was deleted meanwhile: nothing to repair
+        async with self._databases.begin(tenant) as conn:
+            await conn.execute(
+                text(_HOST_ROW),
+                {"id": done.host_id, "hostname": request.hostname, "fqdn": request.fqdn},
+            )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ThrottleLimits:
+    """How many bad tokens are free, how long the waits are, how many guesses all may make."""
+
     free_failures: int = 5  # bad tokens a source may present before it is slowed down
     penalty_s: float = 1.0  # the first wait past the free ones; doubles with each failure
     max_penalty_s: float = 300.0

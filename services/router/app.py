@@ -10,20 +10,20 @@ from datetime import timedelta
 
 import structlog
 
-from services.core.amqp import DeadLetters
-from services.core.broker_users import BrokerRole
+from services.core.broker.publish import DeadLetters
+from services.core.broker.topology import intake, legacy_router_inbox, missing_queues
+from services.core.broker.users import BrokerRole
 from services.core.hostkeys import load_keyring
-from services.core.names import Names
-from services.core.outcomes import Stage
-from services.core.runtime import (
+from services.core.lifespan import (
     Consumption,
     broker,
     consume_until_stopped,
     health,
     stop_on_signals,
 )
+from services.core.names import Names
+from services.core.outcomes import Stage
 from services.core.settings import Settings
-from services.core.topology import intake, legacy_router_inbox, missing_queues
 from services.router.consumer import RouterConsumer
 from services.router.directory import RouterDirectory
 from services.router.handlers import AcceptUnsigned, Limits, SignatureVerifier, Verifier
@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 
 def limits_from(settings: Settings) -> Limits:
+    """Validation's limits, from the settings."""
     return Limits(
         max_bytes=settings.max_report_bytes,
         max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
@@ -46,6 +47,7 @@ async def run(
     stop: asyncio.Event | None = None,
     verifier: Verifier | None = None,
 ) -> None:
+    """Run the router until stopped (or, with `burst`, until intake is drained)."""
     names = Names(settings.namespace)
     stop = stop or asyncio.Event()
     stop_on_signals(stop)

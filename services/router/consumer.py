@@ -14,21 +14,20 @@ from datetime import UTC, datetime
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.core import metrics, wire
-from services.core.amqp import (
+from services.core import backoff, metrics, wire
+from services.core.broker.publish import (
     DeadLetters,
     Publisher,
-    Unroutable,
     forward,
     never_raises,
     now_ms,
     publish,
     settle,
 )
-from services.core.errors import DatabaseUnavailable
+from services.core.errors import DatabaseUnavailable, Unroutable
+from services.core.lifespan import InFlight, stopped_within
 from services.core.names import Names
 from services.core.outcomes import Reason
-from services.core.runtime import InFlight, stopped_within
 from services.router.directory import RouterDirectory
 from services.router.handlers import (
     Accepted,
@@ -170,15 +169,14 @@ class RouterConsumer:
         self, host_id: uuid.UUID
     ) -> tuple[HostBinding | None, TenantState | None] | None:
         """The registry's answer, waiting out registry outages; None if told to stop first."""
-        backoff = 0.1
-        while True:
+        for delay in backoff.delays(self._retry_max_s):
             try:
                 return await self._directory.lookup(host_id)
             except DatabaseUnavailable as exc:
-                log.warning("router.registry_unavailable", error=str(exc), retry_in_s=backoff)
-            if await stopped_within(self._stop, backoff):
+                log.warning("router.registry_unavailable", error=str(exc), retry_in_s=delay)
+            if await stopped_within(self._stop, delay):
                 return None
-            backoff = min(backoff * 2, self._retry_max_s)
+        raise AssertionError("unreachable: the delays never end")
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, reason: Reason, detail: str, **context: object

@@ -15,8 +15,10 @@ import structlog
 
 from services.core import metrics
 from services.core.errors import DatabaseUnavailable
+from services.core.failures import CONNECT_REFUSALS, CONNECTION_ERRORS
 from services.core.names import Names
-from services.core.notices import CONNECT_REFUSALS, CONNECTION_ERRORS, NoticeListener
+from services.core.registry.models import TenantStatus
+from services.core.registry.notices import NoticeListener
 from services.core.settings import Settings
 from services.router.handlers import HostBinding, TenantState
 
@@ -60,21 +62,26 @@ class RouterDirectory:
 
     @property
     def size(self) -> int:
+        """Hosts cached now."""
         return len(self._hosts)
 
     @property
     def listening(self) -> bool:
+        """Whether registry notices arrive now (the cache is used only then)."""
         return self._notices.listening
 
     async def start(self) -> None:
+        """Start listening for registry notices."""
         self._notices.start()
 
     async def close(self) -> None:
+        """Stop listening and close the registry pool."""
         await self._notices.close()
         if self._pool is not None:
             await self._pool.close()
 
     async def wait_listening(self, timeout_s: float) -> bool:
+        """Wait until notices arrive; False if that took longer than `timeout_s`."""
         return await self._notices.wait_listening(timeout_s)
 
     # -- lookups ---------------------------------------------------------------------------------
@@ -116,7 +123,7 @@ class RouterDirectory:
         tenant = (
             None
             if row["slug"] is None
-            else TenantState(row["tenant_id"], row["slug"], row["status"])
+            else TenantState(row["tenant_id"], row["slug"], TenantStatus(row["status"]))
         )
         self._remember(epoch, host_id, binding, tenant)
         return binding, tenant

@@ -18,6 +18,7 @@ from schemas.reports import REPORT_MODELS
 from services.core import wire
 from services.core.hostkeys import Keyring
 from services.core.outcomes import Reason
+from services.core.registry.models import TenantStatus
 
 MAX_ERRORS_SHOWN = 5
 
@@ -36,6 +37,8 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Limits:
+    """Validation's limits: size, clock skew, age."""
+
     max_bytes: int
     max_clock_skew: timedelta
     max_age: timedelta
@@ -43,6 +46,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class Accepted:
+    """A valid report: what routing needs of it."""
+
     kind: str
     host_id: uuid.UUID
     message_id: uuid.UUID
@@ -51,6 +56,8 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Rejected:
+    """An invalid report: the reason code and what exactly was wrong."""
+
     reason: Reason
     detail: str
 
@@ -67,6 +74,7 @@ class AcceptUnsigned:
     """Accepts every report: the protocol before signed reports."""
 
     def verify(self, delivery: Delivery, host_id: uuid.UUID) -> str | None:
+        """Every report is authentic (signatures not required)."""
         return None
 
 
@@ -77,6 +85,7 @@ class SignatureVerifier:
         self._keyring = keyring
 
     def verify(self, delivery: Delivery, host_id: uuid.UUID) -> str | None:
+        """None if the host's key signed these bytes, else what is wrong."""
         signature = delivery.headers.get(wire.SIGNATURE)  # any value at all: verify judges it
         return self._keyring.verify(signature, delivery.message_id or "", host_id, delivery.body)
 
@@ -172,13 +181,17 @@ def validate(
 
 @dataclass(frozen=True)
 class TenantState:
+    """A tenant as the router sees it: id, slug, status."""
+
     id: uuid.UUID
     slug: str
-    status: str
+    status: TenantStatus
 
 
 @dataclass(frozen=True)
 class HostBinding:
+    """A host's binding as the router sees it."""
+
     host_id: uuid.UUID
     tenant_id: uuid.UUID
     revoked: bool
@@ -186,11 +199,15 @@ class HostBinding:
 
 @dataclass(frozen=True)
 class Route:
+    """Send the report to this tenant's queue."""
+
     slug: str
 
 
 @dataclass(frozen=True)
 class Unroutable:
+    """No tenant can take the report: the reason code and the detail."""
+
     reason: Reason
     detail: str
 
@@ -198,6 +215,7 @@ class Unroutable:
 def decide(
     host_id: uuid.UUID, binding: HostBinding | None, tenant: TenantState | None
 ) -> Route | Unroutable:
+    """Route the report to its host's tenant, or say why it cannot go anywhere."""
     if binding is None:
         return Unroutable(Reason.NO_TENANT_BINDING, f"host {host_id} is bound to no tenant")
     if binding.revoked:
@@ -208,10 +226,10 @@ def decide(
             f"host {host_id} is bound to tenant {binding.tenant_id}, "
             "which the registry does not know",
         )
-    if tenant.status == "suspended":
+    if tenant.status == TenantStatus.SUSPENDED:
         return Unroutable(Reason.TENANT_SUSPENDED, f"tenant {tenant.slug!r} is suspended")
-    if tenant.status == "deleting":
+    if tenant.status == TenantStatus.DELETING:
         return Unroutable(Reason.TENANT_DELETED, f"tenant {tenant.slug!r} is being deleted")
-    if tenant.status != "active":
+    if tenant.status != TenantStatus.ACTIVE:
         return Unroutable(Reason.TENANT_NOT_ACTIVE, f"tenant {tenant.slug!r} is {tenant.status}")
     return Route(tenant.slug)

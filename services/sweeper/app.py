@@ -13,13 +13,14 @@ from datetime import timedelta
 import asyncpg
 import structlog
 
-from services.core import registry
 from services.core.db import registry_engine
 from services.core.failures import classify
-from services.core.registry import TenantRecord
-from services.core.runtime import health, stop_on_signals, stopped_within
+from services.core.lifespan import health, stop_on_signals, stopped_within
+from services.core.outcomes import Failure
+from services.core.registry import queries as registry
+from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
-from services.core.tenancy import RegistryDirectory, TenantDatabases
+from services.core.silo.databases import RegistryDirectory, TenantDatabases
 from services.sweeper.store import mark_down, prune
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ class PassReport:
 async def sweep_once(
     settings: Settings, databases: TenantDatabases, tenants: list[TenantRecord]
 ) -> PassReport:
+    """One pass over these tenants: mark silent hosts down, prune old messages."""
     report = PassReport()
     limit = asyncio.Semaphore(settings.sweep_concurrency)
     silence = timedelta(seconds=settings.host_down_after_s)
@@ -93,12 +95,12 @@ async def run(
                     holder = await _try_lock(settings)
                 if holder is not None:
                     async with engine.connect() as conn:
-                        tenants = await registry.list_tenants(conn, statuses=("active",))
+                        tenants = await registry.active_tenants(conn)
                     last = await sweep_once(settings, databases, tenants)
                 else:
                     log.info("sweeper.standby", reason="another sweeper holds the lock")
             except Exception as exc:
-                if classify(exc) != "transient":
+                if classify(exc) is not Failure.TRANSIENT:
                     raise
                 log.warning("sweeper.registry_unavailable", error=str(exc).splitlines()[0])
                 holder = None

@@ -13,19 +13,20 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.core import registry
-from services.core.amqp import DeadLetters
-from services.core.broker_users import BrokerRole
+from services.core.broker.publish import DeadLetters
+from services.core.broker.topology import missing_queues
+from services.core.broker.users import BrokerRole
 from services.core.db import registry_engine
 from services.core.errors import DatabaseUnavailable
+from services.core.lifespan import broker, health, stop_on_signals, wait_drained
 from services.core.names import Names
-from services.core.notices import NoticeListener
 from services.core.outcomes import Stage
-from services.core.registry import TenantRecord
-from services.core.runtime import broker, health, stop_on_signals, wait_drained
+from services.core.registry import queries as registry
+from services.core.registry.models import TenantStatus
+from services.core.registry.notices import NoticeListener
+from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
-from services.core.tenancy import RegistryDirectory, TenantDatabases
-from services.core.topology import missing_queues
+from services.core.silo.databases import RegistryDirectory, TenantDatabases
 from services.workers import store
 from services.workers.assignment import Shard, owner
 from services.workers.consumer import TenantConsumer
@@ -42,7 +43,7 @@ def wanted(
     return {
         r.slug: r
         for r in records
-        if r.status == "active"
+        if r.status == TenantStatus.ACTIVE
         and (tenants is None or r.slug in tenants)
         and (shard is None or owner(r.slug, shard.count) == shard.index)
     }
@@ -78,7 +79,7 @@ class Pinned:
         """Start consumers for newly wanted tenants, stop those no longer wanted."""
         try:
             async with self._engine.connect() as conn:
-                records = await registry.list_tenants(conn, statuses=("active",))
+                records = await registry.active_tenants(conn)
         except (DatabaseUnavailable, DBAPIError, OSError) as exc:
             log.warning("workers.registry_unavailable", error=str(exc).splitlines()[0])
             return  # keep consuming what we have; the next notice or interval tries again
@@ -107,12 +108,14 @@ class Pinned:
             self.consumers[slug] = consumer
 
     async def drained(self) -> None:
+        """Return once the pinned tenants' queues are empty and nothing is in hand."""
         consumers = list(self.consumers.values())
         await wait_drained(
             self._channel, [c.queue_name for c in consumers], [c.in_flight for c in consumers]
         )
 
     async def stop(self) -> None:
+        """Stop every tenant consumer."""
         for consumer in self.consumers.values():
             await consumer.stop()
         self.consumers.clear()
@@ -126,6 +129,7 @@ async def run(
     burst: bool = False,
     stop: asyncio.Event | None = None,
 ) -> None:
+    """Run a worker process pinned to tenants (or a shard) until stopped or drained."""
     names = Names(settings.namespace)
     stop = stop or asyncio.Event()
     stop_on_signals(stop)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Shard:
+    """A share of the tenants: shard `index` of `count`."""
+
     index: int
     count: int
 

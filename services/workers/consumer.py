@@ -7,24 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum, auto
 
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.core import metrics
-from services.core.amqp import DeadLetters, observe_lag, settle, settle_all
+from services.core import backoff, metrics
+from services.core.broker.publish import DeadLetters, observe_lag, settle, settle_all
+from services.core.broker.topology import consumable, tenant_queue
+from services.core.errors import UnreadableReport
 from services.core.failures import classify
+from services.core.lifespan import InFlight, stopped_within
 from services.core.names import Names
-from services.core.outcomes import Reason
-from services.core.registry import TenantRecord
-from services.core.runtime import InFlight, stopped_within
+from services.core.outcomes import Failure, Reason
+from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
-from services.core.tenancy import TenantDatabases
-from services.core.topology import consumable, tenant_queue
-from services.workers.handlers import Report, UnreadableReport, fill_wait_s, read_report
-from services.workers.store import commit_batch
+from services.core.silo.databases import TenantDatabases
+from services.workers.handlers import Report, fill_wait_s, read_report
+from services.workers.store import WRITERS, commit_batch
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +36,23 @@ log = structlog.get_logger(__name__)
 SINGLE_REPORT_TRIES = 3
 
 
+class Attempt(Enum):
+    """How trying to commit ended, when it did not end refused."""
+
+    COMMITTED = auto()
+    STOPPED = auto()  # told to stop while the database stayed unreachable
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The database refused the reports for good (bad data): why, for the dead letter."""
+
+    detail: str
+
+
 class TenantConsumer:
+    """One tenant's consumer: batches in, one commit each, acks out."""
+
     def __init__(
         self,
         tenant: TenantRecord,
@@ -59,9 +78,11 @@ class TenantConsumer:
 
     @property
     def queue_name(self) -> str:
+        """The tenant's queue."""
         return self._names.tenant_queue(self.tenant.slug)
 
     async def start(self) -> None:
+        """Start consuming the tenant's queue and the batch loop."""
         queue = await consumable(self._channel, tenant_queue(self._names, self.tenant.slug))
         self._tag = await queue.consume(self._on_message)
         self._task = asyncio.create_task(self._batches(), name=f"batches:{self.tenant.slug}")
@@ -82,7 +103,7 @@ class TenantConsumer:
         log.info("worker.stopped", tenant=self.tenant.slug, committed=self.committed)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self.in_flight.__enter__()  # left by the batch loop once the message is settled
+        self.in_flight.started()  # finished by the batch loop once the message is settled
         observe_lag(message, "worker", self.tenant.slug)
         self._buffer.append(message)
         self._arrived.set()
@@ -124,51 +145,54 @@ class TenantConsumer:
             finally:
                 self._last_batch_at = loop.time()
                 for _ in batch:
-                    self.in_flight.__exit__()
+                    self.in_flight.finished()
 
     async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
         readable: list[tuple[AbstractIncomingMessage, Report]] = []
         for message in batch:
             try:
-                readable.append(
-                    (message, read_report(message.message_id, message.headers or {}, message.body))
-                )
+                report = read_report(message.message_id, message.headers or {}, message.body)
+                if report.kind not in WRITERS:
+                    raise UnreadableReport(
+                        f"no writer for kind {report.kind!r}: this worker cannot store it "
+                        "(replay it once a siloflow that knows the kind runs)"
+                    )
             except UnreadableReport as exc:
                 await self._dead_letter(message, Reason.COMMIT_REJECTED, str(exc))
+                continue
+            readable.append((message, report))
         if not readable:
             return
         outcome = await self._commit_with_retry([r for _, r in readable])
-        if outcome is None:  # stopping while the database is down: hand everything back
+        if outcome is Attempt.STOPPED:  # stopping while the database is down: hand them back
             for message, _ in readable:
                 await settle(message, requeue=True)
             return
-        if outcome == "ok":
+        if outcome is Attempt.COMMITTED:
             await settle_all([message for message, _ in readable])
             return
         # One or more reports cannot be committed: find them, one at a time.
         for message, report in readable:
             single = await self._commit_with_retry([report], tries=SINGLE_REPORT_TRIES)
-            if single is None:
+            if single is Attempt.STOPPED:
                 await settle(message, requeue=True)
-            elif single == "ok":
+            elif single is Attempt.COMMITTED:
                 await settle(message)
             else:
-                await self._dead_letter(message, Reason.COMMIT_REJECTED, single)
+                await self._dead_letter(message, Reason.COMMIT_REJECTED, single.detail)
 
-    async def _commit_with_retry(self, reports: list[Report], tries: int = 1) -> str | None:
-        """'ok', or the error text of a permanent failure, or None when stopping while the
-        database stays unreachable. Connection failures are retried until they heal."""
-        backoff = 0.1
-        attempt = 0
-        while True:
-            attempt += 1
+    async def _commit_with_retry(self, reports: list[Report], tries: int = 1) -> Attempt | Refused:
+        """Committed, or refused (the error of a permanent failure), or stopped (told to stop
+        while the database stays unreachable). Connection failures are retried until they
+        heal; a failure of an unknown kind `tries` times."""
+        for attempt, delay in enumerate(backoff.delays(self._settings.retry_max_s), start=1):
             try:
                 await self._commit(reports)
-                return "ok"
+                return Attempt.COMMITTED
             except Exception as exc:
                 kind = classify(exc)
                 text = f"{type(exc).__name__}: {exc}".splitlines()[0][:800]
-                if kind == "rejected" or (kind == "unknown" and attempt >= tries):
+                if kind is Failure.REJECTED or (kind is Failure.UNKNOWN and attempt >= tries):
                     if len(reports) == 1:
                         log.warning(
                             "worker.report_rejected",
@@ -176,8 +200,8 @@ class TenantConsumer:
                             message_id=str(reports[0].message_id),
                             error=text,
                         )
-                    return text
-                if kind == "unknown":
+                    return Refused(text)
+                if kind is Failure.UNKNOWN:
                     log.warning(
                         "worker.commit_failed", tenant=self.tenant.slug, error=text, attempt=attempt
                     )
@@ -186,11 +210,11 @@ class TenantConsumer:
                         "worker.database_unavailable",
                         tenant=self.tenant.slug,
                         error=text,
-                        retry_in_s=backoff,
+                        retry_in_s=delay,
                     )
-            if await stopped_within(self._stopping, backoff):
-                return None
-            backoff = min(backoff * 2, self._settings.retry_max_s)
+            if await stopped_within(self._stopping, delay):
+                return Attempt.STOPPED
+        raise AssertionError("unreachable: the delays never end")
 
     async def _commit(self, reports: list[Report]) -> None:
         # Not getting a connection (server down, database closed to connections, login refused

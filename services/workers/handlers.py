@@ -13,14 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.core import wire
-
-
-class UnreadableReport(ValueError):
-    """Raised when a message on a tenant queue is not a report ingest would have accepted."""
+from services.core.errors import UnreadableReport
 
 
 @dataclass(frozen=True)
 class Report:
+    """A report as a worker reads it from its tenant's queue."""
+
     message_id: uuid.UUID
     host_id: uuid.UUID
     kind: str
@@ -71,6 +70,7 @@ def fill_wait_s(*, buffered: int, batch_max: int, batch_wait_s: float, quiet_s: 
 
 
 def heartbeat_row(r: Report) -> tuple[Any, ...]:
+    """A heartbeat's host row: status, agent version, uptime, load."""
     d = r.data
     return (
         r.host_id,
@@ -84,6 +84,7 @@ def heartbeat_row(r: Report) -> tuple[Any, ...]:
 
 
 def system_info_row(r: Report) -> tuple[Any, ...]:
+    """A system_info's host row: names, OS, kernel, architecture, addresses."""
     d = r.data
     return (
         r.host_id,
@@ -99,6 +100,7 @@ def system_info_row(r: Report) -> tuple[Any, ...]:
 
 
 def hardware_row(r: Report) -> tuple[Any, ...]:
+    """A hardware report's row: CPU, memory, disks and NICs."""
     d = r.data
     cpu = d["cpu"]
     return (

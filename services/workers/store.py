@@ -7,7 +7,7 @@ transaction around the same statement."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,11 +126,9 @@ _RECORD = """
     select coalesce((select array_agg(message_id) from fresh), '{}') as fresh,
            coalesce((select array_agg(message_id) from won), '{}') as won
 """
-# Kinds whose state the statement above writes; the others replace snapshot rows after it.
-IN_ONE_STATEMENT = frozenset({"heartbeat", "system_info", "hardware"})
-_NO_HEARTBEAT: tuple[Any, ...] = (None,) * 6
-_NO_SYSTEM_INFO: tuple[Any, ...] = (None,) * 8
-_NO_HARDWARE: tuple[Any, ...] = (None,) * 8
+# The statement's column groups after the ledger's six (heartbeat, system_info, hardware): how
+# many columns each has. A report fills its kind's group; the others travel as nulls.
+GROUP_WIDTHS = (6, 8, 8)
 _COMPLIANCE_COLUMNS = ("host_id", "benchmark_id", "rule_id", "status", "severity", "sent_at")
 
 # Session settings of the connections that commit batches. The statements above are fixed bulk
@@ -144,27 +142,32 @@ SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 
 @dataclass(frozen=True)
 class Committed:
+    """What a batch commit did: the reports committed now, duplicates dropped, state applied."""
+
     fresh: list[Report]  # committed now (not seen before)
     duplicates: int
     applied: int
 
     @property
     def new(self) -> int:
+        """Reports committed now."""
         return len(self.fresh)
 
 
+def _system_info_columns(r: Report) -> tuple[Any, ...]:
+    # unnest cannot take an array of arrays of different lengths: addresses travel as one
+    # space-separated text each (an address never contains a space), split in SQL.
+    row = system_info_row(r)
+    return (*row[1:7], " ".join(row[7]), " ".join(row[8]))
+
+
 def _state_columns(r: Report) -> tuple[Any, ...]:
-    """The report's state for the statement: its kind's columns, nulls for the others'."""
-    heartbeat = heartbeat_row(r)[1:] if r.kind == "heartbeat" else _NO_HEARTBEAT
-    if r.kind == "system_info":
-        # unnest cannot take an array of arrays of different lengths: addresses travel as one
-        # space-separated text each (an address never contains a space), split in SQL.
-        row = system_info_row(r)
-        system_info: tuple[Any, ...] = (*row[1:7], " ".join(row[7]), " ".join(row[8]))
-    else:
-        system_info = _NO_SYSTEM_INFO
-    hardware = hardware_row(r)[1:9] if r.kind == "hardware" else _NO_HARDWARE
-    return (*heartbeat, *system_info, *hardware)
+    """The report's state for the statement: its kind's column group, nulls for the others."""
+    writer = WRITERS[r.kind]
+    groups: list[tuple[Any, ...]] = [(None,) * width for width in GROUP_WIDTHS]
+    if writer.group is not None and writer.columns is not None:
+        groups[writer.group] = writer.columns(r)
+    return tuple(value for group in groups for value in group)
 
 
 def _record_arguments(reports: Sequence[Report]) -> list[list[Any]]:
@@ -181,7 +184,7 @@ async def commit_batch(conn: asyncpg.Connection, reports: list[Report]) -> Commi
     (no transaction of its own needed), else in a transaction (the caller's, if it holds one)."""
     if not reports:
         return Committed([], 0, 0)
-    if conn.is_in_transaction() or all(r.kind in IN_ONE_STATEMENT for r in reports):
+    if conn.is_in_transaction() or all(WRITERS[r.kind].replace is None for r in reports):
         return await _commit(conn, reports)
     async with conn.transaction():
         return await _commit(conn, reports)
@@ -196,27 +199,25 @@ async def _commit(conn: asyncpg.Connection, reports: list[Report]) -> Committed:
             new_ids.discard(report.message_id)  # one delivered twice in a batch counts once
             fresh.append(report)
     winners = [r for r in fresh if r.message_id in won_ids]
-    await _replace_snapshots(conn, [r for r in winners if r.kind not in IN_ONE_STATEMENT])
+    for kind, writer in WRITERS.items():  # snapshots: each winning one replaces its host's rows
+        if writer.replace is not None and (runs := [r for r in winners if r.kind == kind]):
+            await writer.replace(conn, runs)
     return Committed(fresh, len(reports) - len(fresh), len(won_ids))
 
 
-async def _replace_snapshots(conn: asyncpg.Connection, winners: list[Report]) -> None:
-    """A winning snapshot replaces what its host had: its packages, or its results of its
-    benchmark. Every kind outside the one statement needs its writer here."""
-    if snapshots := [r for r in winners if r.kind == "packages"]:
-        await _replace_packages(conn, snapshots)
-    if runs := [r for r in winners if r.kind == "compliance"]:
-        await conn.execute(
-            "delete from compliance_results r using unnest($1::uuid[], $2::text[]) as v(h, b) "
-            "where r.host_id = v.h and r.benchmark_id = v.b",
-            [r.host_id for r in runs],
-            [str(r.data["benchmark_id"]) for r in runs],
+async def _replace_compliance(conn: asyncpg.Connection, runs: list[Report]) -> None:
+    """A winning compliance run replaces its host's results of its benchmark."""
+    await conn.execute(
+        "delete from compliance_results r using unnest($1::uuid[], $2::text[]) as v(h, b) "
+        "where r.host_id = v.h and r.benchmark_id = v.b",
+        [r.host_id for r in runs],
+        [str(r.data["benchmark_id"]) for r in runs],
+    )
+    records = [row for r in runs for row in compliance_rows(r)]
+    if records:
+        await conn.copy_records_to_table(
+            "compliance_results", records=records, columns=_COMPLIANCE_COLUMNS
         )
-        records = [row for r in runs for row in compliance_rows(r)]
-        if records:
-            await conn.copy_records_to_table(
-                "compliance_results", records=records, columns=_COMPLIANCE_COLUMNS
-            )
 
 
 # A host's package list changes little from one snapshot to the next: write only the change.
@@ -263,3 +264,28 @@ async def _replace_packages(conn: asyncpg.Connection, snapshots: list[Report]) -
             [row[3] for row in rows],
             [row[4] for row in rows],
         )
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Where one kind's state goes: its table, and how it is written. Either a column group of
+    the record statement (a row per host, in one statement with the ledger), or a snapshot that
+    replaces its host's rows after it, in the same transaction."""
+
+    table: str
+    group: int | None = None  # the statement's column group it fills (see GROUP_WIDTHS)
+    columns: Callable[[Report], tuple[Any, ...]] | None = None
+    replace: Callable[[asyncpg.Connection, list[Report]], Awaitable[None]] | None = None
+
+
+# Every kind the protocol has, and its writer. A kind with no writer here is not committed at
+# all: its report is dead-lettered (commit-rejected), never recorded without its state; and
+# tests/unit/test_kinds.py fails for a kind of `schemas` missing here, in the migrations, in the
+# simulator or in docs/protocol.md.
+WRITERS: dict[str, Writer] = {
+    "heartbeat": Writer("hosts", group=0, columns=lambda r: heartbeat_row(r)[1:]),
+    "system_info": Writer("hosts", group=1, columns=_system_info_columns),
+    "hardware": Writer("host_hardware", group=2, columns=lambda r: hardware_row(r)[1:9]),
+    "packages": Writer("host_packages", replace=_replace_packages),
+    "compliance": Writer("compliance_results", replace=_replace_compliance),
+}

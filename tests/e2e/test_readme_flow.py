@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import httpx
 
-from services.core import migrator
 from services.core.settings import Settings
+from services.ops import chains as migrator
 from tests.support import MANAGEMENT, MANAGEMENT_AUTH, admin_fetch
 
 Siloflow = Callable[..., subprocess.CompletedProcess[str]]

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 
 from services.agent.client import AgentPublisher
-from services.core.broker_users import agent_url
+from services.core.broker.users import agent_url
 from services.core.settings import Settings
 from tests.integration.pipeline import committed_ids, signed
 from tests.reports import report

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from services.agent.client import Identity
-from services.core import hosts, migrate
-from services.core.bootstrap import bootstrap
 from services.core.hostkeys import load_keyring
 from services.core.settings import Settings
-from services.core.tenants import create_tenant
+from services.ops import bindings as hosts
+from services.ops import migrate
+from services.ops.bootstrap import bootstrap
+from services.ops.tenants import create_tenant
 from tests.faults.harness import Tally
 from tests.support import ADMIN_DSN, drop_namespace, new_namespace, settings_for
 

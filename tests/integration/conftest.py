@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from services.core import migrate
-from services.core.bootstrap import bootstrap
 from services.core.settings import Settings
+from services.ops import migrate
+from services.ops.bootstrap import bootstrap
 from tests.integration.pipeline import Env, deploy_env
 from tests.support import (
     ADMIN_DSN,

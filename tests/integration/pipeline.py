@@ -12,16 +12,19 @@ from typing import Any
 import aio_pika
 import asyncpg
 import httpx
+from prometheus_client import REGISTRY
 
 from services.agent.client import AgentPublisher, Identity, OutgoingReport
-from services.core import hosts, migrate, wire
-from services.core.bootstrap import bootstrap
-from services.core.broker_users import BrokerRole, agent_url, amqp_url
+from services.core import wire
+from services.core.broker.users import BrokerRole, agent_url, amqp_url
 from services.core.hostkeys import load_keyring, sign
 from services.core.names import Names
-from services.core.registry import TenantRecord
+from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
-from services.core.tenants import create_tenant
+from services.ops import bindings as hosts
+from services.ops import migrate
+from services.ops.bootstrap import bootstrap
+from services.ops.tenants import create_tenant
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, pg_base
@@ -150,3 +153,9 @@ async def dead_letters(settings: Settings, which: str) -> list[dict[str, Any]]:
             }
             for m in response.json()
         ]
+
+
+def commits_of(tenant: str) -> float:
+    """Reports this process's workers committed anew for the tenant so far."""
+    value = REGISTRY.get_sample_value("siloflow_commits_total", {"tenant": tenant})
+    return value or 0.0

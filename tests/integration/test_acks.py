@@ -11,8 +11,8 @@ import random
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.core.acks import acker
-from services.core.amqp import settle
+from services.core.broker.acks import acker
+from services.core.broker.publish import settle
 from services.core.settings import Settings
 
 COUNT = 400
@@ -39,11 +39,16 @@ async def test_scrambled_settles_on_a_shared_channel_agree_with_the_broker(
         acked: list[bytes] = []
         seen: set[bytes] = set()
         done = asyncio.Event()
+        returned: list[bytes] = []
+        all_returned = asyncio.Event()
         frames_before = acker().frames
 
         async def handle(message: AbstractIncomingMessage) -> None:
             if message.body in seen:  # a nacked one coming back: take it this time
                 assert await settle(message)
+                returned.append(message.body)
+                if len(returned) == len(nacked):
+                    all_returned.set()
                 return
             seen.add(message.body)
             await asyncio.sleep(rng.random() * 0.01)  # finish out of order
@@ -58,10 +63,14 @@ async def test_scrambled_settles_on_a_shared_channel_agree_with_the_broker(
         for queue in queues:
             await queue.consume(handle)
         await asyncio.wait_for(done.wait(), 60)
-        await asyncio.sleep(0.5)  # the requeued ones come back and are acked
+        await asyncio.wait_for(all_returned.wait(), 60)  # the requeued ones come back
         frames = acker().frames - frames_before
         assert not channel.is_closed, "the broker refused an ack"
         assert sorted(acked) == sorted({str(i).encode() for i in range(COUNT)} - nacked)
+        assert sorted(returned) == sorted(nacked)
+        # Closing the channel hands back whatever it still holds unacked: an ack we counted
+        # but never reached the broker would show up as a message left in its queue.
+        await channel.close()
         check = await connection.channel()
         for queue in queues:
             declared = await check.declare_queue(

@@ -18,19 +18,14 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from schemas.register import RegisterAccepted
 from services.agent.client import AgentPublisher, build_report
-from services.core import tokens
-from services.core.broker_users import (
-    BrokerRole,
-    amqp_url,
-    ensure_users,
-    management_url,
-    remove_users,
-)
+from services.core.broker.topology import QUORUM, TENANT_QUEUE_ARGS
+from services.core.broker.users import BrokerRole, amqp_url, management_url
 from services.core.names import Names
 from services.core.settings import load_settings
-from services.core.topology import QUORUM, TENANT_QUEUE_ARGS
 from services.core.wire import DIRECT_REPLY_TO
 from services.ingest import app as ingest_app
+from services.ops import tokens
+from services.ops.broker_users import ensure_users, remove_users
 from tests.integration.pipeline import Env, bound_host, committed_ids, drain, identity_of
 from tests.reports import heartbeat
 from tests.support import new_namespace

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core import migrator
-from services.core.bootstrap import bootstrap
+from migrations.metadata import METADATA
 from services.core.db import one_connection, provisioner_url
-from services.core.models import METADATA
 from services.core.names import CHAINS, VERSION_TABLES, partition_of
 from services.core.settings import Settings
+from services.ops import chains as migrator
+from services.ops.bootstrap import bootstrap
 from tests.support import ADMIN_DSN
 
 LIVE_TABLES = """

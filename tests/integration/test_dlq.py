@@ -18,11 +18,12 @@ import aio_pika
 import httpx
 from prometheus_client import REGISTRY
 
-from services.core import dlq, hosts
-from services.core.broker_users import BrokerRole, amqp_url
+from services.core.broker.users import BrokerRole, amqp_url
+from services.core.lifespan import ready_count
 from services.core.names import Names
-from services.core.runtime import ready_count
-from services.core.tenants import create_tenant, delete_tenant
+from services.ops import bindings as hosts
+from services.ops import dlq
+from services.ops.tenants import create_tenant, delete_tenant
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.pipeline import (
@@ -93,7 +94,7 @@ async def test_replay_after_a_late_binding_lands_each_report_once(env: Env) -> N
 async def test_a_replay_that_fails_again_comes_back_with_its_reason_and_count(env: Env) -> None:
     host, [message_id] = await _unrouted(env, 1)
     summary = await dlq.replay(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
-    assert summary.replayed == 1
+    assert summary.done == 1
     await route(env.settings)  # validated and routed again: still nobody's host
     [letter] = await dlq.browse(env.settings, dlq.Filters(queues=("unrouted",), host=str(host)))
     assert letter.message_id == message_id
@@ -179,9 +180,7 @@ async def test_move_messages_with_a_shovel_is_accepted(env: Env) -> None:
     # Leave nothing else in the queues the shovels empty.
     for letter in await dlq.browse(env.settings, dlq.Filters(queues=("unrouted", "invalid"))):
         if letter.message_id not in {*ids, big.message_id}:
-            await dlq.replay(
-                env.settings, dlq.Filters(queues=(letter.queue,), host=letter.host_id), purge=True
-            )
+            await dlq.purge(env.settings, dlq.Filters(queues=(letter.queue,), host=letter.host_id))
     vhost = env.settings.namespace
     async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
         for source, target in (

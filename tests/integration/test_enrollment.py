@@ -16,11 +16,13 @@ from structlog.testing import capture_logs
 
 from schemas.register import RegisterAccepted, RegisterRejected
 from services.agent.client import AgentPublisher, Identity, build_report
-from services.core import hosts, tokens
-from services.core.broker_users import agent_url
-from services.core.models.registry import enrollment_tokens, host_tenant
-from services.core.tenants import create_tenant, registry_connection, set_tenant_status
+from services.core.broker.users import agent_url
+from services.core.registry.models import enrollment_tokens, host_tenant
+from services.core.registry.tokens import TOKEN_PREFIX, new_token
 from services.ingest import app as ingest_app
+from services.ops import bindings as hosts
+from services.ops import tokens
+from services.ops.tenants import create_tenant, registry_connection, set_tenant_status
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.pipeline import Env, committed_ids, dead_letters, fetch
@@ -86,10 +88,10 @@ async def test_issue_list_and_revoke_tokens(env: Env) -> None:
     assert issued.exit_code == 0, issued.output
     document = json.loads(issued.output)
     token = document["token"]
-    assert token.startswith(tokens.TOKEN_PREFIX)
-    assert len(token) - len(tokens.TOKEN_PREFIX) >= 43  # 256 bits in base64url
+    assert token.startswith(TOKEN_PREFIX)
+    assert len(token) - len(TOKEN_PREFIX) >= 43  # 256 bits in base64url
     listed = await invoke_cli(["token", "list", "--tenant", env.a.slug, "--json"], env.settings)
-    assert token not in listed.output and token[len(tokens.TOKEN_PREFIX) :] not in listed.output
+    assert token not in listed.output and token[len(TOKEN_PREFIX) :] not in listed.output
     [mine] = [t for t in json.loads(listed.output) if t["id"] == document["id"]]
     assert (mine["uses_left"], mine["state"], mine["note"]) == (3, "usable", "rack 12")
     revoked = await invoke_cli(["token", "revoke", document["id"]], env.settings)
@@ -177,7 +179,7 @@ async def test_rejections_bind_nothing(env: Env, ingest: None) -> None:
         expired.token: "token-expired",
         revoked.token: "token-revoked",
         for_suspended.token: "tenant-suspended",
-        tokens.new_token(): "token-unknown",
+        new_token(): "token-unknown",
         "": "invalid",
     }
     for token, reason in cases.items():
@@ -274,7 +276,7 @@ async def test_the_stored_hash_is_no_token(env: Env, ingest: None) -> None:
         stored.hex(),
         base64.b64encode(stored).decode(),
         base64.urlsafe_b64encode(stored).decode().rstrip("="),
-        tokens.TOKEN_PREFIX + stored.hex(),
+        TOKEN_PREFIX + stored.hex(),
     ):
         answer = await _register(env, presented)
         assert isinstance(answer, RegisterRejected) and answer.reason == "token-unknown"
@@ -328,7 +330,7 @@ async def test_a_source_guessing_tokens_is_slowed_down_and_logged(env: Env, inge
         # One connection and channel: one direct reply-to address, so one source.
         async with AgentPublisher(agent_url(env.settings), env.settings.namespace) as guesser:
             for _ in range(free):
-                answer = await ask(guesser, tokens.new_token())
+                answer = await ask(guesser, new_token())
                 assert isinstance(answer, RegisterRejected) and answer.reason == "token-unknown"
             # Past the free failures even a good token is not looked at: the source must wait.
             answer = await ask(guesser, good.token)

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from services.agent.client import AgentPublisher
-from services.core.broker_users import agent_url
+from services.core.broker.users import agent_url
 from services.core.hostkeys import load_keyring
 from services.core.names import Names
 from services.core.outcomes import Reason

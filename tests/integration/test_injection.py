@@ -1,14 +1,16 @@
 """Injection: tenant slugs, hostnames, package names and rule ids carrying quotes, semicolons,
 SQL, NUL bytes and unicode are stored verbatim or refused with a clear error; never
-interpreted."""
+interpreted. A fixed list of the classic attacks, then any text at all (hypothesis)."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from services.core.errors import InvalidArgument
-from services.core.registry import TenantRecord
-from services.core.tenants import create_tenant
+from services.core.registry.queries import TenantRecord
+from services.ops.tenants import create_tenant
 from tests.integration.pipeline import (
     Env,
     bound_host,
@@ -97,3 +99,59 @@ async def test_nul_bytes_are_refused_with_a_reason(env: Env, field: str) -> None
     assert not await fetch(
         env.a.db_name, "select 1 from agent_messages where message_id = $1::uuid", sent.message_id
     )
+
+
+# Any text PostgreSQL can hold (no NUL; surrogates cannot travel as UTF-8), with the characters
+# that mean something to SQL, to shells and to format strings over-represented.
+SQLISH = st.sampled_from(["'", '"', ";", "--", "/*", "*/", "\\", "$1", "$$", "%s", "{0}", "\u202e"])
+TEXTS = (
+    st.lists(
+        st.one_of(
+            st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+            ),
+            SQLISH,
+        ),
+        min_size=1,
+        max_size=8,
+    )
+    .map("".join)
+    .filter(lambda t: 0 < len(t) <= 255)
+)
+
+
+@pytest.mark.timeout(300)
+@settings(
+    max_examples=5,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: each try is a pipeline round trip
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(names=st.lists(TEXTS, min_size=6, max_size=6, unique=True))
+async def test_any_text_is_stored_verbatim_property_based(env: Env, names: list[str]) -> None:
+    """Hostnames, package names and rule ids drawn at random (SQL and format characters
+    favoured) come back from the silo byte for byte: every statement is parameterised or COPY."""
+    host = await bound_host(env, env.a)
+    listing = packages(3)
+    for entry, name in zip(listing["packages"], names[:3], strict=True):
+        entry["name"] = name
+    results = compliance(total=2)
+    for result, rule in zip(results["results"], names[3:5], strict=True):
+        result["rule_id"] = rule
+    await publish(
+        env.settings,
+        [
+            report("system_info", host, system_info(hostname=names[5])),
+            report("packages", host, listing),
+            report("compliance", host, results),
+        ],
+    )
+    await drain(env.settings, env.slugs)
+    rows = await fetch(env.a.db_name, "select hostname from hosts where id = $1", host)
+    assert [r["hostname"] for r in rows] == [names[5]]
+    stored = await fetch(env.a.db_name, "select name from host_packages where host_id = $1", host)
+    assert {r["name"] for r in stored} == set(names[:3])
+    rules = await fetch(
+        env.a.db_name, "select rule_id from compliance_results where host_id = $1", host
+    )
+    assert sorted(r["rule_id"] for r in rules) == sorted(names[3:5])

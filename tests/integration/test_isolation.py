@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from services.agent.client import AgentPublisher, build_report
-from services.core import hosts
-from services.core.broker_users import agent_url
+from services.core.broker.users import agent_url
 from services.core.outcomes import Reason
-from services.core.registry import TenantRecord
-from services.core.tenants import create_tenant
+from services.core.registry.queries import TenantRecord
+from services.ops import bindings as hosts
+from services.ops.tenants import create_tenant
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.pipeline import Env, committed_ids, dead_letters, identity_of

@@ -7,14 +7,16 @@ from collections.abc import Callable
 
 from sqlalchemy import update
 
-from services.core import migrate, migrator, registry
-from services.core.bootstrap import bootstrap
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
-from services.core.models.registry import tenants
 from services.core.names import Names
 from services.core.pgadmin import set_role
+from services.core.registry import queries as registry
+from services.core.registry.models import tenants
 from services.core.settings import Settings
-from services.core.tenants import create_tenant, registry_connection
+from services.ops import chains as migrator
+from services.ops import migrate, records
+from services.ops.bootstrap import bootstrap
+from services.ops.tenants import create_tenant, registry_connection
 from tests.support import ADMIN_DSN, invoke_cli
 
 
@@ -37,7 +39,7 @@ async def test_one_unreachable_tenant_does_not_stop_the_others(
         await _downgrade_tenant(settings, record)
     async with registry_connection(settings) as conn:
         # A placement whose server is gone: nothing listens on port 1.
-        await registry.ensure_placement(conn, registry.Placement("gone", "127.0.0.1", 1))
+        await records.ensure_placement(conn, registry.Placement("gone", "127.0.0.1", 1))
         await conn.execute(
             update(tenants).where(tenants.c.id == broken.id).values(placement="gone")
         )

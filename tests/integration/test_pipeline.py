@@ -13,9 +13,9 @@ import aio_pika
 
 from services.agent.client import AgentPublisher
 from services.agent.simulate import bind_fleet, simulate
-from services.core.broker_users import agent_url
-from services.core.tenants import create_tenant, set_tenant_status
+from services.core.broker.users import agent_url
 from services.core.wire import AGENT_ROUTING_KEYS
+from services.ops.tenants import create_tenant, set_tenant_status
 from tests.integration.pipeline import (
     Env,
     bound_host,

@@ -7,7 +7,6 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from services.core import registry
 from services.core.db import one_connection, provisioner_url
 from services.core.errors import (
     InvalidArgument,
@@ -17,8 +16,10 @@ from services.core.errors import (
 )
 from services.core.names import Names
 from services.core.pgadmin import MAINTENANCE_DATABASE, ensure_owner_role, ident
+from services.core.registry import queries as registry
 from services.core.settings import Settings
-from services.core.tenants import (
+from services.ops import records
+from services.ops.tenants import (
     create_tenant,
     delete_tenant,
     registry_connection,
@@ -137,7 +138,7 @@ async def test_a_half_finished_provisioning_is_resumed(deployment: Settings, slu
     # What a crash after the first steps leaves: the registry row (provisioning) and the owner
     # role, but no database and no schema.
     async with registry_connection(deployment) as conn:
-        await registry.insert_tenant(
+        await records.insert_tenant(
             conn, slug=slug, name=slug, placement="default", db_name=names.tenant_database(slug)
         )
         await conn.commit()
@@ -161,7 +162,7 @@ async def test_a_half_finished_provisioning_can_be_cleaned_up(
 ) -> None:
     names = Names(deployment.namespace)
     async with registry_connection(deployment) as conn:
-        await registry.insert_tenant(
+        await records.insert_tenant(
             conn, slug=slug, name=slug, placement="default", db_name=names.tenant_database(slug)
         )
         await conn.commit()

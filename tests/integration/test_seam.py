@@ -19,11 +19,11 @@ from services.core.errors import (
     TenantNotFound,
     TenantSuspended,
 )
-from services.core.models.registry import host_tenant, tenants
-from services.core.registry import TenantRecord
+from services.core.registry.models import host_tenant, tenants
+from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
-from services.core.tenancy import RegistryDirectory, TenantDatabases
-from services.core.tenants import create_tenant, registry_connection, set_tenant_status
+from services.core.silo.databases import RegistryDirectory, TenantDatabases
+from services.ops.tenants import create_tenant, registry_connection, set_tenant_status
 from services.workers import store
 from tests.support import admin_fetch
 
@@ -180,9 +180,13 @@ async def test_a_pooled_connection_the_server_ended_is_replaced_without_an_error
     tenant = (await create_tenant(deployment, slug)).tenant
     async with seam.session(tenant) as conn:
         first = (await conn.execute(text("select pg_backend_pid()"))).scalar()
+        pooled = (await conn.get_raw_connection()).driver_connection
+        goodbye = asyncio.Event()
+        pooled.add_termination_listener(lambda _connection: goodbye.set())
     ended = await admin_fetch("select pg_terminate_backend($1) as ok", first)
     assert ended[0]["ok"] is True
-    await asyncio.sleep(0.2)  # the client reads the server's goodbye
+    await asyncio.wait_for(goodbye.wait(), 10)  # the client has read the server's goodbye
+    assert pooled.is_closed()
     async with seam.session(tenant) as conn:
         second = (await conn.execute(text("select pg_backend_pid()"))).scalar()
     assert second != first

@@ -9,15 +9,16 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import insert, text
 
-from services.core import migrate, migrator
-from services.core.bootstrap import bootstrap
 from services.core.db import registry_engine
 from services.core.errors import NotInSingleTenantMode
-from services.core.models.registry import host_tenant
 from services.core.names import CHAINS, DEFAULT_TENANT, VERSION_TABLES, Names
+from services.core.registry.models import host_tenant
 from services.core.settings import Settings
-from services.core.tenancy import RegistryDirectory, TenantDatabases
-from services.core.tenants import create_tenant, delete_tenant, registry_connection
+from services.core.silo.databases import RegistryDirectory, TenantDatabases
+from services.ops import chains as migrator
+from services.ops import migrate
+from services.ops.bootstrap import bootstrap
+from services.ops.tenants import create_tenant, delete_tenant, registry_connection
 from tests.support import ADMIN_DSN, admin_fetch, invoke_cli
 
 

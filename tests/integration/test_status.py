@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -57,6 +60,8 @@ async def test_status_json_matches_the_broker_and_the_silos(env: Env) -> None:
 
 
 async def test_status_watch_redraws_until_interrupted(env: Env) -> None:
+    """On a terminal the live view redraws; Ctrl-C ends it cleanly (exit 0, no traceback)."""
+    primary, secondary = pty.openpty()  # rich draws a live view only on a terminal
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -65,12 +70,32 @@ async def test_status_watch_redraws_until_interrupted(env: Env) -> None:
         "--watch",
         "--interval",
         "1",
-        env=env_for(env.settings),
-        stdout=asyncio.subprocess.PIPE,
+        env={**env_for(env.settings), "COLUMNS": "160", "LINES": "60"},
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
         stderr=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(4)  # a few redraws
-    process.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(process.communicate(), 30)
+    os.close(secondary)
+    screen = bytearray()
+    drawn = asyncio.Event()
+
+    def read() -> None:
+        try:
+            screen.extend(os.read(primary, 65536))
+        except OSError:  # the child closed its end
+            asyncio.get_running_loop().remove_reader(primary)
+        if screen.count(b"tenants") >= 3:  # the first frame and two redraws
+            drawn.set()
+
+    loop = asyncio.get_running_loop()
+    loop.add_reader(primary, read)
+    try:
+        await asyncio.wait_for(drawn.wait(), 60)
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        loop.remove_reader(primary)
+        os.close(primary)
     assert process.returncode == 0, err.decode()
-    assert "queues" in out.decode() and "tenants" in out.decode()
+    assert b"Traceback" not in err, err.decode()
+    assert b"queues" in screen

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.core.migrator import upgrade
+from services.ops.chains import upgrade
 from services.workers.handlers import Report
 from services.workers.store import Committed, commit_batch
 from tests.support import ADMIN_DSN, drop_namespace, new_namespace, pg_base

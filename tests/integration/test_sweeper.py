@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from services.core.tenants import create_tenant
+from services.ops.tenants import create_tenant
 from services.sweeper import app as sweeper_app
 from services.sweeper.app import lock_key
 from tests.integration.pipeline import Env, bound_host, drain, fetch, publish

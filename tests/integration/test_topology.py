@@ -13,15 +13,11 @@ import aio_pika
 import httpx
 import pytest
 
+from services.core.broker.connection import connect
+from services.core.errors import TopologyConflict
 from services.core.names import Names
 from services.core.settings import Settings
-from services.core.topology import (
-    TopologyConflict,
-    connect,
-    declare_tenant_queue,
-    definitions,
-    ensure_topology,
-)
+from services.ops.topology import declare_tenant_queue, definitions, ensure_topology
 from tests.support import MANAGEMENT, MANAGEMENT_AUTH
 
 

@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.core import wire
+from services.core.broker.topology import QUORUM
+from services.core.lifespan import ready_count
 from services.core.names import Names
-from services.core.runtime import ready_count
-from services.core.topology import QUORUM
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.pipeline import Env, bound_host, committed_ids, signed

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.core import acks
-from services.core.acks import Ack, AckLedger
+from services.core.broker import acks
+from services.core.broker.acks import Ack, AckLedger
 
 
 @pytest.mark.parametrize(

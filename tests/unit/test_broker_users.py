@@ -12,19 +12,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.core.broker_users import (
+from services.core.broker.users import (
     BrokerRole,
     amqp_url,
-    ensure_passwords,
     load_passwords,
     management_url,
     parse_passwords,
     public,
-    rights,
 )
 from services.core.errors import SettingsError
 from services.core.names import DLQS, Names
 from services.core.settings import load_settings
+from services.ops.broker_users import ensure_passwords, rights
 
 namespaces = st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True)
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from services.core import wire
-from services.core.dlq import DeadLetter, copies_of, destination, read_letter
 from services.core.names import Names
+from services.ops.dlq import DeadLetter, copies_of, destination, read_letter
 
 NAMES = Names("blue")
 

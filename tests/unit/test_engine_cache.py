@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.core.engine_cache import EngineCache
+from services.core.silo.engines import EngineCache
 
 
 @dataclass

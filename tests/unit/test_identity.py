@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from services.core import tokens
 from services.core.durations import parse_duration
 from services.core.errors import InvalidArgument, SettingsError
 from services.core.hostkeys import Keyring, sign
+from services.core.registry import tokens
 
 # The worked example of docs/protocol.md (checked there against `openssl dgst -hmac`).
 EXAMPLE_KEY = bytes(range(1, 33))

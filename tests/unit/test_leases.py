@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import URL
 
-from services.core.credentials import LeasedCredentials, TenantLogin
 from services.core.errors import CredentialsUnavailable, SettingsError
-from services.core.leases import Action, Lease, decide, retry_after_s
-from services.core.registry import Placement, TenantRecord
+from services.core.registry.queries import Placement, TenantRecord
 from services.core.settings import Settings, load_settings
+from services.core.silo.credentials.leases import Action, Lease, decide, retry_after_s
+from services.core.silo.credentials.seam import LeasedCredentials, TenantLogin
 
 TTL = 30.0
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.core.errors import NoPlacement, TenantNotActive, TenantNotFound, TenantSuspended
-from services.core.registry import Placement, TenantRecord
-from services.core.tenancy import routable
+from services.core.registry.queries import Placement, TenantRecord
+from services.core.silo.databases import routable
 
 PLACEMENT = Placement("default", "127.0.0.1", 5432)
 

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from services.core.outcomes import Reason, dlq_for
+from services.core.outcomes import DeadLetterQueue, Reason
+from services.core.registry.models import TenantStatus
 from services.router.handlers import HostBinding, Route, TenantState, Unroutable, decide
 
 HOST = uuid.uuid4()
@@ -15,7 +16,7 @@ BOUND = HostBinding(HOST, TENANT, revoked=False)
 
 
 def tenant(status: str) -> TenantState:
-    return TenantState(TENANT, "acme", status)
+    return TenantState(TENANT, "acme", TenantStatus(status))
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,7 @@ def test_unroutable(binding: HostBinding | None, state: TenantState | None, reas
     decision = decide(HOST, binding, state)
     assert isinstance(decision, Unroutable)
     assert decision.reason == reason
-    assert dlq_for(decision.reason) == "unrouted"
+    assert decision.reason.dlq is DeadLetterQueue.UNROUTED
 
 
 def test_an_active_tenant_gets_the_report() -> None:
@@ -52,4 +53,12 @@ def test_an_active_tenant_gets_the_report() -> None:
     ],
 )
 def test_each_reason_has_one_dead_letter_queue(reason: Reason, dlq: str) -> None:
-    assert dlq_for(reason) == dlq
+    assert reason.dlq == dlq
+
+
+def test_every_reason_belongs_to_exactly_one_dead_letter_queue() -> None:
+    """By construction: a reason is defined with its queue, and one value is one member."""
+    assert all(isinstance(reason.dlq, DeadLetterQueue) for reason in Reason)
+    values = [reason.value for reason in Reason]
+    assert len(values) == len(set(values)), "two reasons share a code"
+    assert {reason.dlq for reason in Reason} == set(DeadLetterQueue), "a queue no reason uses"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from migrations.env_common import include_object_for
-from services.core import migrator
-from services.core.models import METADATA
+from migrations.metadata import METADATA
 from services.core.names import CHAINS, VERSION_TABLES, partition_of
+from services.ops import chains as migrator
 
 
 @pytest.mark.parametrize("chain", CHAINS)

@@ -11,9 +11,10 @@ import yaml
 
 from schemas.export import JSON_DIR, documents
 from services.core import metrics
+from services.core.broker.topology import TENANT_QUEUE_ARGS, policies, queues
 from services.core.names import DLQS, Names
 from services.core.settings import load_settings
-from services.core.topology import TENANT_QUEUE_ARGS, definitions, policies, queues
+from services.ops.topology import definitions
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,225 @@
+"""What every service's lifespan shares: stop on SIGTERM/SIGINT, count work in flight, and the
+`--burst` mode that drains the queues, then exits (tests run without sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from services.core.broker.connection import connect
+from services.core.broker.publish import ChannelPool, publishing_channel
+from services.core.broker.topology import QueueSpec, consumable, missing_queues
+from services.core.broker.users import BrokerRole, amqp_url, user_of
+from services.core.errors import TopologyMissing
+from services.core.metrics import HealthServer
+from services.core.names import Names
+from services.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+BURST_CHECK_S = 0.1
+# Consecutive idle checks before a burst ends: a delivery already on the wire shows in neither
+# the queue's ready count nor our in-flight count, so one idle look is not enough.
+BURST_IDLE_CHECKS = 3
+
+
+class InFlight:
+    """Counts messages being handled, so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def started(self) -> None:
+        """One more message in hand (`finished` when it is settled)."""
+        self._count += 1
+        self._idle.clear()
+
+    def finished(self) -> None:
+        """A message in hand was settled."""
+        self._count -= 1
+        if self._count == 0:
+            self._idle.set()
+
+    def __enter__(self) -> InFlight:
+        self.started()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finished()
+
+    @property
+    def count(self) -> int:
+        """Messages in hand now."""
+        return self._count
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is in hand; False if that took longer than `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` (a backoff, a sweep interval); True if told to stop meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (the service then drains and exits)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests): no signals
+            return
+
+
+async def ready_count(channel: AbstractChannel, queue: str) -> int:
+    """Messages waiting in a queue (not counting deliveries in flight). Asked of the broker each
+    time: aio-pika's robust channel keeps the first declaration's answer for a queue."""
+    underlay = await channel.get_underlay_channel()
+    declared = await underlay.queue_declare(queue, passive=True)
+    return int(declared.message_count or 0)
+
+
+async def wait_drained(
+    channel: AbstractChannel, queues: Iterable[str], busy: list[InFlight] | InFlight
+) -> None:
+    """Return once the queues are empty and nothing is in flight, several checks in a row."""
+    counters = busy if isinstance(busy, list) else [busy]
+    idle_checks = 0
+    while idle_checks < BURST_IDLE_CHECKS:
+        await asyncio.sleep(BURST_CHECK_S)
+        waiting = 0
+        for queue in list(queues):
+            waiting += await ready_count(channel, queue)
+        if waiting == 0 and all(c.count == 0 for c in counters):
+            idle_checks += 1
+        else:
+            idle_checks = 0
+
+
+@dataclass(frozen=True)
+class Consumption:
+    """One queue a service consumes, and how."""
+
+    spec: QueueSpec
+    callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
+    in_flight: InFlight
+
+
+async def consume_until_stopped(
+    channels: Broker,
+    consumptions: list[Consumption],
+    *,
+    stop: asyncio.Event,
+    burst: bool,
+    drain_timeout_s: float = 30.0,
+) -> None:
+    """Consume the queues until `stop` is set (or, in burst mode, until they are drained), then
+    stop intake and wait for the messages in hand to finish. `TopologyMissing` if a queue is
+    not there."""
+    missing = await missing_queues(channels.connection, [c.spec.name for c in consumptions])
+    if missing:
+        raise TopologyMissing(missing)
+    channel = channels.consume
+    tags = []
+    for consumption in consumptions:
+        queue = await consumable(channel, consumption.spec)
+        tags.append((queue, await queue.consume(consumption.callback)))
+    names = [c.spec.name for c in consumptions]
+    counters = [c.in_flight for c in consumptions]
+    try:
+        if burst:
+            drained = asyncio.create_task(wait_drained(channel, names, counters))
+            stopped = asyncio.create_task(stop.wait())
+            done, pending = await asyncio.wait(
+                {drained, stopped}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            for task in done:
+                task.result()
+        else:
+            await stop.wait()
+    finally:
+        for queue, tag in tags:
+            if not channel.is_closed:
+                await queue.cancel(tag)
+        for name, counter in zip(names, counters, strict=True):
+            if not await counter.wait_idle(drain_timeout_s):
+                log.warning("shutdown.in_flight_abandoned", queue=name, count=counter.count)
+
+
+class Readiness:
+    """Whether a service is doing its job (for /readyz): set once it consumes, cleared when it
+    stops."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def __call__(self) -> bool:
+        """Whether the service is ready now."""
+        return self.ready
+
+
+@asynccontextmanager
+async def health(settings: Settings) -> AsyncIterator[Readiness]:
+    """Serve /metrics, /healthz and /readyz on `metrics_port` (if set) while the block runs."""
+    readiness = Readiness()
+    server = HealthServer(settings.metrics_port, readiness)
+    await server.start()
+    try:
+        yield readiness
+    finally:
+        readiness.ready = False
+        await server.close()
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A service's broker connection: one channel that publishes (confirmed, returns raise) and
+    one that consumes (with the prefetch window)."""
+
+    connection: AbstractRobustConnection
+    publish: AbstractChannel
+    consume: AbstractChannel
+    publishers: ChannelPool  # what the hot path publishes through
+
+
+@asynccontextmanager
+async def broker(settings: Settings, name: str, role: BrokerRole) -> AsyncIterator[Broker]:
+    """Connect as the service's broker user, open both channels; close on exit. Declares
+    nothing: the service holds no right to (see `broker_users`)."""
+    connection = await connect(settings, name=name, role=role)
+    user = user_of(amqp_url(settings, role))
+    if user != Names(settings.namespace).broker_user(role.value):
+        # Allowed (an operator may hand each service its own URL), but say so: a shared or
+        # administrator login gives this service rights it never uses.
+        log.warning(
+            "broker.not_a_role_user",
+            user=user,
+            role=role.value,
+            hint="run `siloflow bootstrap` to create least-privilege broker users",
+        )
+    try:
+        publish = await publishing_channel(connection)
+        consume = await connection.channel()
+        await consume.set_qos(prefetch_count=settings.prefetch)
+        yield Broker(connection, publish, consume, await ChannelPool.open(connection))
+    finally:
+        await connection.close()

@@ -1,0 +1,139 @@
+"""The `registry_*` partition: tenants, where their databases live, which host belongs to which
+tenant, and enrollment tokens. Foreign keys stay inside this partition."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+    func,
+)
+
+metadata = MetaData()
+
+
+class TenantStatus(StrEnum):
+    """Where a tenant is in its life; the registry's check constraint allows these and no other."""
+
+    PROVISIONING = "provisioning"  # being created (`tenant create` resumes it)
+    ACTIVE = "active"  # routed to and committed for
+    SUSPENDED = "suspended"  # by an operator: its reports are dead-lettered, its data kept
+    DELETING = "deleting"  # being deleted (`tenant delete` finishes it)
+
+
+TENANT_STATUSES = tuple(TenantStatus)
+
+placements = Table(
+    "registry_placements",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("port between 1 and 65535", name="registry_placements_port_range"),
+)
+
+tenants = Table(
+    "registry_tenants",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("slug", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    # Nullable on purpose: a tenant whose placement was never recorded must be refused by the
+    # routing seam, not crash it.
+    Column("placement", Text, ForeignKey("registry_placements.name"), nullable=True),
+    Column("db_name", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "status in ('provisioning', 'active', 'suspended', 'deleting')",
+        name="registry_tenants_status_known",
+    ),
+)
+
+tenant_schema = Table(
+    "registry_tenant_schema",
+    metadata,
+    Column(
+        "tenant_id", Uuid, ForeignKey("registry_tenants.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("revision", Text, nullable=True),
+    Column("migrated_at", DateTime(timezone=True), nullable=True),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+host_tenant = Table(
+    "registry_host_tenant",
+    metadata,
+    Column("host_id", Uuid, primary_key=True),
+    Column(
+        "tenant_id",
+        Uuid,
+        ForeignKey("registry_tenants.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("bound_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+enrollment_tokens = Table(
+    "registry_enrollment_tokens",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "tenant_id",
+        Uuid,
+        ForeignKey("registry_tenants.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("uses_total", Integer, nullable=False),
+    Column("uses_left", Integer, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("uses_left between 0 and uses_total", name="registry_tokens_uses_in_range"),
+)
+
+# Which registration request created which host: a retried request (same message_id) gets the
+# same answer and spends no second token use.
+registrations = Table(
+    "registry_registrations",
+    metadata,
+    Column("message_id", Uuid, primary_key=True),
+    Column("host_id", Uuid, nullable=False, unique=True),
+    Column(
+        "tenant_id", Uuid, ForeignKey("registry_tenants.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column(
+        "token_id",
+        Uuid,
+        ForeignKey("registry_enrollment_tokens.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    # The spent token's hash: a retry is answered only when it presents the same token.
+    Column("token_hash", LargeBinary, nullable=True),
+    Column("key_version", Integer, nullable=False),
+    Column("hostname", Text, nullable=False),
+    Column("fqdn", Text, nullable=False),
+    Column("machine_id", Text, nullable=False),
+    Column("platform", Text, nullable=False),
+    Column("agent_version", Text, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

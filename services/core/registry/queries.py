@@ -1,0 +1,158 @@
+"""Queries on the registry partition. Functions take a connection so the caller decides the
+transaction; none of them commits."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core.registry.models import (
+    TenantStatus,
+    host_tenant,
+    placements,
+    tenant_schema,
+    tenants,
+)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A PostgreSQL server that holds tenant databases."""
+
+    name: str
+    host: str
+    port: int
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    """A tenant as the registry knows it, with its placement resolved (None when it has none)."""
+
+    id: uuid.UUID
+    slug: str
+    name: str
+    status: TenantStatus
+    db_name: str
+    placement: Placement | None
+    schema_revision: str | None
+    migrated_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+    def as_json(self) -> dict[str, object]:
+        """The tenant as `tenant list --json` shows it."""
+        return {
+            "id": str(self.id),
+            "slug": self.slug,
+            "name": self.name,
+            "status": self.status,
+            "database": self.db_name,
+            "placement": None
+            if self.placement is None
+            else {
+                "name": self.placement.name,
+                "host": self.placement.host,
+                "port": self.placement.port,
+            },
+            "schema_revision": self.schema_revision,
+            "migrated_at": self.migrated_at.isoformat() if self.migrated_at else None,
+            "last_migration_error": self.last_error,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def _tenant_query() -> Select[Any]:
+    return (
+        select(
+            tenants.c.id,
+            tenants.c.slug,
+            tenants.c.name,
+            tenants.c.status,
+            tenants.c.db_name,
+            tenants.c.created_at,
+            placements.c.name.label("placement_name"),
+            placements.c.host,
+            placements.c.port,
+            placements.c.note,
+            tenant_schema.c.revision,
+            tenant_schema.c.migrated_at,
+            tenant_schema.c.last_error,
+        )
+        .select_from(tenants)
+        .outerjoin(placements, placements.c.name == tenants.c.placement)
+        .outerjoin(tenant_schema, tenant_schema.c.tenant_id == tenants.c.id)
+    )
+
+
+def _record(row: Row[Any]) -> TenantRecord:
+    r = row._mapping
+    placement = (
+        None
+        if r["placement_name"] is None
+        else Placement(r["placement_name"], r["host"], r["port"], r["note"])
+    )
+    return TenantRecord(
+        id=r["id"],
+        slug=r["slug"],
+        name=r["name"],
+        status=TenantStatus(r["status"]),
+        db_name=r["db_name"],
+        placement=placement,
+        schema_revision=r["revision"],
+        migrated_at=r["migrated_at"],
+        last_error=r["last_error"],
+        created_at=r["created_at"],
+    )
+
+
+# -- placements ----------------------------------------------------------------------------------
+
+
+# -- tenants -------------------------------------------------------------------------------------
+
+
+async def get_tenant(conn: AsyncConnection, slug: str) -> TenantRecord | None:
+    """The tenant of this slug, if any."""
+    row = (await conn.execute(_tenant_query().where(tenants.c.slug == slug))).first()
+    return None if row is None else _record(row)
+
+
+async def get_tenant_by_id(conn: AsyncConnection, tenant_id: uuid.UUID) -> TenantRecord | None:
+    """The tenant of this id, if any."""
+    row = (await conn.execute(_tenant_query().where(tenants.c.id == tenant_id))).first()
+    return None if row is None else _record(row)
+
+
+async def list_tenants(
+    conn: AsyncConnection, *, statuses: tuple[TenantStatus, ...] = ()
+) -> list[TenantRecord]:
+    """Every tenant (of these statuses, if given), by slug."""
+    query = _tenant_query().order_by(tenants.c.slug)
+    if statuses:
+        query = query.where(tenants.c.status.in_(statuses))
+    return [_record(row) for row in await conn.execute(query)]
+
+
+async def active_tenants(conn: AsyncConnection) -> list[TenantRecord]:
+    """The tenants that are routed to and committed for."""
+    return await list_tenants(conn, statuses=(TenantStatus.ACTIVE,))
+
+
+async def tenant_of_host(conn: AsyncConnection, host_id: uuid.UUID) -> TenantRecord | None:
+    """The tenant a host is bound to (revoked bindings count as none)."""
+    query = (
+        _tenant_query()
+        .join(host_tenant, host_tenant.c.tenant_id == tenants.c.id)
+        .where(host_tenant.c.host_id == host_id, host_tenant.c.revoked_at.is_(None))
+    )
+    row = (await conn.execute(query)).first()
+    return None if row is None else _record(row)
+
+
+# -- host bindings -------------------------------------------------------------------------------

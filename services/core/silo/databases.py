@@ -1,0 +1,315 @@
+"""The routing seam: turns a tenant (or a host, through its binding) into an engine for that
+tenant's own database, or raises a named error. It never falls back to another database, and it
+checks on every new connection that it landed in the database it meant to."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.core.db import make_engine
+from services.core.errors import (
+    DatabaseUnavailable,
+    HostNotBound,
+    NoPlacement,
+    TenantNotActive,
+    TenantNotFound,
+    TenantSuspended,
+)
+from services.core.failures import CONNECTION_ERRORS, root_cause
+from services.core.pgadmin import ident
+from services.core.registry import queries as registry
+from services.core.registry.models import TenantStatus
+from services.core.registry.queries import TenantRecord
+from services.core.settings import Settings
+from services.core.silo.credentials.issuers import credential_source
+from services.core.silo.credentials.seam import CredentialSource, TenantLogin
+from services.core.silo.engines import EngineCache
+
+log = structlog.get_logger(__name__)
+
+
+async def _live_connection(engine: AsyncEngine) -> AsyncConnection:
+    """A connection from the pool, passing over any whose socket the server closed (a restart,
+    a terminated backend): asyncpg notices the close without a round trip, where a pre-ping
+    costs three."""
+    for _ in range(engine.pool.size() + 1):  # type: ignore[attr-defined]
+        conn = await engine.connect().start()
+        raw = await conn.get_raw_connection()
+        if not raw.driver_connection.is_closed():  # type: ignore[union-attr]
+            return conn
+        await conn.invalidate()
+        await conn.close()
+    return await engine.connect().start()
+
+
+async def _drop_if_dead(conn: AsyncConnection, exc: BaseException) -> None:
+    """A connection that failed for being dead leaves the pool instead of going back to it."""
+    if isinstance(root_cause(exc), CONNECTION_ERRORS):
+        try:
+            await conn.invalidate()
+        except Exception as again:  # already unusable: the pool forgets it either way
+            log.debug("tenant_db.invalidate_failed", error=str(again))
+
+
+def routable(record: TenantRecord | None, wanted: str) -> TenantRecord:
+    """The tenant if reports may be committed to it now; otherwise the error that says why."""
+    if record is None:
+        raise TenantNotFound(wanted)
+    if record.status == TenantStatus.SUSPENDED:
+        raise TenantSuspended(record.slug)
+    if record.status != TenantStatus.ACTIVE:
+        raise TenantNotActive(record.slug, record.status)
+    if record.placement is None:
+        raise NoPlacement(record.slug)
+    return record
+
+
+class TenantDirectory(Protocol):
+    """Where tenant and binding facts come from (the registry; later a cached view of it)."""
+
+    async def tenant(self, slug: str) -> TenantRecord | None:
+        """The tenant of this slug, if any."""
+        ...
+
+    async def tenant_of_host(self, host_id: uuid.UUID) -> TenantRecord | None:
+        """The tenant this host is bound to, if any."""
+        ...
+
+
+class RegistryDirectory:
+    """Reads tenants and bindings straight from the registry database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._engine.connect() as conn:
+                yield conn
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise DatabaseUnavailable("the registry", str(exc).splitlines()[0]) from exc
+
+    async def tenant(self, slug: str) -> TenantRecord | None:
+        """The tenant of this slug, from the registry."""
+        async with self._connect() as conn:
+            return await registry.get_tenant(conn, slug)
+
+    async def tenant_of_host(self, host_id: uuid.UUID) -> TenantRecord | None:
+        """The tenant this host is bound to, from the registry."""
+        async with self._connect() as conn:
+            return await registry.tenant_of_host(conn, host_id)
+
+
+class TenantDatabases:
+    """Engines for tenant databases, bounded and closed when idle, each logged in with the
+    tenant's current short-lived login. A new login (a rotation) means a new engine; the old
+    one is retired: its connections finish what they are doing and are then closed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        directory: TenantDirectory,
+        credentials: CredentialSource | None = None,
+        *,
+        server_settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """`server_settings`: session settings for every tenant connection this process opens
+        (the workers tune their commits' planning with them)."""
+        self._settings = settings
+        self._server_settings = dict(server_settings or {})
+        self._directory = directory
+        self._credentials = credentials or credential_source(settings)
+        self._engines: EngineCache[uuid.UUID, AsyncEngine] = EngineCache(
+            max_size=settings.max_tenant_engines,
+            idle_s=settings.engine_idle_s,
+            close=self._retire,
+        )
+        # Connections in use at once, across all tenants. The engine cache bounds the pools,
+        # but an evicted engine keeps the connections still in use until they are returned: a
+        # worker serving 500 tenants, each committing at once, opened 500 connections and ran
+        # the server out of them. With this, a process holds at most twice max_tenant_engines x
+        # tenant_pool_size: the cached pools, and retired ones still finishing.
+        self._in_use = asyncio.Semaphore(settings.max_tenant_engines * settings.tenant_pool_size)
+        self._retiring: list[AsyncEngine] = []
+
+    @property
+    def open_engines(self) -> int:
+        """Tenant engines open now."""
+        return len(self._engines)
+
+    async def resolve(self, slug: str) -> TenantRecord:
+        """The tenant of this slug, if it may be reached; else the error saying why not."""
+        return routable(await self._directory.tenant(slug), slug)
+
+    async def resolve_host(self, host_id: uuid.UUID) -> TenantRecord:
+        """The tenant this host is bound to, if it may be reached; else the error saying why not."""
+        record = await self._directory.tenant_of_host(host_id)
+        if record is None:
+            raise HostNotBound(host_id)
+        return routable(record, record.slug)
+
+    async def engine(self, tenant: str | TenantRecord) -> AsyncEngine:
+        """The engine of an active tenant's database (looked up again if given a slug)."""
+        record = (
+            await self.resolve(tenant) if isinstance(tenant, str) else routable(tenant, tenant.slug)
+        )
+        engine, _ = await self._engine(record)
+        return engine
+
+    async def _engine(self, record: TenantRecord) -> tuple[AsyncEngine, TenantLogin]:
+        await self._reap()
+        login = await self._credentials.login_for(record)
+        engine = await self._engines.get(
+            record.id, login.fingerprint, lambda: self._open(record, login)
+        )
+        return engine, login
+
+    async def connect(self, tenant: str | TenantRecord) -> AsyncConnection:
+        """A started connection to the tenant's database (the caller closes it). A login the
+        server refuses (expired, revoked) is evicted and a new one tried, once."""
+        record = (
+            await self.resolve(tenant) if isinstance(tenant, str) else routable(tenant, tenant.slug)
+        )
+        for attempt in (1, 2):
+            engine, login = await self._engine(record)
+            try:
+                return await _live_connection(engine)
+            except DBAPIError as exc:
+                if attempt == 2 or not _login_refused(exc):
+                    raise
+                log.warning(
+                    "credentials.login_refused",
+                    tenant=record.slug,
+                    login=login.username,
+                    error=str(root_cause(exc)).splitlines()[0],
+                )
+                await self._credentials.evict(record, login)
+                await self._engines.discard(record.id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def engine_for_host(self, host_id: uuid.UUID) -> tuple[TenantRecord, AsyncEngine]:
+        """The host's tenant and the engine of its database."""
+        record = await self.resolve_host(host_id)
+        return record, await self.engine(record)
+
+    @asynccontextmanager
+    async def session(self, tenant: str | TenantRecord) -> AsyncIterator[AsyncConnection]:
+        """A connection to the tenant's database, waiting its turn among the process's bounded
+        connections in use. Not getting one (server down, login refused or not issued, the
+        tenant no longer routable) raises DatabaseUnavailable: it says nothing of the work the
+        caller meant to do with it."""
+        name = tenant if isinstance(tenant, str) else tenant.slug
+        async with self._in_use:
+            try:
+                conn = await self.connect(tenant)
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                raise DatabaseUnavailable(f"tenant {name}'s database", detail) from exc
+            try:
+                yield conn
+            except BaseException as exc:
+                await _drop_if_dead(conn, exc)
+                raise
+            finally:
+                await conn.close()
+
+    @asynccontextmanager
+    async def begin(self, tenant: str | TenantRecord) -> AsyncIterator[AsyncConnection]:
+        """A transaction in the tenant's database (a lost connection is DatabaseUnavailable)."""
+        name = tenant if isinstance(tenant, str) else tenant.slug
+        async with self._in_use:
+            conn: AsyncConnection | None = None
+            try:
+                conn = await self.connect(tenant)
+                async with conn.begin():
+                    yield conn
+            except (OperationalError, InterfaceError, OSError) as exc:
+                raise DatabaseUnavailable(
+                    f"tenant {name}'s database", str(exc).splitlines()[0]
+                ) from exc
+            finally:
+                if conn is not None:
+                    await conn.close()
+
+    async def sweep(self) -> int:
+        """Close retired and idle engines; returns how many were closed."""
+        await self._reap()
+        return await self._engines.sweep()
+
+    async def close(self) -> None:
+        """Close every engine, then revoke this process's logins (ending their sessions)."""
+        await self._engines.close()
+        for engine in self._retiring:
+            await engine.dispose()
+        self._retiring.clear()
+        await self._credentials.close()
+
+    async def _retire(self, engine: AsyncEngine) -> None:
+        """Close an engine that is no longer current once nothing uses it: a transaction begun
+        under the old login finishes on its connection."""
+        self._retiring.append(engine)
+        await self._reap()
+
+    async def _reap(self) -> None:
+        # Take the idle ones off the list before the first await: concurrent reaps (one per
+        # tenant's batch) must not dispose, or try to remove, the same engine twice.
+        idle = [e for e in self._retiring if e.pool.checkedout() == 0]  # type: ignore[attr-defined]
+        self._retiring = [e for e in self._retiring if e not in idle]
+        for engine in idle:
+            await engine.dispose()
+
+    def _open(self, record: TenantRecord, login: TenantLogin) -> AsyncEngine:
+        # No pre-ping: it cost three round trips of every worker batch (a third of them). A
+        # connection that died in the pool fails its first statement instead, and `session`
+        # and `begin` drop it, so the retry gets a fresh one.
+        engine = make_engine(
+            login.url,
+            self._settings,
+            pool_size=self._settings.tenant_pool_size,
+            pre_ping=False,
+            server_settings=self._server_settings,
+        )
+        expected_db, role = record.db_name, login.role
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Runs once per physical connection: act as the tenant's owner, and refuse a
+            # connection that reached any other database than this tenant's.
+            async def prepare(conn: Any) -> None:
+                await conn.execute(f"set role {ident(role)}")
+                actual = await conn.fetchval("select current_database()")
+                if actual != expected_db:
+                    raise DBAPIError(
+                        "tenant connection check",
+                        None,
+                        RuntimeError(f"connected to {actual!r}, expected {expected_db!r}"),
+                    )
+
+            dbapi_conn.run_async(prepare)
+
+        log.debug("tenant.engine.opened", tenant=record.slug, database=record.db_name)
+        return engine
+
+
+def _login_refused(exc: DBAPIError) -> bool:
+    """The server refused the login itself (bad or expired password, no such role, no CONNECT),
+    as opposed to being unreachable."""
+    return isinstance(
+        root_cause(exc),
+        asyncpg.InvalidAuthorizationSpecificationError
+        | asyncpg.InvalidPasswordError
+        | asyncpg.InsufficientPrivilegeError,
+    )

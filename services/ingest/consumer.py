@@ -1,0 +1,153 @@
+"""The registration consumer: decode the request, register, reply through direct reply-to,
+then ack. Database trouble holds the request and retries (the agent may retry too: same
+message_id, same answer). A source presenting bad tokens is throttled (throttle.py); its source
+is the direct reply-to address the broker assigned to its channel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pydantic import ValidationError
+
+from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
+from services.core import backoff, wire
+from services.core.broker.publish import DeadLetters, never_raises, settle
+from services.core.failures import classify
+from services.core.lifespan import InFlight, stopped_within
+from services.core.outcomes import Failure, Reason
+from services.ingest.registrar import Registrar
+from services.ingest.throttle import Throttle, ThrottleLimits
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST_BYTES = 16 * 1024
+# Answers that mean the requester does not hold a good token: each counts against its source.
+GUESSES = frozenset(
+    {"token-unknown", "token-expired", "token-exhausted", "token-revoked", "invalid"}
+)
+
+
+class RegistrationConsumer:
+    """The register queue's consumer: a request in, a reply out, then the ack."""
+
+    def __init__(
+        self,
+        publish_channel: AbstractChannel,
+        registrar: Registrar,
+        dead_letters: DeadLetters,
+        *,
+        stop: asyncio.Event,
+        retry_max_s: float,
+        throttle: ThrottleLimits | None = None,
+    ) -> None:
+        self._throttle = Throttle(throttle or ThrottleLimits(), time.monotonic())
+        self._channel = publish_channel
+        self._registrar = registrar
+        self._dead = dead_letters
+        self._stop = stop
+        self._retry_max_s = retry_max_s
+        self.in_flight = InFlight()
+
+    # A registration's message_id is never logged: with its token it is a claim to a host key.
+    @never_raises("registrar", identify=False)
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        """Answer one registration request (or dead-letter one that cannot be answered)."""
+        with self.in_flight:
+            if not message.reply_to:
+                await self._dead.send(
+                    message,
+                    Reason.BAD_REGISTRATION,
+                    "registration request without reply_to: nobody to answer",
+                )
+                await settle(message)
+                return
+            source = message.reply_to
+            wait_s = self._throttle.wait_s(source, time.monotonic())
+            if wait_s > 0:
+                retry_after_s = math.ceil(wait_s * 10) / 10  # never "retry after 0"
+                await self._reply(
+                    message, RegisterRejected(reason="rate-limited", retry_after_s=retry_after_s)
+                )
+                await settle(message)
+                log.warning("registration.rate_limited", source=source, retry_after_s=wait_s)
+                return
+            try:
+                message_id = uuid.UUID(message.message_id or "")
+                if len(message.body) > MAX_REQUEST_BYTES:
+                    raise ValueError("request too large")
+                request = RegisterRequest.model_validate_json(message.body)
+            except (ValueError, ValidationError) as exc:
+                log.warning("registration.invalid", error=str(exc).splitlines()[0])
+                await self._reply(message, RegisterRejected(reason="invalid"))
+                await settle(message)
+                self._count(source, "invalid")
+                return
+            answer = await self._register(message_id, request)
+            if answer is None:  # stopping while the databases are down: hand it back
+                await settle(message, requeue=True)
+                return
+            await self._reply(message, answer)
+            await settle(message)
+            self._count(source, answer.reason if isinstance(answer, RegisterRejected) else None)
+            if isinstance(answer, RegisterAccepted):
+                log.info(
+                    "registration.accepted", host_id=str(answer.host_id), hostname=request.hostname
+                )
+            else:
+                log.warning(
+                    "registration.rejected", reason=answer.reason, hostname=request.hostname
+                )
+
+    def _count(self, source: str, rejection: str | None) -> None:
+        """A good token clears its source's record; a guess counts against it."""
+        if rejection is None:
+            self._throttle.succeeded(source)
+        elif rejection in GUESSES:
+            failures = self._throttle.failed(source, time.monotonic())
+            if failures == self._throttle.limits.free_failures:
+                log.warning(
+                    "registration.source_throttled",
+                    source=source,
+                    failures=failures,
+                    first_wait_s=self._throttle.penalty_s(failures),
+                )
+
+    async def _register(
+        self, message_id: uuid.UUID, request: RegisterRequest
+    ) -> RegisterAccepted | RegisterRejected | None:
+        for delay in backoff.delays(self._retry_max_s):
+            try:
+                return await self._registrar.register(message_id, request)
+            except Exception as exc:
+                if classify(exc) is not Failure.TRANSIENT:
+                    raise
+                log.warning(
+                    "registration.database_unavailable",
+                    error=str(exc).splitlines()[0],
+                    retry_in_s=delay,
+                )
+            if await stopped_within(self._stop, delay):
+                return None
+        raise AssertionError("unreachable: the delays never end")
+
+    async def _reply(
+        self, request: AbstractIncomingMessage, answer: RegisterAccepted | RegisterRejected
+    ) -> None:
+        reply = aio_pika.Message(
+            json.dumps(answer.model_dump(mode="json")).encode(),
+            content_type=wire.CONTENT_TYPE,
+            correlation_id=request.correlation_id,
+            message_id=str(uuid.uuid4()),
+        )
+        # Not mandatory: an agent that gave up has no reply queue any more, and that is its
+        # business (it retries with the same message_id and gets the same answer).
+        await self._channel.default_exchange.publish(
+            reply, routing_key=request.reply_to or "", mandatory=False
+        )

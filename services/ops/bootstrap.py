@@ -1,0 +1,168 @@
+"""`siloflow bootstrap`: the one step that uses a superuser. It creates the least-privilege
+provisioner role and the control-plane databases; everything after runs as the provisioner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sqlalchemy import text
+
+from services.core.db import asyncpg_url, one_connection, provisioner_url, server_of
+from services.core.errors import InvalidArgument, ProvisioningError, SiloflowError
+from services.core.hostkeys import ensure_keyring
+from services.core.names import Names
+from services.core.pgadmin import (
+    database_exists,
+    end_login,
+    ensure_database,
+    ident,
+    is_superuser,
+    literal,
+)
+from services.core.registry import queries as registry
+from services.core.settings import Settings
+from services.ops import tenants, topology
+from services.ops.broker_users import ensure_users, remove_users
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass
+class BootstrapReport:
+    """What bootstrap found and did, for the CLI to print."""
+
+    provisioner_role: str
+    databases: list[str]
+    created: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    host_key_file: str | None = None
+
+
+def _same_server(a: str, b: str) -> bool:
+    sa, sb = server_of(a), server_of(b)
+    hosts_match = sa.host == sb.host or (sa.host in _LOOPBACK and sb.host in _LOOPBACK)
+    return hosts_match and sa.port == sb.port
+
+
+def check_admin_dsn(admin_dsn: str, settings: Settings) -> None:
+    """Refuse an admin DSN that is not a PostgreSQL URL of the registry's server."""
+    parts = urlsplit(admin_dsn)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise InvalidArgument(
+            f"--admin-dsn {admin_dsn!r} is not a postgresql://user@host:port/database URL"
+        )
+    if not _same_server(admin_dsn, settings.registry_url):
+        registry = server_of(settings.registry_url)
+        raise InvalidArgument(
+            f"--admin-dsn points at {parts.hostname}:{parts.port or 5432} but the registry "
+            f"(SILOFLOW_REGISTRY_DSN) lives on {registry.host}:{registry.port}; bootstrap the "
+            "registry's server"
+        )
+
+
+async def bootstrap(settings: Settings, admin_dsn: str) -> BootstrapReport:
+    """Create (or bring up to date) the provisioner role and the registry and shared databases."""
+    check_admin_dsn(admin_dsn, settings)
+    names = Names(settings.namespace)
+    role = names.provisioner_role
+    password = provisioner_url(settings).password
+    databases = [settings.registry_database]
+    if settings.multitenant:
+        databases.append(names.shared_database)
+    report = BootstrapReport(provisioner_role=role, databases=databases)
+
+    async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
+        if not await is_superuser(conn):
+            raise ProvisioningError(
+                "-", "--admin-dsn must be a superuser: bootstrap creates the provisioner role"
+            )
+        # The provisioner may create databases and roles, and nothing more: never superuser,
+        # never replication, never bypassing row security.
+        attributes = "login createdb createrole nosuperuser noreplication nobypassrls"
+        if password is not None:
+            attributes += f" password {literal(password)}"
+        exists = await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
+        if exists.first() is None:
+            await conn.execute(text(f"create role {ident(role)} {attributes}"))
+            report.created.append(f"role {role}")
+        else:
+            await conn.execute(text(f"alter role {ident(role)} {attributes}"))
+            report.kept.append(f"role {role}")
+        # Revoking a login leaves its sessions running: the provisioner ends them itself
+        # (pg_terminate_backend). It may already grant itself any non-superuser role, so this
+        # adds nothing it could not take.
+        await conn.execute(text(f"grant pg_signal_backend to {ident(role)}"))
+        for database in databases:
+            existed = await database_exists(conn, database)
+            await ensure_database(conn, database, owner=role)
+            await conn.execute(text(f"alter database {ident(database)} owner to {ident(role)}"))
+            (report.kept if existed else report.created).append(f"database {database}")
+    if settings.host_key_secrets is None:
+        report.host_key_file = str(settings.host_key_file)
+        made = ensure_keyring(settings)
+        (report.created if made else report.kept).append(f"host key file {settings.host_key_file}")
+    # The broker's least-privilege users, one per role (as the broker administrator the
+    # configured URLs name): from here on no siloflow process needs that administrator.
+    users = await ensure_users(settings)
+    report.created += [f"broker user {user}" for user in users.created]
+    report.kept += [f"broker user {user} (rights and password reset)" for user in users.updated]
+    if users.password_file is not None:
+        report.created.append(f"broker password file {users.password_file}")
+    return report
+
+
+async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
+    """Undo bootstrap and everything after it: every tenant (database, role, queue), the
+    broker topology and policies, the control-plane databases and the provisioner role."""
+    check_admin_dsn(admin_dsn, settings)
+    names = Names(settings.namespace)
+    removed: list[str] = []
+    try:
+        async with tenants.registry_connection(settings) as conn:
+            slugs = [t.slug for t in await registry.list_tenants(conn)]
+    except SiloflowError:
+        slugs = []  # never migrated, or already half torn down: nothing registered to delete
+    for slug in slugs:
+        if settings.multitenant:
+            await tenants.delete_tenant(settings, slug)
+        else:
+            await tenants.tenant_queue(settings, slug, declare=False)
+        removed.append(f"tenant {slug}")
+    removed += await topology.remove_topology(settings)
+    removed += await remove_users(settings)
+    async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
+        databases = [settings.registry_database]
+        if settings.multitenant:
+            databases.append(names.shared_database)
+        for database in databases:
+            if await database_exists(conn, database):
+                await conn.execute(text(f"drop database {ident(database)} with (force)"))
+                removed.append(f"database {database}")
+        role = names.provisioner_role
+        if (
+            await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
+        ).first() is not None:
+            # Owner roles, and any login or OpenBao broker role a lost process left behind.
+            leftovers = (
+                await conn.execute(
+                    text(
+                        "select rolname from pg_roles where starts_with(rolname, :owner) "
+                        "or starts_with(rolname, :login) or starts_with(rolname, :bao)"
+                    ),
+                    {
+                        "owner": names.tenant_owner_role(""),
+                        "login": names.login_prefix,
+                        "bao": names.tenant_broker_role(""),
+                    },
+                )
+            ).scalars()
+            for leftover in sorted(leftovers, key=lambda r: r.startswith(names.login_prefix)):
+                await end_login(conn, leftover)
+                removed.append(f"role {leftover}")
+            await conn.execute(text(f"drop role {ident(role)}"))
+            removed.append(f"role {role}")
+    if settings.host_key_secrets is None and settings.host_key_file.exists():
+        settings.host_key_file.unlink()
+        removed.append(f"host key file {settings.host_key_file}")
+    return removed
