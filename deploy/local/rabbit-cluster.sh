@@ -12,8 +12,9 @@
 #   deploy/local/rabbit-cluster.sh ctl I ARGS  rabbitmqctl ARGS against node I
 #   deploy/local/rabbit-cluster.sh env         the SILOFLOW_* settings that point at node 1
 #
-# Node I is sf-rabbit-I@localhost: AMQP on 5700+I, management on 15700+I, distribution on
-# 25700+I (SILOFLOW_CLUSTER_PORT_OFFSET moves all three), data under $SILOFLOW_CLUSTER_DIR.
+# Node I is sf-rabbit-I@localhost (SILOFLOW_CLUSTER_NAME replaces sf-rabbit): AMQP on 5700+I,
+# management on 15700+I, distribution on 25700+I (SILOFLOW_CLUSTER_PORT_OFFSET moves all three),
+# data under $SILOFLOW_CLUSTER_DIR.
 # Every node runs with the shipped deploy/rabbitmq/rabbitmq.conf plus its own listeners, and with
 # as many file descriptors as the hard limit allows: each quorum queue holds files open, and a
 # node started by hand with the soft limit of 1,024 wedges after a few hundred queues.
@@ -22,6 +23,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 DIR=${SILOFLOW_CLUSTER_DIR:-/tmp/siloflow-rabbit-cluster}
 OFFSET=${SILOFLOW_CLUSTER_PORT_OFFSET:-5700}
+NAME=${SILOFLOW_CLUSTER_NAME:-sf-rabbit}
 SBIN=$(dirname "$(readlink -f "$(command -v rabbitmq-server)")")
 # Debian's wrappers in /usr/sbin switch to the rabbitmq user; ours run as the caller, with their
 # own cookie, so they never touch the system node's.
@@ -29,7 +31,7 @@ LIBBIN=/usr/lib/rabbitmq/bin
 [ -x "$LIBBIN/rabbitmq-server" ] && SBIN=$LIBBIN
 
 say() { printf 'rabbit-cluster: %s\n' "$*" >&2; }
-node() { printf 'sf-rabbit-%s@localhost' "$1"; }
+node() { printf '%s-%s@localhost' "$NAME" "$1"; }
 amqp_port() { echo $((OFFSET + $1)); }
 mgmt_port() { echo $((OFFSET + 10000 + $1)); }
 dist_port() { echo $((OFFSET + 20000 + $1)); }

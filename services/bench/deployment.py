@@ -53,6 +53,8 @@ class Options:
     admin_dsn: str | None = None
     runs: int = 3  # siloflow/baseline pairs, interleaved; the ratios are their medians
     worker_processes: int = 0  # siloflow's default: one per CPU
+    max_tenant_engines: int | None = None  # siloflow's default (SILOFLOW_MAX_TENANT_ENGINES)
+    idle_s: float = 0.0  # after the warm-up, a window with nothing published: the idle cost
     window: int = 500  # publisher confirms in flight
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="siloflow-bench-")))
 
@@ -95,6 +97,7 @@ class Deployment:
             registry_dsn=f"{self.admin_dsn.rsplit('/', 1)[0]}/{self.namespace}_registry",
             credentials=base.credentials,
             log_level="warning",
+            max_tenant_engines=options.max_tenant_engines or base.max_tenant_engines,
         )
         self.pg = self.admin_dsn.rsplit("/", 1)[0]
         self.identities: list[Identity] = []
@@ -102,6 +105,7 @@ class Deployment:
         self.baseline_dbs: list[str] = []
         self.latency_rate = 1.0
         self.router_port = 0
+        self.provision_s_per_tenant = 0.0  # `tenant create`, one after another, each
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a process of the bench's deployment starts with."""
@@ -118,6 +122,7 @@ class Deployment:
             "SILOFLOW_LOG_LEVEL": "warning",
             "SILOFLOW_LOG_FORMAT": "json",
             "SILOFLOW_CREDENTIALS": s.credentials,
+            "SILOFLOW_MAX_TENANT_ENGINES": str(s.max_tenant_engines),
         }
         if self.options.worker_processes:
             env["SILOFLOW_WORKER_PROCESSES"] = str(self.options.worker_processes)
@@ -144,8 +149,10 @@ class Deployment:
         slugs = [f"t{i:04d}" for i in range(self.options.tenants)]
         # One at a time, as operators run `tenant create`: four concurrent creations in one
         # process once stalled after 307 tenants (see docs/performance.md).
+        started = time.monotonic()
         for slug in slugs:
             self.tenant_dbs.append((await create_tenant(self.settings, slug)).tenant.db_name)
+        self.provision_s_per_tenant = (time.monotonic() - started) / len(slugs)
         if self.options.bindings:
             progress(f"seeding {self.options.bindings:,} host bindings")
             await self.seed_bindings(self.options.bindings)
@@ -244,20 +251,6 @@ class Deployment:
             )
             total += int(response.json().get("messages", 0) or 0)
         return total
-
-    async def probe_hosts(self, sample: int = 2000) -> list[uuid.UUID]:
-        """The enrolled hosts and, with a large registry, as many seeded ones picked at random."""
-        hosts = [identity.host_id for identity in self.identities]
-        if self.options.bindings:
-            conn = await asyncpg.connect(f"{self.pg}/{self.settings.registry_database}")
-            try:
-                rows = await conn.fetch(
-                    "select host_id from registry_host_tenant order by random() limit $1", sample
-                )
-            finally:
-                await conn.close()
-            hosts += [r["host_id"] for r in rows]
-        return hosts
 
     async def host_routes(self, slug_index: dict[str, int]) -> dict[str, int]:
         """host id -> tenant index, as the baseline's afternoon would load it: one query."""

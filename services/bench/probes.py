@@ -4,8 +4,6 @@ tenant logins, and the router's own metrics."""
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,9 +11,6 @@ from typing import Any
 import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-
-from services.core.settings import Settings
-from services.router.directory import RouterDirectory
 
 
 @dataclass
@@ -197,38 +192,3 @@ def _p99(buckets: list[tuple[float, float]]) -> float | None:
     if not total:
         return None
     return next(le for le, count in buckets if count >= 0.99 * total)
-
-
-async def lookup_probe(
-    settings: Settings, hosts: list[uuid.UUID], rounds: int = 5
-) -> dict[str, Any]:
-    """Router lookups timed one by one in this process while nothing else runs: the router's own
-    RouterDirectory against the real registry. Each host's first lookup is a miss (an indexed
-    query of the registry); then `rounds` passes of warm lookups (the cache)."""
-    directory = RouterDirectory(settings)
-    await directory.start()
-    misses: list[float] = []
-    hits: list[float] = []
-    try:
-        for host in hosts:
-            started = time.perf_counter()
-            await directory.lookup(host)
-            misses.append(time.perf_counter() - started)
-        for _ in range(rounds):
-            for host in hosts:
-                started = time.perf_counter()
-                await directory.lookup(host)
-                hits.append(time.perf_counter() - started)
-    finally:
-        await directory.close()
-    return {
-        "router_probe_hosts": len(hosts),
-        "router_probe_miss_p99_ms": round(_percentile(misses, 0.99) * 1000, 3),
-        "router_probe_warm_p50_ms": round(_percentile(hits, 0.50) * 1000, 4),
-        "router_probe_warm_p99_ms": round(_percentile(hits, 0.99) * 1000, 4),
-    }
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else 0.0

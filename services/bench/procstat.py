@@ -82,6 +82,18 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def pss_mib(pid: int) -> float:
+    """The process's proportional set size (its private memory plus its share of what it shares,
+    so a server's processes add up to the server), in MiB; 0 once it exited."""
+    try:
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0
+
+
 def find(stats: dict[int, Stat], comm: str, *, top_level: bool = True) -> set[int]:
     """Processes named `comm` (only those whose parent is not also one, when `top_level`)."""
     named = {pid for pid, s in stats.items() if s.comm == comm}

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -31,7 +32,6 @@ from services.bench import baseline, procstat, publisher, servers
 from services.bench.deployment import Deployment, Options, check_broker
 from services.bench.probes import (
     Probe,
-    lookup_probe,
     router_figures,
     scrape_router,
 )
@@ -169,6 +169,37 @@ class Bench(Deployment):
             probe_cpu_s=probing,
         )
 
+    async def idle_cost(self, running: Running, probe: Probe) -> dict[str, Any]:
+        """What the deployment costs doing nothing, every tenant warm (its consumer attached,
+        its connection open): cores each process group spends over `idle_s` with nothing
+        published, and the memory each holds (PSS: the servers' processes add up to the
+        server), the bench's own database sessions left out; and the broker node's own count."""
+        before = procstat.snapshot()
+        await asyncio.sleep(self.options.idle_s)  # the window measured: nothing is published
+        after = procstat.snapshot()
+        groups = cpu_groups(after, running, self.amqp_port, self.pg_port)
+        cores = {
+            name: (procstat.group_cpu_s(after, roots) - procstat.group_cpu_s(before, roots))
+            / self.options.idle_s
+            for name, roots in groups.items()
+        }
+        probing = procstat.own_cpu_s(after, probe.pids) - procstat.own_cpu_s(before, probe.pids)
+        cores["postgresql"] = max(cores["postgresql"] - probing / self.options.idle_s, 0.0)
+        memory = {
+            name: sum(
+                procstat.pss_mib(pid) for pid in procstat.descendants(after, roots) - probe.pids
+            )
+            for name, roots in groups.items()
+        }
+        nodes = (await self.management("GET", "/nodes")).json()
+        used = [n["mem_used"] for n in nodes if n.get("running") and n.get("mem_used")]
+        return {
+            "window_s": self.options.idle_s,
+            "cores": cores,
+            "pss_mib": memory,
+            "broker_mem_used_mib": sum(used) / 2**20 if used else None,
+        }
+
     @property
     def amqp_port(self) -> int:
         """The broker's AMQP port (its node is found by it)."""
@@ -210,8 +241,12 @@ class Bench(Deployment):
                 exchange = self.names.agents_exchange
                 return await self.publish(exchange, count, rate, seed, True, warm_up)
 
+            idle: dict[str, Any] = {}
             async with self.probe(self.tenant_dbs, "agent_messages") as probe:
                 await self.warm_up("siloflow", running, publish, probe, progress)
+                if self.options.idle_s:
+                    progress(f"siloflow: idle for {self.options.idle_s:.0f} s, every tenant warm")
+                    idle = await self.idle_cost(running, probe)
                 progress(f"siloflow: {self.options.reports:,} reports as fast as they are taken")
                 peak = await self.measure(
                     "siloflow", running, publish, probe, self.options.reports, 0, 1
@@ -233,13 +268,39 @@ class Bench(Deployment):
             lookups["tenant_connection_bound"] = (
                 (processes + 1) * s.max_tenant_engines * s.tenant_pool_size
             )
+            lookups["provision_s_per_tenant"] = self.provision_s_per_tenant
+            if idle:
+                lookups["idle"] = idle
         finally:
             running.stop()
         # With the services stopped and the cores idle: the lookup itself, not the scheduler.
-        lookups.update(await lookup_probe(self.settings, await self.probe_hosts()))
+        lookups.update(await self.directory_probe(progress))
         return SystemResult(
             "siloflow", peak, steady, rss, dead_letters=await self.dead_letters(), extra=lookups
         )
+
+    async def directory_probe(self, progress: Callable[[str], None]) -> dict[str, Any]:
+        """Every bound host of the registry looked up through the router's directory, in a
+        process of its own (`services.bench.lookups`): its growth is the cache's."""
+        progress(
+            f"router directory: {self.options.hosts + self.options.bindings:,} hosts "
+            "looked up cold, then warm"
+        )
+        out = self.options.workdir / "lookups.json"
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.bench.lookups",
+            str(out),
+            env=self.env(),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"the directory probe failed: {err.decode()[-2000:]}")
+        figures: dict[str, Any] = json.loads(out.read_text())
+        return figures
 
     async def set_up_baseline(self) -> None:
         """The baseline's databases (a table each) and its broker topology, once for every

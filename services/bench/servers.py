@@ -1,12 +1,16 @@
 """The servers the bench runs on. PostgreSQL: by default a server of the bench's own
 (`deploy/local/pg-instance.sh`), so nothing else runs on it while the systems are measured and it
 records commit timestamps (each report is timed to the end of its commit); or one the operator
-names with --admin-dsn, which must record them too."""
+names with --admin-dsn, which must record them too. RabbitMQ: the one the settings name, or for
+`--scale` a node of the bench's own (`deploy/local/rabbit-cluster.sh start 1`), started with the
+file descriptors a thousand quorum queues need."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +34,22 @@ def connection_budget(tenants: int) -> int:
     return CONNECTIONS_PER_TENANT * tenants + CONNECTIONS_SPARE
 
 
+def free_port_offset() -> int:
+    """A port offset for rabbit-cluster.sh whose three ports for node 1 (AMQP, management,
+    distribution: offset + 1, + 10001, + 20001) are free now."""
+    for _ in range(50):
+        offset = 30_000 + secrets.randbelow(15_000)
+        ports = (offset + 1, offset + 10_001, offset + 20_001)
+        try:
+            for port in ports:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return offset
+    raise ServerFailed("found no three free ports for a RabbitMQ node in 50 tries")
+
+
 def _script(name: str, *args: str, env: dict[str, str]) -> str:
     result = subprocess.run(
         [str(LOCAL / name), *args],
@@ -40,7 +60,7 @@ def _script(name: str, *args: str, env: dict[str, str]) -> str:
         check=False,
     )
     if result.returncode != 0:
-        log = Path(env.get("SILOFLOW_PG_DIR", "")) / "server.log"
+        log = Path(env.get("SILOFLOW_PG_DIR", "/nonexistent")) / "server.log"  # PostgreSQL's
         tail = log.read_text()[-500:] if log.is_file() else result.stderr.strip()[-500:]
         raise ServerFailed(f"deploy/local/{name} {' '.join(args)} failed: {tail.strip()}")
     return result.stdout.strip()
@@ -78,3 +98,22 @@ async def postgres(options: Options, progress: Callable[[str], None]) -> AsyncIt
         yield await asyncio.to_thread(_script, "pg-instance.sh", "env", env=env)
     finally:
         await asyncio.to_thread(_script, "pg-instance.sh", "stop", env=env)
+
+
+@asynccontextmanager
+async def rabbitmq(progress: Callable[[str], None]) -> AsyncIterator[dict[str, str]]:
+    """A RabbitMQ node of the bench's own, for as long as the block runs: the settings that
+    reach it (SILOFLOW_AMQP_URL, SILOFLOW_MANAGEMENT_URL)."""
+    env = {
+        "SILOFLOW_CLUSTER_DIR": tempfile.mkdtemp(prefix="siloflow-bench-rabbit-"),
+        "SILOFLOW_CLUSTER_PORT_OFFSET": str(free_port_offset()),
+        "SILOFLOW_CLUSTER_NAME": f"sf-bench-{secrets.token_hex(3)}",
+    }
+    progress("starting a RabbitMQ node of the bench's own (its file descriptors at the hard limit)")
+    try:
+        await asyncio.to_thread(_script, "rabbit-cluster.sh", "start", "1", env=env)
+        lines = await asyncio.to_thread(_script, "rabbit-cluster.sh", "env", env=env)
+        settings = dict(line.split("=", 1) for line in lines.splitlines() if "=" in line)
+        yield settings
+    finally:
+        await asyncio.to_thread(_script, "rabbit-cluster.sh", "stop", env=env)

@@ -6,17 +6,28 @@ import json
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from services.bench.deployment import Options
 from services.bench.results import markdown as to_markdown
 from services.bench.results import render
 from services.bench.runner import run as run_bench
+from services.bench.scale import SMALL_TENANTS, cost_table, run_scale, table_markdown
+from services.bench.scale import render as render_scale
 from services.cli.common import AppContext, console, pass_app, run
 from services.core.logs import configure_logging
 
+SCALE_TENANTS = 1000
+
 
 @click.command()
-@click.option("--tenants", type=click.IntRange(1, 100_000), default=10, show_default=True)
+@click.option(
+    "--tenants",
+    type=click.IntRange(1, 100_000),
+    default=10,
+    show_default=True,
+    help=f"Tenants provisioned (with --scale, the many side: default {SCALE_TENANTS:,}).",
+)
 @click.option(
     "--hosts",
     type=click.IntRange(1, 10_000_000),
@@ -57,9 +68,15 @@ from services.core.logs import configure_logging
 @click.option(
     "--runs",
     type=click.IntRange(1, 99),
-    default=3,
-    show_default=True,
-    help="siloflow/baseline pairs, interleaved; the ratios are their medians.",
+    help="siloflow/baseline pairs, interleaved; the ratios are their medians. "
+    "[default: 3; with --scale, 1]",
+)
+@click.option(
+    "--scale",
+    is_flag=True,
+    help="Ten tenants against --tenants (default then 1,000) on servers of the bench's own "
+    "(a RabbitMQ node and a PostgreSQL server, started and removed): siloflow only, the "
+    "throughput ratio, p99 and tenant sessions against their bound.",
 )
 @click.option(
     "--admin-dsn",
@@ -90,7 +107,8 @@ def bench(
     no_baseline: bool,
     warm_up: bool,
     worker_processes: int,
-    runs: int,
+    runs: int | None,
+    scale: bool,
     admin_dsn: str | None,
     out: Path,
     markdown: Path | None,
@@ -100,7 +118,22 @@ def bench(
     snapshots of ~2,000 entries), --runs times interleaved, and print throughput, end-to-end
     latency (to each commit's end), CPU per report of every process (RabbitMQ and PostgreSQL
     included, the bench's own database sessions not), peak memory, and the ratios' medians."""
-    if hosts < tenants:
+    context = click.get_current_context()
+    if scale:
+        if context.get_parameter_source("tenants") is ParameterSource.DEFAULT:
+            tenants = SCALE_TENANTS
+        if tenants <= SMALL_TENANTS:
+            raise click.BadParameter(
+                f"--scale sets {SMALL_TENANTS} tenants against more: give more than "
+                f"{SMALL_TENANTS}",
+                param_hint="--tenants",
+            )
+        if admin_dsn is not None:
+            raise click.BadParameter(
+                "--scale runs on a PostgreSQL server of its own, sized for the tenants",
+                param_hint="--admin-dsn",
+            )
+    elif hosts < tenants:
         raise click.BadParameter("needs at least one host per tenant", param_hint="--hosts")
     options = Options(
         tenants=tenants,
@@ -111,13 +144,29 @@ def bench(
         baseline=not no_baseline,
         warm_up=warm_up,
         admin_dsn=admin_dsn,
-        runs=runs,
+        runs=runs or (1 if scale else 3),
         worker_processes=worker_processes,
     )
     # The bench's own provisioning and tear-down would drown the figures at info level.
     configure_logging(app.settings.model_copy(update={"log_level": "warning"}))
     shown = console()
-    document = run(run_bench(app.settings, options, lambda line: shown.print(f"[dim]{line}[/dim]")))
+
+    def progress(line: str) -> None:
+        shown.print(f"[dim]{line}[/dim]")
+
+    if scale:
+        found = run(run_scale(app.settings, options, progress))
+        out.write_text(json.dumps(found, indent=2, default=str))
+        tables = [render_scale(found), cost_table(found)]
+        if markdown is not None:
+            markdown.write_text("\n".join(table_markdown(t) for t in tables))
+        for table in tables:
+            shown.print(table)
+        shown.print(f"figures written to {out}")
+        if not found["valid"]:
+            raise click.ClickException("a report was lost, doubled or dead-lettered: no score")
+        return
+    document = run(run_bench(app.settings, options, progress))
     out.write_text(json.dumps(document, indent=2, default=str))
     if markdown is not None:
         markdown.write_text(to_markdown(document))

@@ -108,8 +108,10 @@ class Settings(BaseSettings):
     batch_wait_s: Annotated[float, Field(ge=0, le=10)] = 0.05
     # A transient failure (database down) is retried with backoff up to this interval.
     retry_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
-    # Router: host -> tenant entries kept, and how long one may live without a change notice.
-    router_cache_size: Annotated[int, Field(ge=1)] = 1_000_000
+    # Router: at most this many host -> tenant entries (it keeps the latest half at least:
+    # size it at twice the fleet; ~90 bytes a host, router/bindings.py), and how long one may
+    # live without a change notice.
+    router_cache_size: Annotated[int, Field(ge=2)] = 2_000_000
     router_cache_ttl_s: Annotated[float, Field(gt=0)] = 300.0
     # Worker processes of `siloflow run workers` (0: one per CPU).
     worker_processes: Annotated[int, Field(ge=0, le=1024)] = 0

@@ -20,6 +20,7 @@ from services.core.names import Names
 from services.core.registry.models import TenantStatus
 from services.core.registry.notices import NoticeListener
 from services.core.settings import Settings
+from services.router.bindings import BindingCache
 from services.router.handlers import HostBinding, TenantState
 
 log = structlog.get_logger(__name__)
@@ -29,21 +30,19 @@ _BINDING_SQL = """
     from registry_host_tenant h left join registry_tenants t on t.id = h.tenant_id
     where h.host_id = $1
 """
-_TENANT_SQL = "select id, slug, status from registry_tenants where id = $1"
-_UNBOUND = object()  # cache marker: the registry said this host has no binding
 
 
 class RouterDirectory:
-    """Bounded cache of bindings and tenant states, invalidated by registry notices."""
+    """The registry's answers through a bounded cache (`bindings.BindingCache`), invalidated
+    by registry notices."""
 
     def __init__(self, settings: Settings) -> None:
         self._dsn = settings.registry_url
         self._timeout_s = settings.connect_timeout_s
-        self._max_hosts = settings.router_cache_size
-        self._refresh_s = settings.router_cache_ttl_s
         self._channel = Names(settings.namespace).registry_channel
-        self._hosts: dict[uuid.UUID, HostBinding | object] = {}
-        self._tenants: dict[uuid.UUID, TenantState] = {}
+        self._cache = BindingCache(
+            settings.router_cache_size, settings.router_cache_ttl_s, time.monotonic()
+        )
         # Bumped on every invalidation: a lookup that raced with one does not cache its answer.
         self._epoch = 0
         self._pool: asyncpg.Pool | None = None
@@ -56,14 +55,13 @@ class RouterDirectory:
             name="router",
             timeout_s=self._timeout_s,
         )
-        self._cleared_at = time.monotonic()
         self.hits = 0
         self.misses = 0
 
     @property
     def size(self) -> int:
         """Hosts cached now."""
-        return len(self._hosts)
+        return self._cache.size
 
     @property
     def listening(self) -> bool:
@@ -99,25 +97,17 @@ class RouterDirectory:
             )
 
     async def _lookup(self, host_id: uuid.UUID) -> tuple[HostBinding | None, TenantState | None]:
-        self._maybe_refresh()
-        cached = self._hosts.get(host_id)
+        cached = self._cache.get(host_id, time.monotonic())
         if cached is not None:
-            if cached is _UNBOUND:
-                self.hits += 1
-                metrics.labelled(metrics.ROUTER_LOOKUPS, "hit").inc()
-                return None, None
-            assert isinstance(cached, HostBinding)
-            tenant = self._tenants.get(cached.tenant_id)
-            if tenant is not None:
-                self.hits += 1
-                metrics.labelled(metrics.ROUTER_LOOKUPS, "hit").inc()
-                return cached, tenant
+            self.hits += 1
+            metrics.labelled(metrics.ROUTER_LOOKUPS, "hit").inc()
+            return cached.binding, cached.tenant
         self.misses += 1
         metrics.labelled(metrics.ROUTER_LOOKUPS, "miss").inc()
         epoch = self._epoch
         row = await self._fetchrow(_BINDING_SQL, host_id)
         if row is None:
-            self._remember(epoch, host_id, _UNBOUND, None)
+            self._remember(epoch, host_id, None, None)
             return None, None
         binding = HostBinding(host_id, row["tenant_id"], row["revoked"])
         tenant = (
@@ -132,28 +122,18 @@ class RouterDirectory:
         self,
         epoch: int,
         host_id: uuid.UUID,
-        binding: HostBinding | object,
+        binding: HostBinding | None,
         tenant: TenantState | None,
     ) -> None:
+        # Only while notices arrive, and only if no notice came while the registry was asked.
         if not self._notices.listening or epoch != self._epoch:
             return
-        if len(self._hosts) >= self._max_hosts:
-            # Oldest inserted first out: cheap, and a hot host comes straight back.
-            self._hosts.pop(next(iter(self._hosts)))
-        self._hosts[host_id] = binding
-        metrics.ROUTER_CACHE_SIZE.set(len(self._hosts))
-        if tenant is not None:
-            self._tenants[tenant.id] = tenant
-
-    def _maybe_refresh(self) -> None:
-        if time.monotonic() - self._cleared_at > self._refresh_s:
-            self._clear("periodic refresh")
+        self._cache.put(host_id, binding, tenant, time.monotonic())
+        metrics.ROUTER_CACHE_SIZE.set(self._cache.size)
 
     def _clear(self, why: str) -> None:
         self._epoch += 1
-        self._hosts.clear()
-        self._tenants.clear()
-        self._cleared_at = time.monotonic()
+        self._cache.clear(time.monotonic())
         metrics.ROUTER_CACHE_SIZE.set(0)
         log.info("router.cache_cleared", why=why)
 
@@ -186,8 +166,8 @@ class RouterDirectory:
         try:
             notice = json.loads(payload)
             if "host_id" in notice:
-                self._hosts.pop(uuid.UUID(notice["host_id"]), None)
+                self._cache.forget_host(uuid.UUID(notice["host_id"]))
             elif "tenant_id" in notice:
-                self._tenants.pop(uuid.UUID(notice["tenant_id"]), None)
+                self._cache.forget_tenant(uuid.UUID(notice["tenant_id"]))
         except (ValueError, KeyError, TypeError):
             self._clear(f"unreadable notice {payload[:100]!r}")

@@ -64,6 +64,11 @@ async def test_bench_runs_both_systems_and_cleans_up(tmp_path: Path) -> None:
         assert peak["published"] == peak["committed"] == 300
         assert peak["probe_cpu_s"] >= 0  # the bench's own sessions, left out of PostgreSQL's
     assert document["siloflow"]["router_lookups"] >= 300
+    # Every bound host looked up through the router's directory, in a process of its own.
+    assert document["siloflow"]["router_directory_hosts_looked_up"] == 6
+    assert document["siloflow"]["router_directory_hosts_cached"] == 6
+    assert document["siloflow"]["router_warm_misses"] == 0
+    assert document["siloflow"]["router_warm_p99_ms"] > 0
     assert "committed reports/s" in result.stdout
     assert "ratios over n = 2 interleaved runs" in result.stdout
     # It ran on a PostgreSQL server of its own, and removed it: nothing of it anywhere.
@@ -89,3 +94,86 @@ def test_more_tenants_than_the_broker_can_hold_are_refused_up_front() -> None:
     assert result.returncode != 0
     assert "file descriptors" in result.stdout + result.stderr
     assert "rabbit-cluster.sh" in result.stdout + result.stderr
+
+
+def processes_naming(word: bytes) -> list[int]:
+    """Pids whose command line holds `word`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if word in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile
+                continue
+    return found
+
+
+@pytest.mark.timeout(600)
+async def test_the_scale_bench_starts_its_servers_runs_both_sides_and_removes_all(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "scale.json"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(SILOFLOW),
+            "bench",
+            "--scale",
+            "--tenants",
+            "12",
+            "--hosts",
+            "20",
+            "--reports",
+            "300",
+            "--latency-seconds",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "SILOFLOW_LOG_LEVEL": "warning"},
+        capture_output=True,
+        text=True,
+        timeout=580,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    document = json.loads(out.read_text())
+    scale = document["scale"]
+    assert document["valid"] and scale["tenants"] == [10, 12]
+    pair = document["pairs"][0]
+    few, many = pair["10"]["siloflow"]["peak"], pair["12"]["siloflow"]["peak"]
+    assert few["published"] == few["committed"] == 300 == many["committed"]
+    assert scale["ratio_12_vs_10"] == pytest.approx(many["throughput"] / few["throughput"])
+    assert scale["12"]["tenant_sessions_peak"] <= scale["12"]["tenant_session_bound"]
+    assert "committed reports/s" in result.stdout
+    # Both sides ran on the node it started (not the system broker), which is gone now.
+    for side in pair.values():
+        assert side["options"]["admin_dsn"] == pair["10"]["options"]["admin_dsn"]
+    port = int(pair["10"]["options"]["admin_dsn"].rsplit(":", 1)[1].split("/")[0])
+    assert not listening_inodes(port), "the bench's PostgreSQL server still runs"
+    assert "starting a RabbitMQ node of the bench's own" in result.stdout
+    assert not processes_naming(b"sf-bench-"), "the bench's RabbitMQ node still runs"
+    for side in pair.values():
+        left = f"{side['namespace']}%"
+        assert await admin_fetch("select 1 from pg_database where datname like $1", left) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--scale", "--tenants", "5"], "--tenants"),
+        (["--scale", "--admin-dsn", "postgresql://postgres@127.0.0.1/postgres"], "--admin-dsn"),
+    ],
+)
+def test_the_scale_bench_refuses_what_it_cannot_do(args: list[str], says: str) -> None:
+    result = subprocess.run(
+        [str(SILOFLOW), "bench", *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr

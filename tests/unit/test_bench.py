@@ -7,10 +7,11 @@ import itertools
 import os
 import socket
 from collections import Counter
+from typing import Any
 
 import pytest
 
-from services.bench import commits, procstat, workload
+from services.bench import commits, procstat, scale, workload
 from services.bench.deployment import Options
 from services.bench.probes import RouterScrape, router_figures
 from services.bench.results import Phase, SystemResult, markdown, summarise
@@ -176,3 +177,66 @@ def test_a_run_that_lost_a_report_voids_the_whole_bench() -> None:
     document = summarise("bench1", Options(admin_dsn="postgresql://h/p"), [good, (silo, base)])
     assert not document["valid"]
     assert document["targets"]["exactly_once_in_every_run"] is False
+
+
+def scale_side(tenants: int, throughput: float, p99_ms: float, sessions: int) -> dict[str, Any]:
+    """A one-run bench document of siloflow alone, as the scale bench keeps for each side."""
+    silo = system("siloflow", throughput, 2.0, p99_ms)
+    silo.peak.peak_tenant_connections = sessions
+    silo.extra["tenant_connection_bound"] = 96
+    silo.extra["provision_s_per_tenant"] = 0.5
+    silo.extra["idle"] = {
+        "cores": {"rabbitmq": 0.004 + tenants * 0.0001},
+        "pss_mib": {"postgresql": 100 + tenants * 0.5},
+        "broker_mem_used_mib": 150 + tenants * 0.2,
+    }
+    return summarise(
+        f"bench{tenants}", Options(tenants=tenants, admin_dsn="postgresql://h/p"), [(silo, None)]
+    )
+
+
+def test_the_scale_bench_pairs_ten_tenants_with_the_many_on_servers_sized_for_them() -> None:
+    few, middle, many = scale.sides(Options(tenants=1000, hosts=200, runs=3))
+    assert [(s.tenants, s.hosts) for s in (few, middle, many)] == [
+        (10, 200),
+        (100, 200),
+        (1000, 2000),
+    ]
+    assert all(not s.baseline and s.runs == 1 and s.idle_s > 0 for s in (few, middle, many))
+    assert [s.tenants for s in scale.sides(Options(tenants=50))] == [10, 50]  # no middle
+    # A pool for each tenant a worker process may own, never fewer than the default.
+    assert few.max_tenant_engines == 32
+    assert many.max_tenant_engines is not None
+    assert many.max_tenant_engines * (os.cpu_count() or 1) >= 1000
+
+
+def test_the_scale_ratio_is_the_median_pair_and_every_target_is_checked() -> None:
+    pairs = [
+        {10: scale_side(10, 600, 100, 10), 1000: scale_side(1000, 420, 200, 90)},  # 0.70
+        {10: scale_side(10, 600, 100, 10), 1000: scale_side(1000, 480, 300, 97)},  # 0.80
+        {10: scale_side(10, 600, 100, 10), 1000: scale_side(1000, 300, 200, 90)},  # 0.50
+    ]
+    found = scale.document(pairs, 1000)["scale"]
+    assert found["ratio_1000_vs_10"] == pytest.approx(0.70)
+    assert found["ratios"] == pytest.approx([0.7, 0.8, 0.5])
+    assert found["1000"]["tenant_sessions_peak"] == 90  # the median pair's
+    assert found["targets"] == {
+        "ratio_at_least_0_75": False,
+        "p99_under_250ms": True,
+        "tenant_sessions_within_bound": True,
+        "exactly_once_in_every_run": True,
+    }
+    over = scale.document([pairs[1]], 1000)["scale"]
+    assert over["targets"]["ratio_at_least_0_75"] is True
+    assert over["targets"]["p99_under_250ms"] is False  # 300 ms
+    assert over["targets"]["tenant_sessions_within_bound"] is False  # 97 of 96
+    table = scale.table_markdown(scale.render(scale.document(pairs, 1000)))
+    assert "| committed reports/s | 600 | 420 | 0.70 |" in table
+    # The cost of a tenant, idle and warm: the many side less the few, over the tenants added.
+    per = found["per_tenant"]
+    assert per["broker_memory_mib"] == pytest.approx(0.2)
+    assert per["idle_millicores_rabbitmq"] == pytest.approx(0.1)
+    assert per["pss_mib_postgresql"] == pytest.approx(0.5)
+    assert per["provision_s"] == 0.5
+    costs = scale.table_markdown(scale.cost_table(scale.document(pairs, 1000)))
+    assert "| memory (PSS): postgresql | 105 MiB | 600 MiB | 0.500 MiB |" in costs
