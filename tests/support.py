@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from click.testing import CliRunner, Result
 
 from services.cli.main import cli
@@ -175,3 +176,14 @@ async def invoke_cli(args: list[str], settings: Settings) -> Result:
     """Run the `siloflow` CLI in-process against this deployment. It runs its own event loop, so
     it runs in a thread, out of the test's loop."""
     return await asyncio.to_thread(CliRunner().invoke, cli, args, env=env_for(settings))
+
+
+def needs(tool: str, where: str, *, ci_installs: bool = True) -> None:
+    """Skip, saying plainly what does not run and why, when `tool` is missing; under .ci/run
+    (SILOFLOW_REQUIRE_TOOLS=1) a missing tool it installs is a failure instead."""
+    if shutil.which(tool) is not None:
+        return
+    message = f"{tool} is not installed here, so {where} does not run"
+    if ci_installs and os.environ.get("SILOFLOW_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"{message} (.ci/run installs it: deploy/local/ensure-tools.sh)")
+    pytest.skip(message)

@@ -64,7 +64,9 @@ async def check_broker(base: Settings, tenants: int) -> None:
     hold: each quorum queue keeps files open, and a node short of descriptors stops answering
     AMQP handshakes (a node with 927 wedged at about 310 tenant queues)."""
     async with httpx.AsyncClient(base_url=f"{base.management_api}/api", timeout=30) as api:
-        nodes = (await api.get("/nodes")).json()
+        response = await api.get("/nodes")
+        response.raise_for_status()  # a refused login is said by its setting (diagnosis)
+        nodes = response.json()
     limits = [int(n["fd_total"]) for n in nodes if n.get("running") and n.get("fd_total")]
     needed = FDS_PER_QUEUE * tenants + FDS_SPARE
     if limits and min(limits) < needed:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from services.core.broker.users import public
+from services.core.diagnosis import public
 
 if TYPE_CHECKING:
     from services.bench.deployment import Options

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -16,9 +17,16 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
+from services.core.diagnosis import explain
 from services.core.errors import (
+    BrokerUnavailable,
+    CredentialsUnavailable,
+    DatabaseUnavailable,
     InvalidArgument,
+    ManagementError,
     NotInSingleTenantMode,
+    OpenBaoUnavailable,
+    ServiceStopped,
     SettingsError,
     SiloflowError,
 )
@@ -26,13 +34,26 @@ from services.core.logs import configure_logging
 from services.core.settings import Settings, load_settings
 
 T = TypeVar("T")
+_LEVEL_ORDER = ["debug", "info", "warning", "error"]
+
+
+# Libraries that log through the standard library (aiormq's "error when creating transport"):
+# a command says what failed in its own line, so theirs are kept for -v.
+LIBRARY_LOGGERS = ("aiormq", "aio_pika", "asyncio", "hvac", "httpx", "alembic")
 
 
 class AppContext:
-    """Holds the `--config` path; settings are read on first use so `--help` never needs them."""
+    """Holds the `--config` path and how much to log; settings are read on first use so
+    `--help` never needs them.
 
-    def __init__(self, config_file: Path | None) -> None:
+    A command prints for people on stdout; its logs go to stderr, and only at warning and above
+    unless `verbose` (then at SILOFLOW_LOG_LEVEL). The services (`serving`, set by `siloflow
+    run`) log at SILOFLOW_LOG_LEVEL always: their logs are their output."""
+
+    def __init__(self, config_file: Path | None, verbose: bool = False) -> None:
         self.config_file = config_file
+        self.verbose = verbose
+        self.serving = False
         self._settings: Settings | None = None
 
     @property
@@ -42,9 +63,44 @@ class AppContext:
             try:
                 self._settings = load_settings(self.config_file)
             except SettingsError as exc:
-                raise click.ClickException(str(exc)) from None
-            configure_logging(self._settings)
+                raise Misconfigured(str(exc)) from None
+            if self.serving or self.verbose:
+                configure_logging(self._settings)
+            else:
+                level = max(("warning", self._settings.log_level), key=_LEVEL_ORDER.index)
+                configure_logging(self._settings.model_copy(update={"log_level": level}))
+                for name in LIBRARY_LOGGERS:
+                    logging.getLogger(name).setLevel(logging.CRITICAL)
+            _loaded[:] = [self._settings]
         return self._settings
+
+
+# The settings the command read, for explaining a failure after it (None before they are read).
+_loaded: list[Settings] = []
+
+# siloflow's own errors that report a server out of reach: the one-line explanation of what is
+# behind them names the setting, where their own message may not.
+_UNREACHABLE = (
+    BrokerUnavailable,
+    CredentialsUnavailable,
+    DatabaseUnavailable,
+    ManagementError,
+    OpenBaoUnavailable,
+)
+
+
+def one_line(exc: BaseException) -> str | None:
+    """The operator's line for a failure, or None for a bug (which keeps its traceback)."""
+    if isinstance(exc, SiloflowError) and not isinstance(exc, _UNREACHABLE):
+        return str(exc)
+    try:
+        settings = _loaded[0] if _loaded else load_settings()
+    except SettingsError:
+        return str(exc) if isinstance(exc, SiloflowError) else None
+    line = explain(exc, settings)
+    if line is None and isinstance(exc, SiloflowError):
+        return str(exc)
+    return line
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -59,8 +115,22 @@ def run(coro: Coroutine[Any, Any, T], *, event_loop: str = "asyncio") -> T:
             return runner.run(coro)
     except (InvalidArgument, NotInSingleTenantMode) as exc:
         raise click.UsageError(str(exc)) from None
-    except SiloflowError as exc:
-        raise click.ClickException(str(exc)) from None
+    except SettingsError as exc:
+        raise Misconfigured(str(exc)) from None
+    except ServiceStopped:
+        sys.exit(0)  # told to stop while it waited: nothing was done, nothing to say
+    except Exception as exc:
+        line = one_line(exc)
+        if line is None:
+            raise
+        raise click.ClickException(line) from None
+
+
+class Misconfigured(click.ClickException):
+    """A setting (or a file one names) is wrong: waiting cannot help. Exit code 78 (sysexits'
+    EX_CONFIG), so a supervisor stops instead of restarting the service in a loop."""
+
+    exit_code = 78
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
@@ -94,10 +97,32 @@ def summarise(console: Console, app: AppContext, result: demo_run.Result) -> Non
             f"  {slug:18}  psql -h 127.0.0.1 -U postgres -d {database} "
             "-c 'select hostname, status, last_seen_at from hosts limit 5'"
         )
-    console.print("  the deployment      siloflow status")
-    console.print("  dead letters        siloflow dlq list   (then: siloflow dlq show <id>)")
+    siloflow = command_path()
+    console.print(f"  the deployment      {siloflow} status")
+    console.print(f"  dead letters        {siloflow} dlq list   (then: {siloflow} dlq show <id>)")
     console.print(
-        "  keep it running     siloflow run all    and   siloflow simulate --rate 200 --duration 30"
+        f"  keep it running     {siloflow} run all    and   "
+        f"{siloflow} simulate --rate 200 --duration 30"
     )
     console.print(f"  services' log       {result.log}")
-    console.print("  remove it all       make demo-down")
+    console.print(f"  remove it all       {siloflow} demo --down   (or: make demo-down)")
+    if siloflow != "siloflow":
+        activate = Path(sys.executable).parent / "activate"
+        console.print(f"  (or put siloflow on your PATH first: source {_relative(activate)})")
+
+
+def command_path() -> str:
+    """How to run this very `siloflow` from a plain shell: its bare name when that is what the
+    shell finds, else its path (relative to here when under it)."""
+    mine = Path(sys.executable).parent / "siloflow"
+    found = shutil.which("siloflow")
+    if found is not None and Path(found).resolve() == mine.resolve():
+        return "siloflow"
+    return _relative(mine)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -10,7 +11,15 @@ import click
 from services.cli.agent import agent
 from services.cli.bench import bench
 from services.cli.broker import broker
-from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.cli.common import (
+    AppContext,
+    json_option,
+    one_line,
+    pass_app,
+    print_json,
+    print_table,
+    run,
+)
 from services.cli.demo import demo
 from services.cli.dlq import dlq_group
 from services.cli.host import host
@@ -38,14 +47,20 @@ CONFIG_ENV = "SILOFLOW_CONFIG"
     envvar=CONFIG_ENV,
     help="A TOML settings file (environment variables SILOFLOW_* override it).",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log at SILOFLOW_LOG_LEVEL on stderr (commands log only warnings and errors otherwise).",
+)
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None) -> None:
+def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     """siloflow: agents' reports, routed to each tenant's own database."""
     if config is not None:
         # The processes this one starts (`run all`, the worker supervisor, the demo's services)
         # read the same file: they inherit the environment, not the command line.
         os.environ[CONFIG_ENV] = str(config.resolve())
-    ctx.obj = AppContext(config)
+    ctx.obj = AppContext(config, verbose=verbose)
 
 
 @cli.command()
@@ -172,8 +187,24 @@ cli.add_command(broker)
 
 
 def main() -> None:
-    """The `siloflow` command."""
-    cli(prog_name="siloflow")
+    """The `siloflow` command: a failure of what a command needs ends it with one line, in any
+    code path (`common.run` says it for the commands' coroutines)."""
+    try:
+        cli(prog_name="siloflow", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        line = one_line(exc)
+        if line is None:
+            raise
+        click.echo(f"Error: {line}", err=True)
+        sys.exit(1)
 
 
 cli.add_command(demo)

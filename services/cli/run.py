@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import click
 
-from services.cli.common import AppContext, pass_app
+from services.cli.common import AppContext, Misconfigured, pass_app
 from services.cli.common import run as run_coro
-from services.cli.supervisor import Child, supervise
+from services.cli.supervisor import MISCONFIGURED, Child, supervise
+from services.core.broker.connection import connect
+from services.core.broker.users import SERVICE_ROLES
+from services.core.errors import BrokerUnavailable, SettingsError
+from services.core.hostkeys import load_keyring
 from services.core.lifespan import stop_on_signals
 from services.ingest import app as ingest_app
 from services.router import app as router_app
@@ -23,15 +28,17 @@ burst_option = click.option(
 
 
 @click.group("run")
-def run_group() -> None:
-    """Run siloflow's services."""
+@pass_app
+def run_group(app: AppContext) -> None:
+    """Run siloflow's services (they log at SILOFLOW_LOG_LEVEL, JSON when not on a terminal)."""
+    app.serving = True
 
 
 @run_group.command("ingest")
 @burst_option
 @pass_app
 def ingest(app: AppContext, burst: bool) -> None:
-    """Validate agents' reports; hand valid ones to the router, dead-letter the rest."""
+    """Enroll hosts: answer registrations (an enrollment token in, a host id and key out)."""
     run_coro(ingest_app.run(app.settings, burst=burst), event_loop=app.settings.event_loop)
 
 
@@ -110,7 +117,11 @@ def workers(
 def all_(app: AppContext, burst: bool) -> None:
     """Ingest, router, the worker supervisor and the sweeper, each as its own process. With
     --burst, each stage drains in turn (ingest, router, workers, one sweep) and it exits."""
-    app.settings  # fail on bad settings before starting anything  # noqa: B018
+    try:  # what waiting cannot mend, said once before anything starts
+        load_keyring(app.settings)
+        run_coro(_logins_accepted(app))
+    except SettingsError as exc:
+        raise Misconfigured(str(exc)) from None
     # The worker supervisor goes last: its shards take consecutive metrics ports from its own.
     stages = ("ingest", "router", "sweeper", "workers")
     base = app.settings.metrics_port
@@ -124,6 +135,18 @@ def all_(app: AppContext, burst: bool) -> None:
     _supervise(app, children, burst=False)
 
 
+async def _logins_accepted(app: AppContext) -> None:
+    """Each service's broker login, tried once: a refused one stops `run all` with one line
+    (each child would say it, and no wait mends it). An unreachable broker is left to the
+    children, which say it once and wait for it."""
+    for role in SERVICE_ROLES:
+        try:
+            connection = await connect(app.settings, name="run all: login check", role=role)
+        except BrokerUnavailable:
+            return
+        await connection.close()
+
+
 def _port_env(base: int | None, offset: int) -> dict[str, str]:
     """A child's metrics port: the parent's plus its place (nothing when metrics are off)."""
     return {} if base is None else {"SILOFLOW_METRICS_PORT": str(base + offset)}
@@ -135,5 +158,8 @@ def _supervise(app: AppContext, children: list[Child], burst: bool) -> None:
         stop_on_signals(stop)
         return await supervise(children, burst=burst, stop=stop)
 
-    if run_coro(main()) != 0:
+    code = run_coro(main())
+    if code == MISCONFIGURED:
+        sys.exit(code)  # the service said what is wrong, in one line, above
+    if code != 0:
         raise click.ClickException("a service exited with an error (see its log above)")

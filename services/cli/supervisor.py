@@ -16,6 +16,8 @@ import structlog
 log = structlog.get_logger(__name__)
 
 RESTART_BACKOFF_MAX_S = 30.0
+# A child's exit code for "a setting is wrong" (common.Misconfigured): never restarted.
+MISCONFIGURED = 78
 STOP_GRACE_S = 30.0
 
 
@@ -71,7 +73,7 @@ async def supervise(children: list[Child], *, burst: bool, stop: asyncio.Event) 
     for child in children:
         await _spawn(child)
     backoff: dict[str, float] = {c.name: 1.0 for c in children}
-    failed = False
+    failed = misconfigured = False
     waiters = {asyncio.create_task(c.process.wait()): c for c in children if c.process}
     stopper = asyncio.create_task(stop.wait())
     while waiters:
@@ -86,6 +88,11 @@ async def supervise(children: list[Child], *, burst: bool, stop: asyncio.Event) 
                 child.done = True
                 log.info("supervisor.child_finished", child=child.name)
                 continue
+            if code == MISCONFIGURED:
+                # The child said what is wrong (its one line on the shared stderr), and no
+                # restart can mend a setting: stop everything and pass its code on.
+                misconfigured = True
+                break
             log.error(
                 "supervisor.child_died",
                 child=child.name,
@@ -105,10 +112,14 @@ async def supervise(children: list[Child], *, burst: bool, stop: asyncio.Event) 
             await _spawn(child)
             assert child.process is not None
             waiters[asyncio.create_task(child.process.wait())] = child
+        if misconfigured:
+            break
     stopper.cancel()
     await _stop_all(children)
     for task in waiters:
         task.cancel()
+    if misconfigured:
+        return MISCONFIGURED
     return 1 if failed else 0
 
 

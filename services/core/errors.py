@@ -56,6 +56,16 @@ class BrokerUnavailable(Transient):
     """Raised when RabbitMQ cannot be reached, or refuses the login, when connecting."""
 
 
+class BrokerLoginRefused(SettingsError):
+    """Raised when RabbitMQ refuses the login or the vhost of a URL: a setting (or a password
+    file) is wrong, or nothing is bootstrapped; waiting cannot mend it."""
+
+
+class ServiceStopped(SiloflowError):
+    """Raised when a service is told to stop while it still waits for what it needs (the
+    broker at start-up): it ends cleanly, having done nothing."""
+
+
 class ManagementError(SiloflowError):
     """Raised when RabbitMQ's management API refuses a request or cannot be reached."""
 

@@ -139,6 +139,11 @@ class Keyring:
     @classmethod
     def parse_setting(cls, text: str) -> Keyring:
         """`SILOFLOW_HOST_KEY_SECRETS`: `1:<base64>,2:<base64>`."""
+        if not text.strip():
+            raise SettingsError(
+                "SILOFLOW_HOST_KEY_SECRETS is set but empty: unset it to use the key file "
+                "`siloflow bootstrap` writes, or give <version>:<base64>[,...]"
+            )
         try:
             pairs = (item.split(":", 1) for item in text.split(",") if item.strip())
             return cls({int(v): base64.b64decode(s, validate=True) for v, s in pairs})

@@ -11,12 +11,22 @@ from dataclasses import dataclass
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.core import backoff
 from services.core.broker.connection import connect
 from services.core.broker.publish import ChannelPool, publishing_channel
 from services.core.broker.topology import QueueSpec, consumable, missing_queues
 from services.core.broker.users import BrokerRole, amqp_url, user_of
-from services.core.errors import TopologyMissing
+from services.core.diagnosis import Outage
+from services.core.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    ServiceStopped,
+    TopologyMissing,
+)
 from services.core.metrics import HealthServer
 from services.core.names import Names
 from services.core.settings import Settings
@@ -201,11 +211,57 @@ class Broker:
     publishers: ChannelPool  # what the hot path publishes through
 
 
+async def _connect_waiting(
+    settings: Settings, name: str, role: BrokerRole, stop: asyncio.Event | None
+) -> AbstractRobustConnection:
+    """Connect; a broker out of reach is waited for (said once, retried quietly with back-off)
+    until `stop`, which raises `ServiceStopped`. Without `stop`, the first failure raises. A
+    refused login is not waited for: `BrokerLoginRefused` (a setting is wrong)."""
+    outage = Outage("broker.unavailable", settings, "SILOFLOW_AMQP_URL", service=name)
+    for delay in backoff.delays(settings.retry_max_s):
+        try:
+            connection = await connect(settings, name=name, role=role)
+        except BrokerUnavailable as exc:
+            if stop is None:
+                raise
+            outage.failed(exc, retry_in_s=delay)
+            if await stopped_within(stop, delay):
+                raise ServiceStopped(f"{name} stopped while waiting for RabbitMQ") from exc
+            continue
+        outage.recovered()
+        return connection
+    raise AssertionError("unreachable: the delays never end")
+
+
+async def registry_answers(
+    settings: Settings, engine: AsyncEngine, name: str, stop: asyncio.Event
+) -> None:
+    """Return once the registry database answers; until then say it once (naming the setting
+    and what to do) and retry quietly with back-off, or raise `ServiceStopped` on `stop`. A
+    service that needs the registry for its first message checks before it takes one."""
+    outage = Outage("registry.unavailable", settings, "SILOFLOW_REGISTRY_DSN", service=name)
+    for delay in backoff.delays(settings.retry_max_s):
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+            outage.failed(exc, retry_in_s=delay)
+            if await stopped_within(stop, delay):
+                raise ServiceStopped(f"{name} stopped while waiting for the registry") from exc
+            continue
+        outage.recovered()
+        return
+    raise AssertionError("unreachable: the delays never end")
+
+
 @asynccontextmanager
-async def broker(settings: Settings, name: str, role: BrokerRole) -> AsyncIterator[Broker]:
-    """Connect as the service's broker user, open both channels; close on exit. Declares
-    nothing: the service holds no right to (see `broker_users`)."""
-    connection = await connect(settings, name=name, role=role)
+async def broker(
+    settings: Settings, name: str, role: BrokerRole, stop: asyncio.Event | None = None
+) -> AsyncIterator[Broker]:
+    """Connect as the service's broker user (waiting for the broker until `stop`, if given),
+    open both channels; close on exit. Declares nothing: the service holds no right to (see
+    `broker_users`)."""
+    connection = await _connect_waiting(settings, name, role, stop)
     user = user_of(amqp_url(settings, role))
     if user != Names(settings.namespace).broker_user(role.value):
         # Allowed (an operator may hand each service its own URL), but say so: a shared or

@@ -65,6 +65,33 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (PrintLogger's print() writes the newline apart): `run all`'s
+        # children share one stderr, and their JSON lines must not interleave mid-line.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _route_libraries(renderer)
+
+
+def _route_libraries(renderer: structlog.typing.Processor) -> None:
+    """The libraries' own (stdlib) log lines, in the same format as ours: a JSON log stays JSON
+    lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Their info and debug lines narrate every channel and frame: warnings up only, even at
+    # SILOFLOW_LOG_LEVEL=debug, or a debug log is the libraries' and not ours.
+    root.setLevel(logging.WARNING)
+    # aiormq logs every failed connect at error level; the service's own outage line says it
+    # once, naming the setting, and the retries quietly (services.core.diagnosis.Outage).
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

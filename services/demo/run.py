@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -275,7 +276,30 @@ async def _watch(
             if now - started > options.timeout_s:
                 break
             await asyncio.sleep(0.5)
+        if snapshot.settled:
+            # The last frame agrees with the summary below it: the management API counts
+            # queues every few seconds, so its depths are read until they show them drained.
+            snapshot = dataclasses.replace(
+                snapshot,
+                queues=await _drained(watcher, options.timeout_s - (time.monotonic() - started)),
+                dead_letters=await watcher.dead_letters(),
+                elapsed_s=time.monotonic() - started,
+                phase="done: every report is in its place",
+            )
+            live.update(render(snapshot))
+    console.line()  # the view leaves the cursor at the end of its last line
     return snapshot
+
+
+async def _drained(watcher: Watcher, within_s: float) -> dict[str, int]:
+    """The work queues' depths once the management API shows them empty (or as they are
+    when `within_s` ran out)."""
+    deadline = time.monotonic() + max(within_s, 15.0)
+    while True:
+        queues = await watcher.queues()
+        if not any(queues.values()) or time.monotonic() > deadline:
+            return queues
+        await asyncio.sleep(1.0)
 
 
 async def down(settings: Settings, admin_dsn: str) -> list[str]:

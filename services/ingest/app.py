@@ -13,6 +13,7 @@ from services.core.broker.publish import DeadLetters
 from services.core.broker.topology import register_inbox
 from services.core.broker.users import BrokerRole
 from services.core.db import registry_engine
+from services.core.diagnosis import Outage
 from services.core.hostkeys import load_keyring
 from services.core.lifespan import (
     Broker,
@@ -20,6 +21,7 @@ from services.core.lifespan import (
     broker,
     consume_until_stopped,
     health,
+    registry_answers,
     stop_on_signals,
 )
 from services.core.names import Names
@@ -43,18 +45,17 @@ async def run(
     engine = registry_engine(settings)
     databases = TenantDatabases(settings, RegistryDirectory(engine))
     try:
-        async with (
-            health(settings) as readiness,
-            broker(settings, "ingest", BrokerRole.INGEST) as channels,
-        ):
-            readiness.ready = True
-            await _consume(
-                settings,
-                channels,
-                Registrar(engine, databases, keyring),
-                stop=stop,
-                burst=burst,
-            )
+        async with health(settings) as readiness:
+            await registry_answers(settings, engine, "ingest", stop)
+            async with broker(settings, "ingest", BrokerRole.INGEST, stop) as channels:
+                readiness.ready = True
+                await _consume(
+                    settings,
+                    channels,
+                    Registrar(engine, databases, keyring),
+                    stop=stop,
+                    burst=burst,
+                )
     finally:
         await databases.close()
         await engine.dispose()
@@ -76,6 +77,7 @@ async def _consume(
         DeadLetters(channels.publishers, names, Stage.INGEST),
         stop=stop,
         retry_max_s=settings.retry_max_s,
+        outage=Outage("registration.database_unavailable", settings, "SILOFLOW_REGISTRY_DSN"),
         throttle=ThrottleLimits(
             free_failures=settings.registration_free_failures,
             failures_per_s=settings.registration_failures_per_s,

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
 from services.core import backoff, wire
 from services.core.broker.publish import DeadLetters, never_raises, settle
+from services.core.diagnosis import Outage
 from services.core.failures import classify
 from services.core.lifespan import InFlight, stopped_within
 from services.core.outcomes import Failure, Reason
@@ -45,6 +46,7 @@ class RegistrationConsumer:
         *,
         stop: asyncio.Event,
         retry_max_s: float,
+        outage: Outage,
         throttle: ThrottleLimits | None = None,
     ) -> None:
         self._throttle = Throttle(throttle or ThrottleLimits(), time.monotonic())
@@ -53,6 +55,7 @@ class RegistrationConsumer:
         self._dead = dead_letters
         self._stop = stop
         self._retry_max_s = retry_max_s
+        self._outage = outage
         self.in_flight = InFlight()
 
     # A registration's message_id is never logged: with its token it is a claim to a host key.
@@ -124,15 +127,14 @@ class RegistrationConsumer:
     ) -> RegisterAccepted | RegisterRejected | None:
         for delay in backoff.delays(self._retry_max_s):
             try:
-                return await self._registrar.register(message_id, request)
+                answer = await self._registrar.register(message_id, request)
             except Exception as exc:
                 if classify(exc) is not Failure.TRANSIENT:
                     raise
-                log.warning(
-                    "registration.database_unavailable",
-                    error=str(exc).splitlines()[0],
-                    retry_in_s=delay,
-                )
+                self._outage.failed(exc, retry_in_s=delay)
+            else:
+                self._outage.recovered()
+                return answer
             if await stopped_within(self._stop, delay):
                 return None
         raise AssertionError("unreachable: the delays never end")

@@ -126,9 +126,13 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
     for slug in slugs:
         if settings.multitenant:
             await tenants.delete_tenant(settings, slug)
+            removed.append(
+                f"tenant {slug} (database {names.tenant_database(slug)}, role "
+                f"{names.tenant_owner_role(slug)}, queue {names.tenant_queue(slug)})"
+            )
         else:
             await tenants.tenant_queue(settings, slug, declare=False)
-        removed.append(f"tenant {slug}")
+            removed.append(f"tenant {slug} (queue {names.tenant_queue(slug)})")
     removed += await topology.remove_topology(settings)
     removed += await remove_users(settings)
     async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
@@ -165,4 +169,8 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
     if settings.host_key_secrets is None and settings.host_key_file.exists():
         settings.host_key_file.unlink()
         removed.append(f"host key file {settings.host_key_file}")
+    state = settings.host_key_file.parent  # the namespace's state directory, bootstrap's
+    if state.is_dir() and not any(state.iterdir()):
+        state.rmdir()
+        removed.append(f"state directory {state}")
     return removed

@@ -83,11 +83,13 @@ class Management:
         )
         self._check(response, f"set policy {name}")
 
-    async def delete_policy(self, vhost: str, name: str) -> None:
-        """Delete a policy (none is fine)."""
+    async def delete_policy(self, vhost: str, name: str) -> bool:
+        """Delete a policy (none is fine); whether there was one."""
         response = await self._request("DELETE", f"/policies/{self._vhost(vhost)}/{quote(name)}")
-        if response.status_code != 404:
-            self._check(response, f"delete policy {name}")
+        if response.status_code == 404:
+            return False
+        self._check(response, f"delete policy {name}")
+        return True
 
     async def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
         """Create a vhost and give `user` every right on it."""
@@ -165,16 +167,27 @@ class Management:
     async def queues(self, vhost: str) -> list[dict[str, Any]]:
         """Every queue of the vhost, with its statistics."""
         response = await self._request("GET", f"/queues/{self._vhost(vhost)}")
+        if response.status_code == 404:  # no such vhost: no queues
+            return []
         self._check(response, "list queues")
         result: list[dict[str, Any]] = response.json()
         return result
+
+    async def exchanges(self, vhost: str) -> list[str]:
+        """The names of the vhost's exchanges (the broker's own included)."""
+        response = await self._request("GET", f"/exchanges/{self._vhost(vhost)}")
+        if response.status_code == 404:  # no such vhost: no exchanges
+            return []
+        self._check(response, "list exchanges")
+        return [str(e["name"]) for e in response.json()]
 
     def _check(self, response: httpx.Response, what: str) -> None:
         if response.status_code == 401:
             raise ManagementError(
                 f"RabbitMQ refused to {what}: its management API did not accept the user "
-                f"{self.user!r} for this (HTTP 401: wrong "
-                "password, or a user without the management tag this needs)"
+                f"{self.user!r} for this (HTTP 401): correct its password "
+                "(SILOFLOW_MANAGEMENT_URL; a role user's in broker-users.json / "
+                "SILOFLOW_BROKER_PASSWORDS), or give it the management tag this needs"
             )
         if response.status_code >= 400:
             raise ManagementError(

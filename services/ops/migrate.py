@@ -39,6 +39,7 @@ class Target:
     applied: list[str] = field(default_factory=list)
     error: str | None = None
     skipped: str | None = None
+    cause: BaseException | None = field(default=None, repr=False)  # what `error` says
 
     @property
     def head(self) -> str:
@@ -91,7 +92,9 @@ async def _migrate_one(
                 target.applied, target.pending = target.pending, []
     except Exception as exc:  # one database's failure is reported, never fatal to the run
         target.error = _first_line(exc)
-        log.error(
+        target.cause = exc
+        # Said in the command's table and its last line; the log line is for -v.
+        log.info(
             "migrate.failed", target=target.label, database=target.database, error=target.error
         )
 
@@ -132,7 +135,7 @@ async def _run(settings: Settings, *, apply: bool) -> MigrationReport:
         raise DatabaseUnavailable(
             f"the registry database {settings.registry_database}",
             f"{control[0].error} (has `siloflow bootstrap` run?)",
-        )
+        ) from control[0].cause  # the cause says which setting to correct (diagnosis)
     if control[0].current is None:  # a dry run before the first migrate: no tenants to list
         return report
 

@@ -267,22 +267,34 @@ def definitions(settings: Settings, tenant_slugs: Sequence[str] = ()) -> dict[st
 
 async def remove_topology(settings: Settings) -> list[str]:
     """Delete the fixed queues, the exchanges and the policies (tenant queues go with their
-    tenants). Messages still queued are lost: this is for tearing a deployment down."""
+    tenants). Messages still queued are lost: this is for tearing a deployment down. Returns
+    what it removed: only what was there."""
     names = Names(settings.namespace)
     removed = []
-    connection = await connect(settings, name="teardown", role=None)
-    try:
-        channel = await connection.channel()
-        for spec in [*queues(names), legacy_router_inbox(names)]:
-            await channel.queue_delete(spec.name)
-            removed.append(f"queue {spec.name}")
-        for ex in reversed(exchanges(names)):
-            await channel.exchange_delete(ex.name)
-            removed.append(f"exchange {ex.name}")
-    finally:
-        await connection.close()
     async with Management(settings.management_api) as api:
+        present_queues = {q["name"] for q in await api.queues(settings.vhost)}
+        present_exchanges = set(await api.exchanges(settings.vhost))
+        doomed_queues = [
+            spec.name
+            for spec in [*queues(names), legacy_router_inbox(names)]
+            if spec.name in present_queues
+        ]
+        doomed_exchanges = [
+            ex.name for ex in reversed(exchanges(names)) if ex.name in present_exchanges
+        ]
+        if doomed_queues or doomed_exchanges:
+            connection = await connect(settings, name="teardown", role=None)
+            try:
+                channel = await connection.channel()
+                for name in doomed_queues:
+                    await channel.queue_delete(name)
+                    removed.append(f"queue {name}")
+                for name in doomed_exchanges:
+                    await channel.exchange_delete(name)
+                    removed.append(f"exchange {name}")
+            finally:
+                await connection.close()
         for policy in [*policies(names, settings), PolicySpec(names.policy("router"), "", {})]:
-            await api.delete_policy(settings.vhost, policy.name)
-            removed.append(f"policy {policy.name}")
+            if await api.delete_policy(settings.vhost, policy.name):
+                removed.append(f"policy {policy.name}")
     return removed

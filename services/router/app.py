@@ -13,6 +13,7 @@ import structlog
 from services.core.broker.publish import DeadLetters
 from services.core.broker.topology import intake, legacy_router_inbox, missing_queues
 from services.core.broker.users import BrokerRole
+from services.core.diagnosis import Outage
 from services.core.hostkeys import load_keyring
 from services.core.lifespan import (
     Consumption,
@@ -60,7 +61,7 @@ async def run(
     try:
         async with (
             health(settings) as readiness,
-            broker(settings, "router", BrokerRole.ROUTER) as channels,
+            broker(settings, "router", BrokerRole.ROUTER, stop) as channels,
         ):
             readiness.ready = True
             consumer = RouterConsumer(
@@ -72,6 +73,9 @@ async def run(
                 DeadLetters(channels.publishers, names, Stage.ROUTER),
                 stop=stop,
                 retry_max_s=settings.retry_max_s,
+                registry_outage=Outage(
+                    "router.registry_unavailable", settings, "SILOFLOW_REGISTRY_DSN"
+                ),
             )
             consumptions = [Consumption(intake(names), consumer.on_report, consumer.in_flight)]
             legacy = legacy_router_inbox(names)

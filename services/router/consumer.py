@@ -24,6 +24,7 @@ from services.core.broker.publish import (
     publish,
     settle,
 )
+from services.core.diagnosis import Outage
 from services.core.errors import DatabaseUnavailable, Unroutable
 from services.core.lifespan import InFlight, stopped_within
 from services.core.names import Names
@@ -70,6 +71,7 @@ class RouterConsumer:
         *,
         stop: asyncio.Event,
         retry_max_s: float,
+        registry_outage: Outage,
     ) -> None:
         self._channel = publish_channel
         self._names = names
@@ -79,6 +81,7 @@ class RouterConsumer:
         self._dead = dead_letters
         self._stop = stop
         self._retry_max_s = retry_max_s
+        self._registry_outage = registry_outage
         self.in_flight = InFlight()
         self.routed = 0
 
@@ -171,9 +174,12 @@ class RouterConsumer:
         """The registry's answer, waiting out registry outages; None if told to stop first."""
         for delay in backoff.delays(self._retry_max_s):
             try:
-                return await self._directory.lookup(host_id)
+                found = await self._directory.lookup(host_id)
             except DatabaseUnavailable as exc:
-                log.warning("router.registry_unavailable", error=str(exc), retry_in_s=delay)
+                self._registry_outage.failed(exc, retry_in_s=delay)
+            else:
+                self._registry_outage.recovered()
+                return found
             if await stopped_within(self._stop, delay):
                 return None
         raise AssertionError("unreachable: the delays never end")

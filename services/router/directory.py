@@ -48,12 +48,7 @@ class RouterDirectory:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._notices = NoticeListener(
-            self._dsn,
-            self._channel,
-            on_notice=self._on_notice,
-            on_reset=self._clear,
-            name="router",
-            timeout_s=self._timeout_s,
+            settings, self._channel, on_notice=self._on_notice, on_reset=self._clear, name="router"
         )
         self.hits = 0
         self.misses = 0

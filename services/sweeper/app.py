@@ -13,7 +13,9 @@ from datetime import timedelta
 import asyncpg
 import structlog
 
+from services.core import backoff
 from services.core.db import registry_engine
+from services.core.diagnosis import Outage
 from services.core.failures import classify
 from services.core.lifespan import health, stop_on_signals, stopped_within
 from services.core.outcomes import Failure
@@ -88,8 +90,11 @@ async def run(
     probes = health(settings)
     readiness = await probes.__aenter__()
     readiness.ready = True
+    outage = Outage("sweeper.registry_unavailable", settings, "SILOFLOW_REGISTRY_DSN")
+    retries = backoff.delays(settings.retry_max_s)
     try:
         while not stop.is_set():
+            wait_s = settings.sweep_interval_s
             try:
                 if holder is None or holder.is_closed():
                     holder = await _try_lock(settings)
@@ -97,16 +102,22 @@ async def run(
                     async with engine.connect() as conn:
                         tenants = await registry.active_tenants(conn)
                     last = await sweep_once(settings, databases, tenants)
+                    outage.recovered()
                 else:
                     log.info("sweeper.standby", reason="another sweeper holds the lock")
             except Exception as exc:
                 if classify(exc) is not Failure.TRANSIENT:
                     raise
-                log.warning("sweeper.registry_unavailable", error=str(exc).splitlines()[0])
+                # An outage is retried on the back-off, not a sweep interval later: the
+                # registry's return is noticed within SILOFLOW_RETRY_MAX_S.
+                wait_s = min(next(retries), wait_s)
+                outage.failed(exc, retry_in_s=wait_s)
                 holder = None
+            else:
+                retries = backoff.delays(settings.retry_max_s)
             if burst:
                 break
-            await stopped_within(stop, settings.sweep_interval_s)
+            await stopped_within(stop, wait_s)
     finally:
         if holder is not None and not holder.is_closed():
             await holder.close()  # closing the session releases the advisory lock

@@ -17,6 +17,7 @@ from services.core.broker.publish import DeadLetters
 from services.core.broker.topology import missing_queues
 from services.core.broker.users import BrokerRole
 from services.core.db import registry_engine
+from services.core.diagnosis import Outage
 from services.core.errors import DatabaseUnavailable
 from services.core.lifespan import broker, health, stop_on_signals, wait_drained
 from services.core.names import Names
@@ -74,6 +75,9 @@ class Pinned:
         self._tenants = tenants
         self._shard = shard
         self.consumers: dict[str, TenantConsumer] = {}
+        self._registry_outage = Outage(
+            "workers.registry_unavailable", settings, "SILOFLOW_REGISTRY_DSN"
+        )
 
     async def reconcile(self) -> None:
         """Start consumers for newly wanted tenants, stop those no longer wanted."""
@@ -81,8 +85,9 @@ class Pinned:
             async with self._engine.connect() as conn:
                 records = await registry.active_tenants(conn)
         except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-            log.warning("workers.registry_unavailable", error=str(exc).splitlines()[0])
+            self._registry_outage.failed(exc)
             return  # keep consuming what we have; the next notice or interval tries again
+        self._registry_outage.recovered()
         target = wanted(records, self._tenants, self._shard)
         for slug in [s for s in self.consumers if s not in target]:
             await self.consumers.pop(slug).stop()
@@ -146,12 +151,11 @@ async def run(
             changed.set()
 
     notices = NoticeListener(
-        settings.registry_url,
+        settings,
         names.registry_channel,
         on_notice=on_notice,
         on_reset=lambda _why: changed.set(),
         name="workers",
-        timeout_s=settings.connect_timeout_s,
     )
     notices.start()
     stack = AsyncExitStack()
@@ -159,7 +163,7 @@ async def run(
     try:
         readiness = await stack.enter_async_context(health(settings))
         channels = await stack.enter_async_context(
-            broker(settings, f"workers {label}", BrokerRole.WORKERS)
+            broker(settings, f"workers {label}", BrokerRole.WORKERS, stop)
         )
         readiness.ready = True
         pinned = Pinned(

@@ -356,27 +356,39 @@ async def test_the_router_holds_reports_while_the_registry_is_down(env: Env) -> 
         f"select pg_terminate_backend(pid) from pg_stat_activity where datname = '{registry}'"
     )
     stop = asyncio.Event()
+    misses = lookups("miss")
     with capture_logs() as logs:
         router = asyncio.create_task(router_app.run(env.settings, stop=stop))
 
         async def retried() -> bool:  # the router asked, was refused, and asked again
-            return tries_of(logs, "router.registry_unavailable") >= 2
+            return lookups("miss") - misses >= 2
 
         await eventually(retried, "the router retries against a registry that refuses it")
-    try:
-        unrouted = {d["message_id"] for d in await dead_letters(env.settings, "unrouted")}
-        assert held.message_id not in unrouted, "a registry outage dead-lettered a report"
-        await admin(f'alter database "{registry}" allow_connections true')
+        try:
+            unrouted = {d["message_id"] for d in await dead_letters(env.settings, "unrouted")}
+            assert held.message_id not in unrouted, "a registry outage dead-lettered a report"
+            await admin(f'alter database "{registry}" allow_connections true')
 
-        async def routed() -> bool:
-            await workers_app.run(env.settings, tenants={env.a.slug}, burst=True)
-            return uuid.UUID(held.message_id) in await committed_ids(env.a.db_name)
+            async def routed() -> bool:
+                await workers_app.run(env.settings, tenants={env.a.slug}, burst=True)
+                return uuid.UUID(held.message_id) in await committed_ids(env.a.db_name)
 
-        await eventually(routed, "the held report is routed once the registry is back")
-    finally:
-        await admin(f'alter database "{registry}" allow_connections true')
-        stop.set()
-        await router
+            await eventually(routed, "the held report is routed once the registry is back")
+        finally:
+            await admin(f'alter database "{registry}" allow_connections true')
+            stop.set()
+            await router
+    # Said once, however many times it asked: the outage, then its end.
+    said = [e for e in logs if e["event"] == "router.registry_unavailable"]
+    warned = [e for e in said if e["log_level"] == "warning"]
+    assert len(warned) == 1 and {e["log_level"] for e in said} <= {"warning", "debug"}, said
+    assert "SILOFLOW_REGISTRY_DSN" in warned[0]["error"]
+    assert tries_of(logs, "router.registry_unavailable.recovered") == 1
+
+
+def lookups(result: str) -> float:
+    """Router lookups of this process so far, by result (hit or miss)."""
+    return REGISTRY.get_sample_value("siloflow_router_lookups_total", {"result": result}) or 0.0
 
 
 def tries_of(logs: list[dict[str, object]], event: str, **fields: object) -> int:

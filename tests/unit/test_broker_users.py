@@ -18,8 +18,8 @@ from services.core.broker.users import (
     load_passwords,
     management_url,
     parse_passwords,
-    public,
 )
+from services.core.diagnosis import public
 from services.core.errors import SettingsError
 from services.core.names import DLQS, Names
 from services.core.settings import load_settings

@@ -54,7 +54,7 @@ def test_bad_requests_are_refused_with_exit_2(
 
 def test_bad_settings_fail_by_name() -> None:
     result = CliRunner().invoke(cli, ["tenant", "list"], env={"SILOFLOW_NAMESPACE": "No-Good"})
-    assert result.exit_code == 1
+    assert result.exit_code == 78  # EX_CONFIG: a supervisor does not restart what a setting stops
     assert "SILOFLOW_NAMESPACE" in result.output
 
 

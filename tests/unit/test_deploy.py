@@ -10,9 +10,7 @@ installed, and says so when it is not; the schema validation runs everywhere."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 import yaml
 
 from services.core.settings import ENV_PREFIX, Settings
+from tests.support import needs
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 SETTINGS = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
@@ -31,17 +30,6 @@ SERVICES = ("ingest", "router", "workers", "sweeper")
 KUBERNETES = "1.28.0"
 # Resources of operators' custom kinds: their schema ships with the operator, not with Kubernetes.
 CUSTOM_KINDS = {"RabbitmqCluster", "Kustomization"}
-
-
-def needs(tool: str, where: str, *, ci_installs: bool = True) -> None:
-    """Skip, saying plainly what does not run and why, when `tool` is missing; under .ci/run
-    (SILOFLOW_REQUIRE_TOOLS=1) a missing tool it installs is a failure instead."""
-    if shutil.which(tool) is not None:
-        return
-    message = f"{tool} is not installed here, so {where} does not run"
-    if ci_installs and os.environ.get("SILOFLOW_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"{message} (.ci/run installs it: deploy/local/ensure-tools.sh)")
-    pytest.skip(message)
 
 
 def documents(path: Path) -> list[Any]:

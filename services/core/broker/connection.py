@@ -10,7 +10,8 @@ import aiormq
 
 from services.core.broker.transport import CoalescingRobustConnection
 from services.core.broker.users import BrokerRole, amqp_url, user_of
-from services.core.errors import BrokerUnavailable
+from services.core.diagnosis import explain
+from services.core.errors import BrokerLoginRefused, BrokerUnavailable
 from services.core.settings import Settings
 
 # aio-pika waits 5 s between reconnection attempts by default; a restarted broker is usually
@@ -33,6 +34,13 @@ async def connect(
             timeout=settings.connect_timeout_s,
             connection_class=CoalescingRobustConnection,
         )
+    except (
+        aiormq.exceptions.ProbableAuthenticationError,
+        aiormq.exceptions.ConnectionNotAllowed,
+    ) as exc:
+        raise BrokerLoginRefused(
+            explain(exc, settings) or f"RabbitMQ refused {user_of(url)!r}: {exc}"
+        ) from exc
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
         parts = urlsplit(url)
         raise BrokerUnavailable(

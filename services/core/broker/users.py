@@ -129,15 +129,6 @@ def user_of(url: str) -> str:
     return urlsplit(url).username or "guest"
 
 
-def public(url: str) -> str:
-    """A URL with its password hidden, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def role_passwords(passwords: Mapping[BrokerRole, str]) -> str:
     """The `SILOFLOW_BROKER_PASSWORDS` value of these passwords (deploy/ secrets)."""
     return ",".join(f"{role.value}:{pw}" for role, pw in passwords.items())

@@ -10,7 +10,9 @@ import asyncpg
 import structlog
 
 from services.core import backoff
+from services.core.diagnosis import Outage
 from services.core.failures import CONNECTION_ERRORS
+from services.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -26,20 +28,22 @@ class NoticeListener:
 
     def __init__(
         self,
-        dsn: str,
+        settings: Settings,
         channel: str,
         *,
         on_notice: Callable[[str], None],
         on_reset: Callable[[str], None],
         name: str,
-        timeout_s: float,
     ) -> None:
-        self._dsn = dsn
+        self._dsn = settings.registry_url
         self._channel = channel
         self._on_notice = on_notice
         self._on_reset = on_reset
         self._name = name
-        self._timeout_s = timeout_s
+        self._timeout_s = settings.connect_timeout_s
+        self._outage = Outage(
+            "notices.unavailable", settings, "SILOFLOW_REGISTRY_DSN", listener=name
+        )
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -80,11 +84,10 @@ class NoticeListener:
                 )
             except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
                 delay = next(delays)
-                log.warning(
-                    "notices.unavailable", listener=self._name, error=str(exc), retry_in_s=delay
-                )
+                self._outage.failed(exc, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 continue
+            self._outage.recovered()
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             try:
