@@ -47,8 +47,11 @@ def demo(
     report (with a few misbehaving hosts), showing each report land in its tenant's database."""
     console = Console(soft_wrap=True)  # commands stay on one line, to copy them whole
     if down:
-        for item in run(demo_run.down(app.settings, admin_dsn)):
+        removed = run(demo_run.down(app.settings, admin_dsn))
+        for item in removed:
             console.print(f"removed {item}")
+        if not removed:
+            console.print(f"nothing of namespace {app.settings.namespace!r} is left to remove")
         return
     slugs = tuple(s.strip() for s in tenants.split(",") if s.strip())
     if not slugs:

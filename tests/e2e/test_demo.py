@@ -69,6 +69,7 @@ def test_demo_shows_reports_landing_and_down_removes_it(
     again = demo("--down")  # nothing left: it says so by saying nothing removed
     assert again.returncode == 0, again.stderr
     assert "removed" not in again.stdout, again.stdout
+    assert "is left to remove" in again.stdout
     left = asyncio.run(
         admin_fetch("select datname from pg_database where datname like $1", f"{ns}\\_%")
     )
