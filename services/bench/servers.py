@@ -13,7 +13,7 @@ import secrets
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -34,19 +34,24 @@ def connection_budget(tenants: int) -> int:
     return CONNECTIONS_PER_TENANT * tenants + CONNECTIONS_SPARE
 
 
+def all_free(ports: Iterable[int]) -> bool:
+    """Whether every one of these loopback ports can be bound now."""
+    try:
+        for port in ports:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
 def free_port_offset() -> int:
     """A port offset for rabbit-cluster.sh whose three ports for node 1 (AMQP, management,
     distribution: offset + 1, + 10001, + 20001) are free now."""
     for _ in range(50):
         offset = 30_000 + secrets.randbelow(15_000)
-        ports = (offset + 1, offset + 10_001, offset + 20_001)
-        try:
-            for port in ports:
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return offset
+        if all_free((offset + 1, offset + 10_001, offset + 20_001)):
+            return offset
     raise ServerFailed("found no three free ports for a RabbitMQ node in 50 tries")
 
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.bench.servers import all_free
 from tests.integration.pipeline import Env
 from tests.support import env_for, needs
 
@@ -105,15 +106,8 @@ def free_ports(count: int) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base = int(s.getsockname()[1])
-        if base + count > 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
+        if base + count <= 65535 and all_free(range(base, base + count)):
+            return base
     raise RuntimeError("no run of free ports")
 
 
