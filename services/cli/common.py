@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -37,11 +36,6 @@ T = TypeVar("T")
 _LEVEL_ORDER = ["debug", "info", "warning", "error"]
 
 
-# Libraries that log through the standard library (aiormq's "error when creating transport"):
-# a command says what failed in its own line, so theirs are kept for -v.
-LIBRARY_LOGGERS = ("aiormq", "aio_pika", "asyncio", "hvac", "httpx", "alembic")
-
-
 class AppContext:
     """Holds the `--config` path and how much to log; settings are read on first use so
     `--help` never needs them.
@@ -68,9 +62,9 @@ class AppContext:
                 configure_logging(self._settings)
             else:
                 level = max(("warning", self._settings.log_level), key=_LEVEL_ORDER.index)
-                configure_logging(self._settings.model_copy(update={"log_level": level}))
-                for name in LIBRARY_LOGGERS:
-                    logging.getLogger(name).setLevel(logging.CRITICAL)
+                configure_logging(
+                    self._settings.model_copy(update={"log_level": level}), quiet_libraries=True
+                )
             _loaded[:] = [self._settings]
         return self._settings
 

@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
@@ -211,25 +212,32 @@ class Broker:
     publishers: ChannelPool  # what the hot path publishes through
 
 
-async def _connect_waiting(
-    settings: Settings, name: str, role: BrokerRole, stop: asyncio.Event | None
-) -> AbstractRobustConnection:
-    """Connect; a broker out of reach is waited for (said once, retried quietly with back-off)
-    until `stop`, which raises `ServiceStopped`. Without `stop`, the first failure raises. A
-    refused login is not waited for: `BrokerLoginRefused` (a setting is wrong)."""
-    outage = Outage("broker.unavailable", settings, "SILOFLOW_AMQP_URL", service=name)
+T = TypeVar("T")
+
+
+async def _waited_for(
+    attempt: Callable[[], Awaitable[T]],
+    failures: tuple[type[BaseException], ...],
+    outage: Outage,
+    stop: asyncio.Event | None,
+    settings: Settings,
+    what: str,
+) -> T:
+    """`attempt`, until it succeeds: each of `failures` said through `outage` (once loudly,
+    then quietly) and retried with back-off, until `stop`, which raises `ServiceStopped`.
+    Without `stop`, the first failure raises."""
     for delay in backoff.delays(settings.retry_max_s):
         try:
-            connection = await connect(settings, name=name, role=role)
-        except BrokerUnavailable as exc:
+            result = await attempt()
+        except failures as exc:
             if stop is None:
                 raise
             outage.failed(exc, retry_in_s=delay)
             if await stopped_within(stop, delay):
-                raise ServiceStopped(f"{name} stopped while waiting for RabbitMQ") from exc
+                raise ServiceStopped(f"stopped while waiting for {what}") from exc
             continue
         outage.recovered()
-        return connection
+        return result
     raise AssertionError("unreachable: the delays never end")
 
 
@@ -239,19 +247,19 @@ async def registry_answers(
     """Return once the registry database answers; until then say it once (naming the setting
     and what to do) and retry quietly with back-off, or raise `ServiceStopped` on `stop`. A
     service that needs the registry for its first message checks before it takes one."""
-    outage = Outage("registry.unavailable", settings, "SILOFLOW_REGISTRY_DSN", service=name)
-    for delay in backoff.delays(settings.retry_max_s):
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-            outage.failed(exc, retry_in_s=delay)
-            if await stopped_within(stop, delay):
-                raise ServiceStopped(f"{name} stopped while waiting for the registry") from exc
-            continue
-        outage.recovered()
-        return
-    raise AssertionError("unreachable: the delays never end")
+
+    async def answers() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    await _waited_for(
+        answers,
+        (DatabaseUnavailable, DBAPIError, OSError),
+        Outage("registry.unavailable", settings, "SILOFLOW_REGISTRY_DSN", service=name),
+        stop,
+        settings,
+        "the registry",
+    )
 
 
 @asynccontextmanager
@@ -261,7 +269,16 @@ async def broker(
     """Connect as the service's broker user (waiting for the broker until `stop`, if given),
     open both channels; close on exit. Declares nothing: the service holds no right to (see
     `broker_users`)."""
-    connection = await _connect_waiting(settings, name, role, stop)
+    # A broker out of reach is waited for; a refused login is not (`BrokerLoginRefused`: a
+    # setting is wrong).
+    connection = await _waited_for(
+        lambda: connect(settings, name=name, role=role),
+        (BrokerUnavailable,),
+        Outage("broker.unavailable", settings, "SILOFLOW_AMQP_URL", service=name),
+        stop,
+        settings,
+        "RabbitMQ",
+    )
     user = user_of(amqp_url(settings, role))
     if user != Names(settings.namespace).broker_user(role.value):
         # Allowed (an operator may hand each service its own URL), but say so: a shared or

@@ -46,8 +46,13 @@ def add_message(
     return event
 
 
-def configure_logging(settings: Settings) -> None:
-    """Configure structlog for this process, once."""
+# Libraries that log through the standard library (aiormq's "error when creating transport").
+LIBRARY_LOGGERS = ("aiormq", "aio_pika", "asyncio", "hvac", "httpx", "alembic")
+
+
+def configure_logging(settings: Settings, *, quiet_libraries: bool = False) -> None:
+    """Configure structlog for this process, once. `quiet_libraries`: a command, which says
+    what failed in its own line, keeps the libraries' lines for -v."""
     json_output = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
@@ -71,6 +76,9 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=False,
     )
     _route_libraries(renderer)
+    if quiet_libraries:
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _route_libraries(renderer: structlog.typing.Processor) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.bench.processes import free_port
 from services.bench.servers import all_free
 from tests.integration.pipeline import Env
+from tests.integration.test_delivery import eventually
 from tests.support import env_for, needs
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -103,25 +104,28 @@ def exported(text: str) -> set[str]:
 def free_ports(count: int) -> int:
     """The first of `count` consecutive loopback ports free now."""
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
+        base = free_port()
         if base + count <= 65535 and all_free(range(base, base + count)):
             return base
     raise RuntimeError("no run of free ports")
 
 
-async def scrape(url: str, within_s: float = 60.0) -> str:
+async def scrape(url: str) -> str:
     """A /metrics page, once the process serving it is up."""
-    async with httpx.AsyncClient(timeout=5) as client, asyncio.timeout(within_s):
-        while True:
+    pages: list[str] = []
+    async with httpx.AsyncClient(timeout=5) as client:
+
+        async def served() -> bool:
             try:
                 response = await client.get(url)
-                if response.status_code == 200:
-                    return response.text
             except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
+                return False
+            if response.status_code == 200:
+                pages.append(response.text)
+            return bool(pages)
+
+        await eventually(served, f"{url} serves its metrics")
+    return pages[-1]
 
 
 async def test_every_metric_the_alerts_and_dashboard_read_is_exported(env: Env) -> None:
@@ -143,7 +147,7 @@ async def test_every_metric_the_alerts_and_dashboard_read_is_exported(env: Env) 
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 60)
     ours: set[str] = set().union(*(exported(page) for page in pages))
-    rabbitmq = exported(await scrape(RABBITMQ_METRICS, within_s=10))
+    rabbitmq = exported(await scrape(RABBITMQ_METRICS))
     wanted = set().union(*(metric_names(e) for e in expressions()))
     assert wanted, "no metric read by the rules or the dashboard"
     missing = {

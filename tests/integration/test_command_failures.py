@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import pytest
 
+from services.bench.processes import free_port
 from services.cli.main import cli
 from services.core.broker.users import BrokerRole
 from services.core.settings import Settings
@@ -41,11 +41,8 @@ TIMEOUT_S = 60.0
 
 
 def closed_port() -> int:
-    """A loopback port nobody listens on (bound then released: nothing takes it meanwhile on
-    this test's watch)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on (free now; nothing takes it on this test's watch)."""
+    return free_port()
 
 
 @dataclass(frozen=True)
