@@ -90,7 +90,7 @@ def list_(app: AppContext, /, as_json: bool, **options: Any) -> None:
         "letters",
         (
             "queue",
-            "message_id",
+            "message_id (or body digest)",
             "host",
             "kind",
             "reason",
@@ -103,7 +103,7 @@ def list_(app: AppContext, /, as_json: bool, **options: Any) -> None:
         [
             (
                 x.queue,
-                x.message_id,
+                x.label,
                 x.host_id,
                 x.kind,
                 x.reason,
@@ -129,9 +129,13 @@ def list_(app: AppContext, /, as_json: bool, **options: Any) -> None:
 @json_option
 @pass_app
 def show(app: AppContext, message_id: str, as_json: bool) -> None:
-    """One letter with its headers and body."""
+    """The letters with this message_id (or, for one without, the `sha256:<digits>` that `dlq
+    list` names it by), with their headers and body."""
+    digest = message_id.removeprefix("sha256:") if message_id.startswith("sha256:") else None
     letters = [
-        x for x in run(dlq.browse(app.settings, dlq.Filters())) if x.message_id == message_id
+        x
+        for x in run(dlq.browse(app.settings, dlq.Filters()))
+        if (x.digest.startswith(digest) if digest else x.message_id == message_id)
     ]
     if not letters:
         raise click.ClickException(f"no dead letter with message_id {message_id}")
@@ -176,9 +180,11 @@ def replay(
             rows.append(
                 (
                     letter.queue,
-                    letter.message_id,
+                    letter.label,
                     letter.reason,
-                    f"{exchange or '(default)'} -> {key}",
+                    "nowhere: undecodable (purge it)"
+                    if letter.undecodable is not None
+                    else f"{exchange or '(default)'} -> {key}",
                 )
             )
         print_table(

@@ -46,6 +46,32 @@ def add_message(
     return event
 
 
+# A logged value longer than this is cut (ids and header values come from whoever published the
+# message: a 100 KB host_id must not become a 100 KB log line). Tracebacks are kept whole.
+MAX_LOGGED_CHARS = 512
+_WHOLE = frozenset({"exception", "stack"})
+
+
+def bounded(value: object, limit: int = MAX_LOGGED_CHARS) -> object:
+    """A value as it may be logged: text (or bytes, shown as text) cut to `limit` characters,
+    saying how many more there were; anything else as it is."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}...(+{len(value) - limit} chars)"
+    return value
+
+
+def bound_values(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: every value of a line `bounded`, tracebacks apart."""
+    for key, value in event.items():
+        if key not in _WHOLE and isinstance(value, str | bytes | bytearray):
+            event[key] = bounded(value)
+    return event
+
+
 # Libraries that log through the standard library (aiormq's "error when creating transport").
 LIBRARY_LOGGERS = ("aiormq", "aio_pika", "asyncio", "hvac", "httpx", "alembic")
 
@@ -67,6 +93,7 @@ def configure_logging(settings: Settings, *, quiet_libraries: bool = False) -> N
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            bound_values,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level]),

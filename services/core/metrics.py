@@ -62,6 +62,17 @@ QUEUE_LAG = Gauge(
     "reports wait. Quorum queues do not expose their head's age, so consumers measure it.",
     ["stage", "tenant"],
 )
+UNDECODABLE = Counter(
+    "siloflow_undecodable_headers_total",
+    "Deliveries whose AMQP properties the client library could not decode: each is handled as "
+    "undecodable (dead-lettered or refused), its connection untouched.",
+)
+REGISTRATIONS_UNANSWERED = Counter(
+    "siloflow_registrations_unanswered_total",
+    "Registration requests answered nowhere, by why: a reply_to that is not the requester's own "
+    "direct reply-to address (never published to), or properties that could not be decoded.",
+    ["why"],
+)
 CREDENTIAL_RENEWALS = Counter(
     "siloflow_credential_renewals_total",
     "Tenant database logins issued or renewed.",

@@ -38,6 +38,8 @@ class Reason(StrEnum):
         return member
 
     # -- dlq.invalid: the message itself is wrong -------------------------------------------------
+    # AMQP properties the client library cannot decode (services/core/broker/frames.py)
+    UNDECODABLE = "undecodable", DeadLetterQueue.INVALID
     TOO_LARGE = "too-large", DeadLetterQueue.INVALID
     NOT_UTF8 = "not-utf8", DeadLetterQueue.INVALID
     NOT_JSON = "not-json", DeadLetterQueue.INVALID

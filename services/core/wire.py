@@ -40,6 +40,13 @@ LAST_REASON = "x-siloflow-last-reason"
 DEAD_LETTER_HEADERS = (REASON, DETAIL, STAGE, DEAD_AT)
 # RabbitMQ's own dead-lettering (delivery limit): why, when it first happened.
 FIRST_DEATH_REASON = "x-first-death-reason"
+# A delivery whose content header the services could not decode arrives with these instead of its
+# own (services/core/broker/frames.py): why, the raw property bytes (the first 64 KiB), and how
+# many there were. Any consumer dead-letters or refuses it with reason `undecodable`.
+UNDECODABLE = "x-siloflow-undecodable"
+RAW_PROPERTIES = "x-siloflow-raw-properties"
+RAW_PROPERTIES_BYTES = "x-siloflow-raw-properties-bytes"
+UNDECODABLE_HEADERS = (UNDECODABLE, RAW_PROPERTIES, RAW_PROPERTIES_BYTES)
 # RabbitMQ's own: quorum queues count redeliveries here.
 DELIVERY_COUNT = "x-delivery-count"
 

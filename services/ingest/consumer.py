@@ -1,7 +1,9 @@
 """The registration consumer: decode the request, register, reply through direct reply-to,
 then ack. Database trouble holds the request and retries (the agent may retry too: same
 message_id, same answer). A source presenting bad tokens is throttled (throttle.py); its source
-is the direct reply-to address the broker assigned to its channel."""
+is the channel of the direct reply-to address the broker assigned (handlers.reply_source). A
+request whose reply_to is anything else is answered nowhere: ingest may write to the default
+exchange, and must not be the agents' way into a queue they cannot write to."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import math
 import time
 import uuid
+from collections import OrderedDict
 
 import aio_pika
 import structlog
@@ -17,12 +20,14 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 
 from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
-from services.core import backoff, wire
+from services.core import backoff, metrics, wire
 from services.core.broker.publish import DeadLetters, never_raises, settle
 from services.core.diagnosis import Outage
 from services.core.failures import classify
 from services.core.lifespan import InFlight, stopped_within
+from services.core.logs import bounded
 from services.core.outcomes import Failure, Reason
+from services.ingest.handlers import reply_source
 from services.ingest.registrar import Registrar
 from services.ingest.throttle import Throttle, ThrottleLimits
 
@@ -33,6 +38,8 @@ MAX_REQUEST_BYTES = 16 * 1024
 GUESSES = frozenset(
     {"token-unknown", "token-expired", "token-exhausted", "token-revoked", "invalid"}
 )
+# reply_to values already logged as answered nowhere (each is logged once; the oldest forgotten).
+MAX_REMEMBERED_REPLY_TOS = 10_000
 
 
 class RegistrationConsumer:
@@ -56,6 +63,7 @@ class RegistrationConsumer:
         self._stop = stop
         self._retry_max_s = retry_max_s
         self._outage = outage
+        self._unanswerable: OrderedDict[str, None] = OrderedDict()
         self.in_flight = InFlight()
 
     # A registration's message_id is never logged: with its token it is a claim to a host key.
@@ -63,6 +71,17 @@ class RegistrationConsumer:
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         """Answer one registration request (or dead-letter one that cannot be answered)."""
         with self.in_flight:
+            undecodable = (message.headers or {}).get(wire.UNDECODABLE)
+            if undecodable is not None:
+                metrics.labelled(metrics.REGISTRATIONS_UNANSWERED, "undecodable").inc()
+                await self._dead.send(
+                    message,
+                    Reason.UNDECODABLE,
+                    "registration request whose AMQP properties could not be decoded "
+                    f"({wire.header_text(undecodable)})",
+                )
+                await settle(message)
+                return
             if not message.reply_to:
                 await self._dead.send(
                     message,
@@ -71,7 +90,11 @@ class RegistrationConsumer:
                 )
                 await settle(message)
                 return
-            source = message.reply_to
+            source = reply_source(message.reply_to)
+            if source is None:
+                self._answered_nowhere(message.reply_to)
+                await settle(message)
+                return
             wait_s = self._throttle.wait_s(source, time.monotonic())
             if wait_s > 0:
                 retry_after_s = math.ceil(wait_s * 10) / 10  # never "retry after 0"
@@ -107,6 +130,22 @@ class RegistrationConsumer:
                 log.warning(
                     "registration.rejected", reason=answer.reason, hostname=request.hostname
                 )
+
+    def _answered_nowhere(self, reply_to: str) -> None:
+        """Count a request whose reply_to is not a direct reply-to address; log each such
+        address once (a flood of them logs a bounded number of lines)."""
+        metrics.labelled(metrics.REGISTRATIONS_UNANSWERED, "not-direct-reply-to").inc()
+        if reply_to in self._unanswerable:
+            return
+        self._unanswerable[reply_to] = None
+        while len(self._unanswerable) > MAX_REMEMBERED_REPLY_TOS:
+            self._unanswerable.popitem(last=False)
+        log.warning(
+            "registration.answered_nowhere",
+            reply_to=bounded(reply_to),
+            why="reply_to is not the requester's own direct reply-to address "
+            f"({wire.DIRECT_REPLY_TO}): nothing is published for it",
+        )
 
     def _count(self, source: str, rejection: str | None) -> None:
         """A good token clears its source's record; a guess counts against it."""
@@ -148,8 +187,11 @@ class RegistrationConsumer:
             correlation_id=request.correlation_id,
             message_id=str(uuid.uuid4()),
         )
-        # Not mandatory: an agent that gave up has no reply queue any more, and that is its
-        # business (it retries with the same message_id and gets the same answer).
+        # Only ever a direct reply-to address (`reply_source` checked it): no queue can bear an
+        # `amq.` name, so this reaches the requester's channel or nothing. Not mandatory: an
+        # agent that gave up has no reply channel any more, and that is its business (it
+        # retries with the same message_id and gets the same answer).
+        assert reply_source(request.reply_to) is not None
         await self._channel.default_exchange.publish(
             reply, routing_key=request.reply_to or "", mandatory=False
         )

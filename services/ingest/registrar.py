@@ -2,7 +2,8 @@
 transaction, then create the host's row in its tenant's database. Idempotent by message_id: a
 retried request gets the same host id, spends nothing more, and repairs a half-done one; but only
 when it presents the same enrollment token (its hash is compared in constant time), so a
-message_id alone never returns a host key."""
+message_id alone never returns a host key, and only while that token is not revoked: `token
+revoke` rejects every registration with it from then on, retries of earlier ones included."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
 from services.core.hostkeys import Keyring
 from services.core.registry import queries as registry
 from services.core.registry import tokens
-from services.core.registry.models import host_tenant, registrations
+from services.core.registry.models import enrollment_tokens, host_tenant, registrations
 from services.core.silo.databases import TenantDatabases
 
 _HOST_ROW = """
@@ -37,6 +38,7 @@ class Registered:
     tenant_id: uuid.UUID
     key_version: int
     token_hash: bytes | None  # of the token the first request spent
+    token_revoked: bool = False  # that token has been revoked since
 
 
 def same_token(registered: Registered, token: str) -> bool:
@@ -71,6 +73,8 @@ class Registrar:
             # Someone replays a registration's message_id with another token (or none that
             # works): the answer is the one a wrong token gets, and it reveals nothing.
             return RegisterRejected(reason="token-unknown")
+        if done.token_revoked:
+            return RegisterRejected(reason="token-revoked")
         await self._ensure_host_row(done, request)
         key = self._keyring.host_key(done.host_id, done.key_version)
         return RegisterAccepted(
@@ -88,10 +92,20 @@ class Registrar:
                         registrations.c.tenant_id,
                         registrations.c.key_version,
                         registrations.c.token_hash,
-                    ).where(registrations.c.message_id == message_id)
+                        enrollment_tokens.c.revoked_at.is_not(None),
+                    )
+                    .select_from(
+                        registrations.outerjoin(
+                            enrollment_tokens, enrollment_tokens.c.id == registrations.c.token_id
+                        )
+                    )
+                    .where(registrations.c.message_id == message_id)
                 )
             ).first()
-        return None if row is None else Registered(*row)
+        if row is None:
+            return None
+        host_id, tenant_id, key_version, token_hash, revoked = row
+        return Registered(host_id, tenant_id, key_version, token_hash, bool(revoked))
 
     async def _register_new(
         self, message_id: uuid.UUID, request: RegisterRequest

@@ -4,14 +4,23 @@ goes back to, which deliveries are copies of one letter) are apart from the brok
 
 Exactly once, as operators see it: a service killed after its dead-letter publish was confirmed
 and before it acked the original dead-letters that original again when it is redelivered, so a
-queue may hold two copies of one report (same message_id, same reason). Operators never see
-them twice: listing shows one letter with its number of copies, replaying sends one copy back
-and removes the others with it, purging removes them all."""
+queue may hold two copies of one report (same message_id, same reason, same body). Operators
+never see them twice: listing shows one letter with its number of copies, replaying sends one
+copy back and removes the others with it, purging removes them all. Only the same letter is
+merged: anyone may publish a message carrying another host's message_id (a forgery is
+dead-lettered `bad-signature` without a key), so letters that share an id but differ in reason
+or body are listed, replayed and purged apart.
+
+A letter whose AMQP properties could not be decoded (`undecodable`: the socket reader replaced
+them, services/core/broker/frames.py) is listed with its size and what could be read of it;
+it cannot be replayed (its properties are gone), only purged."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -69,12 +78,27 @@ class DeadLetter:
     headers: dict[str, Any] = field(repr=False)
     body: bytes = field(repr=False)
     copies: int = 1  # deliveries in the queue that are this one letter
+    # Why its AMQP properties could not be decoded, when they could not (reason `undecodable`).
+    undecodable: str | None = None
+    size_bytes: int = 0  # its body, and its raw properties when they were undecodable
+
+    @property
+    def digest(self) -> str:
+        """The body's SHA-256 (hex): with queue, message_id and reason, what makes a letter
+        the same letter; its first 12 digits name a letter that has no message_id."""
+        return hashlib.sha256(self.body).hexdigest()
+
+    @property
+    def label(self) -> str:
+        """How `dlq list` names the letter: its message_id, else `sha256:<12 digits>`."""
+        return self.message_id or f"sha256:{self.digest[:12]}"
 
     def as_json(self, *, with_body: bool = False) -> dict[str, object]:
         """The letter as `dlq list --json` shows it (with its headers and body, if asked)."""
         document: dict[str, object] = {
             "queue": self.queue,
             "message_id": self.message_id,
+            "sha256": self.digest,
             "host_id": self.host_id,
             "kind": self.kind,
             "reason": self.reason,
@@ -84,14 +108,22 @@ class DeadLetter:
             "replays": self.replays,
             "tenant": self.tenant,
             "copies": self.copies,
+            "undecodable": self.undecodable,
+            "size_bytes": self.size_bytes,
         }
         if with_body:
-            document["headers"] = {
-                k: wire.header_text(v) if isinstance(v, bytes) else v
-                for k, v in self.headers.items()
-            }
+            document["headers"] = {k: _shown(k, v) for k, v in self.headers.items()}
             document["body"] = self.body.decode("utf-8", "replace")
         return document
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A header value as JSON shows it: raw property bytes in base64, other bytes as text."""
+    if isinstance(value, bytes | bytearray):
+        if name == wire.RAW_PROPERTIES:
+            return "base64:" + base64.b64encode(bytes(value)).decode()
+        return wire.header_text(value)
+    return value
 
 
 def read_letter(
@@ -100,6 +132,12 @@ def read_letter(
     """What a dead letter says about itself (pure)."""
     text = wire.header_text
     reason = text(headers.get(wire.REASON))
+    undecodable = text(headers.get(wire.UNDECODABLE))
+    raw_bytes = headers.get(wire.RAW_PROPERTIES_BYTES)
+    if undecodable is not None and reason is None:
+        # Dead-lettered by the broker (its delivery limit, before this version's reader) and
+        # undecodable as it is read now: what matters is that it cannot be decoded.
+        reason = Reason.UNDECODABLE.value
     if reason is None:  # dead-lettered by the broker itself (e.g. past its delivery limit)
         first = text(headers.get(wire.FIRST_DEATH_REASON))
         reason = _BROKER_REASONS.get(first or "", first or "unknown")
@@ -126,6 +164,8 @@ def read_letter(
         routing_key=text(headers.get(wire.ROUTING_KEY)),
         headers=headers,
         body=body,
+        undecodable=undecodable,
+        size_bytes=len(body) + (raw_bytes if isinstance(raw_bytes, int) else 0),
     )
 
 
@@ -220,13 +260,21 @@ async def held(
         await connection.close()
 
 
+def same_letter(letter: DeadLetter) -> object:
+    """What makes two deliveries copies of one letter (pure): the same queue, message_id,
+    reason and body. A message without a message_id is always its own."""
+    if not letter.message_id:
+        return object()
+    return (letter.queue, letter.message_id, letter.reason, letter.digest)
+
+
 def copies_of(letters: list[tuple[T, DeadLetter]]) -> list[tuple[list[T], DeadLetter]]:
-    """The deliveries of a queue as operators see them (pure): copies of one letter (the same
-    message_id; a message without one is always its own) together, in the order the first copy
-    came, the letter saying how many there are."""
+    """The deliveries of a queue as operators see them (pure): copies of one letter
+    (`same_letter`) together, in the order the first copy came, the letter saying how many
+    there are."""
     groups: dict[object, tuple[list[T], DeadLetter]] = {}
     for delivery, letter in letters:
-        key: object = (letter.queue, letter.message_id) if letter.message_id else object()
+        key = same_letter(letter)
         if key in groups:
             groups[key][0].append(delivery)
         else:
@@ -355,6 +403,8 @@ async def _send_back(
     confirmed it, else why not."""
     if purge:
         return None
+    if letter.undecodable is not None:
+        return "undecodable: its AMQP properties are gone, so it cannot succeed anywhere (purge it)"
     exchange, key = destination(letter, names)
     outgoing = forward(
         message,

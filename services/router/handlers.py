@@ -113,6 +113,14 @@ def validate(
     delivery: Delivery, *, now: datetime, limits: Limits, verifier: Verifier
 ) -> Accepted | Rejected:
     """Decide whether a delivery is a valid report."""
+    undecodable = delivery.headers.get(wire.UNDECODABLE)
+    if undecodable is not None:  # the socket reader replaced properties nothing could decode
+        return Rejected(
+            Reason.UNDECODABLE,
+            f"its AMQP properties could not be decoded ({wire.header_text(undecodable)}); "
+            f"{delivery.headers.get(wire.RAW_PROPERTIES_BYTES)} bytes of them, the first kept "
+            f"in the {wire.RAW_PROPERTIES} header",
+        )
     size = len(delivery.body)
     if size > limits.max_bytes:
         return Rejected(Reason.TOO_LARGE, f"{size} bytes, over the limit of {limits.max_bytes}")

@@ -10,13 +10,17 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import aio_pika
 import pytest
 from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
 from schemas.register import RegisterAccepted, RegisterRejected
 from services.agent.client import AgentPublisher, Identity, build_report
+from services.core import wire
 from services.core.broker.users import agent_url
+from services.core.lifespan import ready_count
+from services.core.names import Names
 from services.core.registry.models import enrollment_tokens, host_tenant
 from services.core.registry.tokens import TOKEN_PREFIX, new_token
 from services.ingest import app as ingest_app
@@ -341,3 +345,67 @@ async def test_a_source_guessing_tokens_is_slowed_down_and_logged(env: Env, inge
     assert any(e["event"] == "registration.rate_limited" for e in logs)
     # Another source is not held up, and the good token was never spent by the refused try.
     assert isinstance(await _register(env, good.token), RegisterAccepted)
+
+
+async def test_ingest_answers_no_reply_to_but_the_requesters_own(env: Env) -> None:
+    """The attack: with the agent URL, a registration whose reply_to names a tenant queue, a
+    dead-letter queue or another deployment's queue on the vhost. The agent user may write
+    none of them; before, ingest wrote its answer there for it (through the default exchange).
+    Now nothing is published anywhere and no token use is spent."""
+    names = Names(env.settings.namespace)
+    other = f"{env.settings.namespace}zz.intake"  # another deployment sharing the vhost
+    connection = await aio_pika.connect(env.settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(other, auto_delete=True)
+        issued = await tokens.issue(
+            env.settings, env.a.slug, uses=5, ttl=timedelta(hours=1), note=None
+        )
+        targets = [names.tenant_queue(env.a.slug), names.dlq("invalid"), other]
+        before = {t: await ready_count(channel, t) for t in targets}
+        async with AgentPublisher(agent_url(env.settings), env.settings.namespace) as attacker:
+            for target in targets:
+                request = {
+                    "schema": "register/v1",
+                    "enrollment_token": issued.token,
+                    "hostname": "evil",
+                    "fqdn": "evil.example.net",
+                    "machine_id": uuid.uuid4().hex,
+                    "platform": "linux",
+                    "agent_version": "1",
+                }
+                await attacker.publish_raw(
+                    wire.REGISTER_KEY,
+                    aio_pika.Message(
+                        json.dumps(request).encode(),
+                        message_id=str(uuid.uuid4()),
+                        reply_to=target,
+                        content_type=wire.CONTENT_TYPE,
+                    ),
+                )
+        with capture_logs() as logs:
+            await ingest_app.run(env.settings, burst=True)
+        after = {t: await ready_count(channel, t) for t in targets}
+        assert after == before, "ingest published where the agent asked"
+        nowhere = [e for e in logs if e["event"] == "registration.answered_nowhere"]
+        assert sorted(e["reply_to"] for e in nowhere) == sorted(targets)
+        [listed] = [
+            t for t in await tokens.list_tokens(env.settings, env.a.slug) if t.id == issued.info.id
+        ]
+        assert listed.uses_left == 5  # nothing was registered
+    finally:
+        await connection.close()
+
+
+async def test_a_retried_registration_after_its_token_was_revoked_is_refused(
+    env: Env, ingest: None
+) -> None:
+    issued = await tokens.issue(env.settings, env.a.slug, uses=1, ttl=timedelta(hours=1), note=None)
+    message_id = uuid.uuid4()
+    first = await _register(env, issued.token, message_id=message_id)
+    assert isinstance(first, RegisterAccepted)
+    again = await _register(env, issued.token, message_id=message_id)  # a lost answer's retry
+    assert isinstance(again, RegisterAccepted) and again.host_key == first.host_key
+    await tokens.revoke(env.settings, issued.info.id)
+    retried = await _register(env, issued.token, message_id=message_id)
+    assert retried == RegisterRejected(reason="token-revoked")

@@ -14,8 +14,8 @@ from services.ops.dlq import DeadLetter, copies_of, destination, read_letter
 NAMES = Names("blue")
 
 
-def letter(queue: str, message_id: str | None, **headers: Any) -> DeadLetter:
-    return read_letter(queue, message_id, headers.pop("kind", None), headers, b"{}")
+def letter(queue: str, message_id: str | None, body: bytes = b"{}", **headers: Any) -> DeadLetter:
+    return read_letter(queue, message_id, headers.pop("kind", None), headers, body)
 
 
 def test_copies_of_one_letter_are_one_with_their_count_in_first_seen_order() -> None:
@@ -36,6 +36,37 @@ def test_copies_of_one_letter_are_one_with_their_count_in_first_seen_order() -> 
         (["d5"], None, 1),
         (["d6"], "a", 1),
     ]
+
+
+def test_letters_sharing_a_message_id_are_copies_only_when_reason_and_body_match_too() -> None:
+    # A forgery carrying a host's message_id, and the host's own later letter with that id.
+    forged = letter("invalid", "m", b'{"forged": true}', **{wire.REASON: "bad-signature"})
+    own = letter("invalid", "m", b'{"own": true}', **{wire.REASON: "sent-at-too-old"})
+    same_body_other_reason = letter("invalid", "m", b'{"own": true}', **{wire.REASON: "not-json"})
+    grouped = copies_of(
+        [("f1", forged), ("o1", own), ("o2", own), ("x1", same_body_other_reason), ("f2", forged)]
+    )
+    assert [(held, x.reason, x.copies) for held, x in grouped] == [
+        (["f1", "f2"], "bad-signature", 2),
+        (["o1", "o2"], "sent-at-too-old", 2),
+        (["x1"], "not-json", 1),
+    ]
+
+
+def test_an_undecodable_letter_says_so_with_its_size_and_goes_nowhere_on_replay() -> None:
+    headers = {
+        wire.UNDECODABLE: "property timestamp: ValueError: year 584556019 is out of range",
+        wire.RAW_PROPERTIES: bytearray(b"\x00\x40" + b"\xff" * 8),
+        wire.RAW_PROPERTIES_BYTES: 10,
+        wire.FIRST_DEATH_REASON: "delivery_limit",
+    }
+    found = letter("failed", None, b"body", **headers)
+    assert found.reason == "undecodable"
+    assert found.size_bytes == 4 + 10
+    assert found.label == f"sha256:{found.digest[:12]}"
+    shown = found.as_json(with_body=True)
+    assert shown["undecodable"] == headers[wire.UNDECODABLE]
+    assert str(shown["headers"][wire.RAW_PROPERTIES]).startswith("base64:")  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
