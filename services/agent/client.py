@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from services.core import wire
 from services.core.errors import RegistrationFailed
 from services.core.hostkeys import sign
 from services.core.names import Names
+from services.core.secretfile import write_secret_file
 
 Answer = RegisterAccepted | RegisterRejected
 _ANSWER = TypeAdapter(Answer)
@@ -45,17 +45,12 @@ class Identity:
 
     def save(self, path: Path) -> None:
         """Write the state file readable by its owner only."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         document = {
             "host_id": str(self.host_id),
             "key_version": self.key_version,
             "host_key": base64.b64encode(self.host_key).decode(),
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle)
-        os.replace(tmp, path)
+        write_secret_file(path, json.dumps(document))
 
     @classmethod
     def load(cls, path: Path) -> Identity:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json
-from services.core.broker.users import BrokerRole, agent_url, load_passwords, user_of
+from services.core.broker.users import agent_url, user_of
 from services.core.errors import SettingsError
 
 
@@ -23,17 +23,10 @@ def agent_url_command(app: AppContext, as_json: bool) -> None:
     Every agent shares this one user: it may publish reports and registrations to the agents'
     exchange and read its own replies, nothing else. Reports are signed, so sharing it lets no
     agent write for another host."""
-    settings = app.settings
     try:
-        known = BrokerRole.AGENT in load_passwords(settings)
+        url = agent_url(app.settings)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    if not known:
-        raise click.ClickException(
-            f"no password of the agent user is known here: run `siloflow bootstrap` on this "
-            f"machine (it writes {settings.broker_users_file}), or set SILOFLOW_BROKER_PASSWORDS"
-        )
-    url = agent_url(settings)
     if as_json:
         print_json({"url": url, "user": user_of(url)})
     else:

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     # None means: the file `<state_dir>/<namespace>/broker-users.json` bootstrap wrote (0600);
     # a process whose role has no password connects with amqp_url as given.
     broker_passwords: SecretStr | None = None
+    # Who a process connects as: `role`, its role's own user `<ns>-<role>` (refusing to start when
+    # its password is not known here, never falling back to the URL's administrator); `url`, the
+    # user SILOFLOW_AMQP_URL names, as given (for a user issued to each process by someone else,
+    # e.g. OpenBao's RabbitMQ secrets engine).
+    broker_identity: Literal["role", "url"] = "role"
     # The management HTTP API (policies, status). None means: the AMQP host on port 15672 with the
     # AMQP credentials.
     management_url: str | None = None

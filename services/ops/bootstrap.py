@@ -118,6 +118,11 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
     check_admin_dsn(admin_dsn, settings)
     names = Names(settings.namespace)
     removed: list[str] = []
+    # The superuser is needed last (the databases, the roles): reach it first, so a teardown
+    # that cannot finish changes nothing (before, an unreachable server was found only after
+    # the broker users and the topology were gone).
+    async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
+        await conn.execute(text("select 1"))
     try:
         async with tenants.registry_connection(settings) as conn:
             slugs = [t.slug for t in await registry.list_tenants(conn)]

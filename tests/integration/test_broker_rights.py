@@ -292,3 +292,26 @@ async def test_a_neighbouring_namespace_reaches_nothing_of_this_one(
     ):
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
             await attempt(url, neighbour, action)
+
+
+async def test_residual_an_agent_can_tell_whether_a_tenant_queue_exists(env: Env) -> None:
+    """A residual risk kept and documented (docs/security.md): RabbitMQ checks no right for a
+    passive queue declare, so the agent user learns whether `<ns>.tenant.<slug>` exists and its
+    counts; reading or purging it stays refused. If RabbitMQ ever checks a right here, this
+    fails and the row can go."""
+    names = Names(env.settings.namespace)
+    connection = await aio_pika.connect(amqp_url(env.settings, BrokerRole.AGENT))
+    async with connection:
+        channel = await connection.channel()
+        found = await channel.declare_queue(names.tenant_queue(env.a.slug), passive=True)
+        assert found.declaration_result.message_count is not None
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await (await connection.channel()).declare_queue(
+                names.tenant_queue("no-such-tenant"), passive=True
+            )
+    with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+        await attempt(
+            amqp_url(env.settings, BrokerRole.AGENT),
+            names,
+            lambda c, _n: consume(c, names.tenant_queue(env.a.slug)),
+        )

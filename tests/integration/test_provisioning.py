@@ -3,14 +3,19 @@ may connect where, and how errors and interrupted runs are handled."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
+import httpx
 import pytest
 from sqlalchemy import text
 
+from services.bench.processes import free_port
 from services.core.db import one_connection, provisioner_url
 from services.core.errors import (
     InvalidArgument,
     ProvisioningError,
+    SiloflowError,
     TenantExists,
     TenantNotFound,
 )
@@ -18,14 +23,15 @@ from services.core.names import Names
 from services.core.pgadmin import MAINTENANCE_DATABASE, ensure_owner_role, ident
 from services.core.registry import queries as registry
 from services.core.settings import Settings
-from services.ops import records
+from services.ops import migrate, records
+from services.ops.bootstrap import bootstrap, teardown
 from services.ops.tenants import (
     create_tenant,
     delete_tenant,
     registry_connection,
     set_tenant_status,
 )
-from tests.support import admin_fetch
+from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, admin_fetch
 
 PG = "postgresql://{user}@127.0.0.1:5432/{db}"
 
@@ -207,3 +213,29 @@ async def test_suspend_and_resume(deployment: Settings, slug: str) -> None:
     assert (await set_tenant_status(deployment, slug, "active")).status == "active"
     with pytest.raises(TenantNotFound):
         await set_tenant_status(deployment, "no-such-tenant", "suspended")
+
+
+async def broker_users(settings: Settings) -> list[str]:
+    async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
+        response = await api.get("/users")
+        response.raise_for_status()
+        return sorted(
+            u["name"] for u in response.json() if u["name"].startswith(f"{settings.namespace}-")
+        )
+
+
+async def test_a_teardown_that_cannot_reach_the_superuser_changes_nothing(
+    fresh_namespace: Callable[..., Settings],
+) -> None:
+    """Before, the broker users and the topology were removed first and the unreachable server
+    found only afterwards: a half torn-down deployment."""
+    settings = fresh_namespace()
+    await bootstrap(settings, ADMIN_DSN)
+    await migrate.migrate(settings)
+    users_before = await broker_users(settings)
+    closed = ADMIN_DSN.replace("127.0.0.1:5432", f"127.0.0.1:{free_port()}")
+    with pytest.raises(SiloflowError):
+        await teardown(settings, closed)
+    assert await broker_users(settings) == users_before
+    assert settings.broker_users_file.exists()
+    assert (await migrate.migrate(settings)).failed == []  # everything still there and working

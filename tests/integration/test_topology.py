@@ -24,7 +24,9 @@ from tests.support import MANAGEMENT, MANAGEMENT_AUTH
 async def test_the_definitions_document_imports_into_a_broker(
     fresh_namespace: Callable[..., Settings],
 ) -> None:
-    settings = fresh_namespace()
+    # Nothing bootstrapped (the imported users have no password yet): declared as the
+    # administrator the URL names, which a process does only when told so.
+    settings = fresh_namespace(broker_identity="url")
     document = definitions(settings, ["acme"])
     names = Names(settings.namespace)
     async with httpx.AsyncClient(base_url=f"{MANAGEMENT}/api", auth=MANAGEMENT_AUTH) as api:
@@ -76,7 +78,7 @@ async def test_a_queue_declared_otherwise_is_reported_by_name(
 async def test_a_poison_message_is_dead_lettered_after_the_delivery_limit_queued_as_admin(
     fresh_namespace: Callable[..., Settings],
 ) -> None:
-    settings = fresh_namespace(delivery_limit=2)
+    settings = fresh_namespace(delivery_limit=2, broker_identity="url")  # as the administrator
     names = Names(settings.namespace)
     connection = await connect(settings, name="test", role=None)
     try:

@@ -141,7 +141,9 @@ def test_bootstrap_with_given_passwords_needs_every_role() -> None:
         ensure_passwords(settings)
 
 
-def test_a_process_connects_as_its_role_only_when_it_knows_the_password(tmp_path: Path) -> None:
+def test_a_process_connects_as_its_role_and_never_falls_back_to_the_administrator(
+    tmp_path: Path,
+) -> None:
     base = "amqp://admin:secret@broker.example:5673/prod"
     with_router = load_settings(
         namespace="t1", amqp_url=base, state_dir=tmp_path, broker_passwords="router:p%w/d"
@@ -152,8 +154,12 @@ def test_a_process_connects_as_its_role_only_when_it_knows_the_password(tmp_path
     assert management_url(with_router, BrokerRole.ROUTER).startswith(
         "http://t1-router:p%25w%2Fd@broker.example:15672"
     )
-    # No password for this role: the URL as configured; and the administrator's is None's.
-    assert amqp_url(with_router, BrokerRole.WORKERS) == base
+    # No password for this role: refused, naming the user and where its password would be
+    # (never the administrator's URL, which holds every right); the administrator is None's.
+    with pytest.raises(SettingsError, match=r"'t1-workers' \(role workers\).*broker-users.json"):
+        amqp_url(with_router, BrokerRole.WORKERS)
+    with pytest.raises(SettingsError, match="SILOFLOW_BROKER_PASSWORDS=status:<password>"):
+        management_url(with_router, BrokerRole.STATUS)
     assert amqp_url(with_router, None) == base
     assert public(amqp_url(with_router, BrokerRole.ROUTER)) == (
         "amqp://t1-router:***@broker.example:5673/prod"

@@ -73,7 +73,7 @@ def read_password_file(settings: Settings) -> dict[BrokerRole, str]:
 
 def load_passwords(settings: Settings) -> dict[BrokerRole, str]:
     """The role passwords this process knows: `SILOFLOW_BROKER_PASSWORDS`, else the file
-    bootstrap wrote (none: every process connects with `SILOFLOW_AMQP_URL` as given)."""
+    bootstrap wrote (none, if neither is there)."""
     if settings.broker_passwords is not None:
         return parse_passwords(settings.broker_passwords.get_secret_value())
     return read_password_file(settings)
@@ -94,15 +94,22 @@ def _with_user(url: str, user: str, password: str) -> str:
 
 
 def identity(settings: Settings, role: BrokerRole | None) -> tuple[str, str]:
-    """(AMQP URL, management API URL) that `role` connects with: its own user when its password
-    is known, else the URLs as configured (an operator who hands each process its own URL, or a
-    broker administrator: `role=None` is bootstrap's and teardown's)."""
-    if role is None:
-        return settings.amqp_url, settings.management_api
-    password = load_passwords(settings).get(role)
-    if password is None:
+    """(AMQP URL, management API URL) that `role` connects with: its own user, with its password
+    (`role=None`, bootstrap's and teardown's, is the broker administrator of the URLs as
+    configured, and so is every role's with `broker_identity=url`). `SettingsError` naming the
+    user when its password is not known here: a process never falls back to the
+    administrator's URL, which would hand it every right."""
+    if role is None or settings.broker_identity == "url":
         return settings.amqp_url, settings.management_api
     user = Names(settings.namespace).broker_user(role.value)
+    password = load_passwords(settings).get(role)
+    if password is None:
+        raise SettingsError(
+            f"no password of the broker user {user!r} (role {role.value}) is known here: run "
+            f"`siloflow bootstrap` on this machine (it writes {settings.broker_users_file}), "
+            f"or set SILOFLOW_BROKER_PASSWORDS={role.value}:<password> (or, when "
+            f"SILOFLOW_AMQP_URL names this process's own user, SILOFLOW_BROKER_IDENTITY=url)"
+        )
     return (
         _with_user(settings.amqp_url, user, password),
         _with_user(settings.management_api, user, password),
