@@ -171,7 +171,9 @@ async def test_worker_commits_through_rotations(issuer_env: Env) -> None:
             await asyncio.wait_for(worker, 30)
     committed = await committed_ids(env.a.db_name)
     assert sent <= set(committed), "a report was lost across a rotation"
-    # A batch committed under an old login and again under the new one would count twice here.
+    # A batch committed under an old login and again under the new one cannot make a second
+    # ledger row (its key: test_store.py, test_the_ledger_key_refuses_...), so this counts what
+    # could go wrong instead: a commit counted as new that did not land, or one lost.
     assert commits_of(env.a.slug) - commits_before == len(sent)
     issued = {e["login"] for e in logs if e["event"] == "credentials.issued"}
     assert len(issued) >= 4, f"expected a first login and three rotations, saw {issued}"

@@ -127,6 +127,31 @@ async def test_a_report_already_committed_is_not_applied_again(db: asyncpg.Conne
     assert await db.fetchval("select count(*) from agent_messages where host_id = $1", host) == 1
 
 
+async def test_the_ledger_key_refuses_a_second_row_for_a_message_id(
+    db: asyncpg.Connection,
+) -> None:
+    """What makes "committed once" hold for every redelivery, replay and rotation: the pipeline
+    tests check that nothing is lost; a second row for one report is impossible by this key,
+    proven here on the live catalog and by trying to write one."""
+    key = await db.fetch(
+        """select a.attname from pg_index i
+           join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+           where i.indrelid = 'agent_messages'::regclass and i.indisprimary"""
+    )
+    assert [r["attname"] for r in key] == ["message_id"]
+    first = heartbeat(uuid.uuid4(), 1, 100)
+    await commit(db, [first])
+    row = await db.fetchrow("select * from agent_messages where message_id = $1", first.message_id)
+    assert row is not None
+    columns = list(row.keys())
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await db.execute(
+            f"insert into agent_messages ({', '.join(columns)}) "
+            f"values ({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+            *row.values(),
+        )
+
+
 async def test_a_host_marked_down_is_up_again_when_it_reports(db: asyncpg.Connection) -> None:
     host = uuid.uuid4()
     await commit(db, [heartbeat(host, 1, 100)])
