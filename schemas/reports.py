@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from ipaddress import IPv4Address, IPv6Address
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import AwareDatetime, Field, StringConstraints
 from typing_extensions import TypedDict
@@ -95,12 +95,16 @@ class HardwareData(WireModel):
 
 
 class Package(TypedDict):
-    """One installed package."""
+    """One installed package. `source` and `source_version` name the source package it was built
+    from (dpkg's `${source:Package}` and `${source:Version}`): advisories are keyed by them.
+    Absent, they are the binary's own name and version (agents from before they existed)."""
 
     __pydantic_config__ = ENTRY_CONFIG  # type: ignore[misc]
     name: Name
     version: Name
     arch: ShortText
+    source: NotRequired[Name]
+    source_version: NotRequired[Name]
 
 
 class PackagesData(WireModel):

@@ -12,7 +12,7 @@ from services.agent.client import OutgoingReport, build_report
 
 DEBIAN_PACKAGES = json.loads(
     (
-        Path(__file__).parents[1] / "services" / "agent" / "data" / "debian12-packages.json"
+        Path(__file__).parents[1] / "services" / "agent" / "data" / "debian12-packages-src.json"
     ).read_text()
 )
 

@@ -52,7 +52,7 @@ def identity(keyring: Keyring, host: uuid.UUID) -> Identity:
 
 def debian_packages() -> dict[str, Any]:
     """The real Debian 12 package snapshot shipped with the agent, as a packages report's data."""
-    text = resources.files("services.agent").joinpath("data/debian12-packages.json").read_text()
+    text = resources.files("services.agent").joinpath("data/debian12-packages-src.json").read_text()
     snapshot = json.loads(text)
     return {"manager": "dpkg", "packages": snapshot["packages"]}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import click
 
 from schemas.register import RegisterRejected
 from services.agent.client import AgentPublisher, Identity, build_report
+from services.agent.collect import dpkg_packages
 from services.cli.common import AppContext, pass_app, run
 from services.core.broker.users import agent_url
 from services.core.errors import RegistrationFailed, SiloflowError
@@ -80,16 +82,34 @@ def register(
 
 @agent.command("report")
 @click.argument("kind")
-@click.option("--data", "data_json", required=True, help="The report's data, as JSON.")
+@click.option("--data", "data_json", help="The report's data, as JSON.")
+@click.option(
+    "--collect",
+    is_flag=True,
+    help="Read the data from this host instead (packages: from dpkg, with source packages).",
+)
 @state_option
 @broker_option
 @pass_app
-def report(app: AppContext, kind: str, data_json: str, state: Path, broker_url: str | None) -> None:
+def report(
+    app: AppContext,
+    kind: str,
+    data_json: str | None,
+    collect: bool,
+    state: Path,
+    broker_url: str | None,
+) -> None:
     """Publish one signed report of KIND."""
+    if (data_json is None) == (not collect):
+        raise click.UsageError("give the report's data with --data, or --collect it (not both)")
+    if collect and kind != "packages":
+        raise click.BadParameter("only packages can be collected", param_hint="KIND")
     try:
-        data = json.loads(data_json)
+        data = dpkg_packages() if collect else json.loads(data_json or "")
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        raise click.ClickException(f"could not read this host's packages: {exc}") from None
     if not state.exists():
         raise click.UsageError(f"{state} does not exist: run `siloflow agent register` first")
     identity = Identity.load(state)

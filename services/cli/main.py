@@ -11,6 +11,7 @@ import click
 from services.cli.agent import agent
 from services.cli.bench import bench
 from services.cli.broker import broker
+from services.cli.catalog import catalog
 from services.cli.common import (
     AppContext,
     json_option,
@@ -22,6 +23,7 @@ from services.cli.common import (
 )
 from services.cli.demo import demo
 from services.cli.dlq import dlq_group
+from services.cli.findings import findings
 from services.cli.host import host
 from services.cli.openbao import openbao
 from services.cli.placement import placement
@@ -184,6 +186,8 @@ cli.add_command(status)
 cli.add_command(openbao)
 cli.add_command(bench)
 cli.add_command(broker)
+cli.add_command(catalog)
+cli.add_command(findings)
 
 
 def main() -> None:

@@ -73,6 +73,10 @@ REGISTRATIONS_UNANSWERED = Counter(
     "direct reply-to address (never published to), or properties that could not be decoded.",
     ["why"],
 )
+CATALOG_REVISION = Gauge(
+    "siloflow_catalog_revision",
+    "The vulnerability catalog revision this process matches against (0: none yet).",
+)
 CREDENTIAL_RENEWALS = Counter(
     "siloflow_credential_renewals_total",
     "Tenant database logins issued or renewed.",

@@ -190,6 +190,12 @@ class Names:
         namespace is already implied; kept here so nothing spells it twice)."""
         return "siloflow_registry_changes"
 
+    @property
+    def catalog_channel(self) -> str:
+        """A catalog import NOTIFYs here, in the shared database, as it commits a new revision:
+        workers swap their index, the re-evaluation runner starts."""
+        return "siloflow_catalog_revisions"
+
 
 # The three dead-letter queues (`DeadLetterQueue`), by name.
 DLQS: tuple[str, ...] = tuple(queue.value for queue in DeadLetterQueue)

@@ -251,6 +251,20 @@ class Settings(BaseSettings):
         """The registry database's name."""
         return _dsn_database(self.registry_url)
 
+    @property
+    def shared_database(self) -> str:
+        """The database of the `shared_*` partition: its own in multi-tenant mode, the registry's
+        in single-tenant mode (one database holds all three partitions)."""
+        if self.multitenant:
+            return f"{self.namespace}_shared"
+        return self.registry_database
+
+    @property
+    def shared_url(self) -> str:
+        """The shared database as the services read it: the registry's server and login."""
+        parts = urlsplit(self.registry_url)
+        return parts._replace(path=f"/{self.shared_database}").geturl()
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -124,8 +124,7 @@ async def _run(settings: Settings, *, apply: bool) -> MigrationReport:
     report = MigrationReport()
     prov = provisioner_url(settings)
     control = [Target("registry", "registry", settings.registry_database)]
-    shared_db = names.shared_database if settings.multitenant else settings.registry_database
-    control.append(Target("shared", "shared", shared_db))
+    control.append(Target("shared", "shared", settings.shared_database))
     for target in control:
         report.targets.append(target)
         await _migrate_one(

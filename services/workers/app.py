@@ -30,6 +30,7 @@ from services.core.settings import Settings
 from services.core.silo.databases import RegistryDirectory, TenantDatabases
 from services.workers import store
 from services.workers.assignment import Shard, owner
+from services.workers.catalog import LiveCatalog
 from services.workers.consumer import TenantConsumer
 
 log = structlog.get_logger(__name__)
@@ -64,8 +65,10 @@ class Pinned:
         *,
         tenants: set[str] | None,
         shard: Shard | None,
+        catalog: LiveCatalog | None = None,
     ) -> None:
         self._settings = settings
+        self._catalog = catalog
         self._names = Names(settings.namespace)
         self._connection = connection
         self._channel = consume_channel
@@ -107,7 +110,12 @@ class Pinned:
                 )
                 continue
             consumer = TenantConsumer(
-                record, self._settings, self._databases, self._channel, self._dead
+                record,
+                self._settings,
+                self._databases,
+                self._channel,
+                self._dead,
+                catalog=self._catalog,
             )
             await consumer.start()
             self.consumers[slug] = consumer
@@ -158,9 +166,13 @@ async def run(
         name="workers",
     )
     notices.start()
+    catalog = LiveCatalog(settings)
     stack = AsyncExitStack()
     pinned: Pinned | None = None
     try:
+        await (
+            catalog.start()
+        )  # before consuming: a snapshot is matched against the revision in force
         readiness = await stack.enter_async_context(health(settings))
         channels = await stack.enter_async_context(
             broker(settings, f"workers {label}", BrokerRole.WORKERS, stop)
@@ -175,6 +187,7 @@ async def run(
             databases,
             tenants=tenants,
             shard=shard,
+            catalog=catalog,
         )
         log.info("workers.started", pinned=label, burst=burst)
         while not stop.is_set():
@@ -188,6 +201,7 @@ async def run(
         if pinned is not None:
             await pinned.stop()
         await stack.aclose()
+        await catalog.close()
         await notices.close()
         await databases.close()
         await engine.dispose()

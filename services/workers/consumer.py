@@ -26,6 +26,7 @@ from services.core.outcomes import Failure, Reason
 from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
 from services.core.silo.databases import TenantDatabases
+from services.workers.catalog import LiveCatalog
 from services.workers.handlers import Report, fill_wait_s, read_report
 from services.workers.store import WRITERS, commit_batch
 
@@ -60,8 +61,11 @@ class TenantConsumer:
         databases: TenantDatabases,
         consume_channel: AbstractChannel,
         dead_letters: DeadLetters,
+        *,
+        catalog: LiveCatalog | None = None,
     ) -> None:
         self.tenant = tenant
+        self._catalog = catalog
         self._settings = settings
         self._names = Names(settings.namespace)
         self._databases = databases
@@ -223,7 +227,9 @@ class TenantConsumer:
         async with self._databases.session(self.tenant) as conn:
             raw = await conn.get_raw_connection()
             pg: asyncpg.Connection = raw.driver_connection
-            result = await commit_batch(pg, reports)  # atomic: one statement or a transaction
+            index = self._catalog.index if self._catalog is not None else None
+            # Atomic: one statement or a transaction (with the findings it derives).
+            result = await commit_batch(pg, reports, index)
         self.committed += result.new
         metrics.labelled(metrics.COMMITS, self.tenant.slug).inc(result.new)
         metrics.labelled(metrics.REPORTS, "worker", "committed").inc(result.new)

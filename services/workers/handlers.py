@@ -118,11 +118,20 @@ def hardware_row(r: Report) -> tuple[Any, ...]:
 
 
 def package_rows(r: Report) -> list[tuple[Any, ...]]:
-    """One row per distinct (name, arch, version): a snapshot listing one twice stores it once."""
+    """One row per distinct (name, arch, version): a snapshot listing one twice stores it once
+    (the last entry's source wins). Its source and source version are kept only where they differ
+    from the binary's own (absent means the same, as the protocol says)."""
     manager = r.data["manager"]
-    unique = {(p["name"], p["arch"], p["version"]) for p in r.data["packages"]}
+    unique: dict[tuple[str, str, str], tuple[str | None, str | None]] = {}
+    for p in r.data["packages"]:
+        source = p.get("source")
+        source_version = p.get("source_version")
+        unique[(p["name"], p["arch"], p["version"])] = (
+            source if source not in (None, p["name"]) else None,
+            source_version if source_version not in (None, p["version"]) else None,
+        )
     return [
-        (r.host_id, manager, name, arch, version, r.sent_at)
+        (r.host_id, manager, name, arch, version, r.sent_at, *unique[(name, arch, version)])
         for name, arch, version in sorted(unique)
     ]
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from services.core.catalog.matcher import CatalogIndex, installed_of
+from services.workers import findings
 from services.workers.handlers import (
     Report,
     compliance_rows,
@@ -179,18 +181,36 @@ def _record_arguments(reports: Sequence[Report]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-async def commit_batch(conn: asyncpg.Connection, reports: list[Report]) -> Committed:
+# Kinds whose winning report re-evaluates its host's findings: a packages snapshot always, a
+# system_info when it changes the host's release.
+EVALUATED = frozenset({"packages", "system_info"})
+
+
+def _needs_transaction(reports: list[Report], catalog: CatalogIndex | None) -> bool:
+    return any(
+        WRITERS[r.kind].replace is not None or (catalog is not None and r.kind in EVALUATED)
+        for r in reports
+    )
+
+
+async def commit_batch(
+    conn: asyncpg.Connection, reports: list[Report], catalog: CatalogIndex | None = None
+) -> Committed:
     """Commit the reports, atomically: one statement when every report's kind is written by it
-    (no transaction of its own needed), else in a transaction (the caller's, if it holds one)."""
+    (no transaction of its own needed), else in a transaction (the caller's, if it holds one).
+    With a catalog, the findings of every host whose packages or release this batch changes
+    are written in the same transaction."""
     if not reports:
         return Committed([], 0, 0)
-    if conn.is_in_transaction() or all(WRITERS[r.kind].replace is None for r in reports):
-        return await _commit(conn, reports)
+    if conn.is_in_transaction() or not _needs_transaction(reports, catalog):
+        return await _commit(conn, reports, catalog)
     async with conn.transaction():
-        return await _commit(conn, reports)
+        return await _commit(conn, reports, catalog)
 
 
-async def _commit(conn: asyncpg.Connection, reports: list[Report]) -> Committed:
+async def _commit(
+    conn: asyncpg.Connection, reports: list[Report], catalog: CatalogIndex | None
+) -> Committed:
     [row] = await conn.fetch(_RECORD, *_record_arguments(reports))
     new_ids, won_ids = set(row["fresh"]), set(row["won"])
     fresh: list[Report] = []  # the first of each message committed now, in batch order
@@ -202,6 +222,16 @@ async def _commit(conn: asyncpg.Connection, reports: list[Report]) -> Committed:
     for kind, writer in WRITERS.items():  # snapshots: each winning one replaces its host's rows
         if writer.replace is not None and (runs := [r for r in winners if r.kind == kind]):
             await writer.replace(conn, runs)
+    if catalog is not None:
+        for r in winners:
+            if r.kind == "packages":
+                installed = installed_of(r.data["packages"])
+                await findings.evaluate(conn, catalog, r.host_id, r.sent_at, installed=installed)
+        for r in winners:
+            if r.kind == "system_info":
+                await findings.evaluate(
+                    conn, catalog, r.host_id, r.sent_at, only_if_release_changed=True
+                )
     return Committed(fresh, len(reports) - len(fresh), len(won_ids))
 
 
@@ -229,8 +259,9 @@ async def _replace_compliance(conn: asyncpg.Connection, runs: list[Report]) -> N
 _PACKAGES = """
     with listed as (
         select $1::uuid as host_id, $2::text as manager, n.name, n.arch, n.version,
-               $3::timestamptz as sent_at
-        from unnest($4::text[], $5::text[], $6::text[]) as n(name, arch, version)
+               $3::timestamptz as sent_at, n.source, n.source_version
+        from unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+             as n(name, arch, version, source, source_version)
     ),
     gone as (
         delete from host_packages p
@@ -238,13 +269,17 @@ _PACKAGES = """
           and not exists (select 1 from listed n where n.name = p.name and n.arch = p.arch
                                                    and n.version = p.version)
     ),
-    kept as (  -- a host whose package manager changed (a reinstall): its kept rows say so too
-        update host_packages p set manager = $2
-        where p.host_id = $1 and p.manager <> $2
-          and exists (select 1 from listed n where n.name = p.name and n.arch = p.arch
-                                               and n.version = p.version)
+    kept as (  -- rows kept whose manager (a reinstall) or source (an agent that sends it now)
+               -- is not as listed: updated here, so the insert below touches only new rows
+        update host_packages p
+        set manager = $2, source = n.source, source_version = n.source_version
+        from listed n
+        where p.host_id = $1 and n.name = p.name and n.arch = p.arch and n.version = p.version
+          and (p.manager <> $2 or (p.source, p.source_version)
+                                  is distinct from (n.source, n.source_version))
     )
-    insert into host_packages (host_id, manager, name, arch, version, sent_at)
+    insert into host_packages (host_id, manager, name, arch, version, sent_at, source,
+                               source_version)
     select * from listed order by name, arch, version
     on conflict (host_id, name, arch, version) do nothing
 """
@@ -254,7 +289,8 @@ async def _replace_packages(conn: asyncpg.Connection, snapshots: list[Report]) -
     """One statement per snapshot (at most one per host in a batch): the host, its manager and
     sent_at once, and the listed packages as three arrays."""
     for snapshot in snapshots:
-        rows = package_rows(snapshot)  # (host_id, manager, name, arch, version, sent_at)
+        # (host_id, manager, name, arch, version, sent_at, source, source_version)
+        rows = package_rows(snapshot)
         await conn.execute(
             _PACKAGES,
             snapshot.host_id,
@@ -263,6 +299,8 @@ async def _replace_packages(conn: asyncpg.Connection, snapshots: list[Report]) -
             [row[2] for row in rows],
             [row[3] for row in rows],
             [row[4] for row in rows],
+            [row[6] for row in rows],
+            [row[7] for row in rows],
         )
 
 

@@ -38,6 +38,7 @@ from tests.support import ADMIN_DSN, drop_namespace, env_for, new_namespace, pg_
 
 SILOFLOW = Path(sys.executable).parent / "siloflow"
 TIMEOUT_S = 60.0
+FEED = Path(__file__).parents[2] / "services" / "catalog" / "data" / "debian12-security-fixes.json"
 
 
 def closed_port() -> int:
@@ -134,6 +135,11 @@ COMMANDS: dict[str, Command] = {
     "bench": Command(("--no-baseline", "--runs", "1", "--reports", "100"), HTTP),
     "bootstrap": Command(("--admin-dsn", "{admin_closed}"), ("PostgreSQL unreachable",)),
     "broker agent-url": Command((), ("nothing bootstrapped",)),
+    # The catalog lives in the shared database, reached as the provisioner on the registry's
+    # server: a registry database of another name does not stop it.
+    "catalog import": Command(("{feed}",), ("PostgreSQL unreachable", "nothing bootstrapped")),
+    "catalog status": Command((), ("PostgreSQL unreachable", "nothing bootstrapped")),
+    "findings": Command(("--tenant", "acme"), DB),
     "demo": Command(("--admin-dsn", "{admin_closed}"), ("PostgreSQL unreachable",)),
     "dlq list": Command((), (*DB, *AMQP)),
     "dlq purge": Command(("--yes",), (*DB, *AMQP)),
@@ -265,7 +271,7 @@ async def walked(
         env: Env = await deploy_env(settings)
         identity = await _identity(env, tmp)
         base = env_for(settings)
-        fills = {"tmp": str(tmp), "identity": str(identity)}
+        fills = {"tmp": str(tmp), "identity": str(identity), "feed": str(FEED)}
         results: dict[tuple[str, str], Said] = {}
         for name, command in sorted(COMMANDS.items()):
             for failure in command.needs:

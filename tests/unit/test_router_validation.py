@@ -16,7 +16,10 @@ from tests.reports import BUILDERS
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LIMITS = Limits(
-    max_bytes=64 * 1024, max_clock_skew=timedelta(minutes=5), max_age=timedelta(days=30)
+    # Room for the real snapshot with its source fields (92 KB), well under the default 8 MiB.
+    max_bytes=256 * 1024,
+    max_clock_skew=timedelta(minutes=5),
+    max_age=timedelta(days=30),
 )
 HOST = uuid.uuid4()
 

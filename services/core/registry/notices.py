@@ -23,8 +23,9 @@ RETRY_MAX_S = 5.0
 
 
 class NoticeListener:
-    """Calls `on_notice(payload)` for each notice on `channel`; `listening` says whether notices
-    can currently be trusted to arrive."""
+    """Calls `on_notice(payload)` for each notice on `channel` of the registry database (or of
+    the database `dsn` names); `listening` says whether notices can currently be trusted to
+    arrive."""
 
     def __init__(
         self,
@@ -34,8 +35,9 @@ class NoticeListener:
         on_notice: Callable[[str], None],
         on_reset: Callable[[str], None],
         name: str,
+        dsn: str | None = None,
     ) -> None:
-        self._dsn = settings.registry_url
+        self._dsn = dsn or settings.registry_url
         self._channel = channel
         self._on_notice = on_notice
         self._on_reset = on_reset

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -96,6 +98,9 @@ host_packages = Table(
     Column("arch", Text, nullable=False),
     Column("version", Text, nullable=False),
     Column("sent_at", TS, nullable=False),
+    # The source package it was built from; null: the same as its own name or version.
+    Column("source", Text, nullable=True),
+    Column("source_version", Text, nullable=True),
     PrimaryKeyConstraint("host_id", "name", "arch", "version"),
     Index("host_packages_name", "name", "version"),
 )
@@ -114,4 +119,49 @@ compliance_results = Table(
         "status in ('pass', 'fail', 'error', 'notapplicable')",
         name="compliance_results_status_known",
     ),
+)
+
+# Vulnerabilities found in a host's packages against the shared catalog: one open finding per
+# (host, package, CVE), and the resolved ones kept as the tenant's history. `cve_id` refers to the
+# shared catalog softly (no foreign key crosses a partition).
+findings = Table(
+    "findings",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("host_id", Uuid, nullable=False),
+    Column("package", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("source_version", Text, nullable=False),
+    Column("cve_id", Text, nullable=False),
+    Column("fixed_version", Text, nullable=True),
+    Column("advisory_status", Text, nullable=False),
+    Column("urgency", Text, nullable=False),
+    Column("catalog_revision", Integer, nullable=False),
+    Column("first_seen", TS, nullable=False),
+    Column("resolved_at", TS, nullable=True),
+    CheckConstraint(
+        "advisory_status in ('resolved', 'open', 'undetermined')", name="findings_advisory_status"
+    ),
+    Index(
+        "findings_open",
+        "host_id",
+        "package",
+        "cve_id",
+        unique=True,
+        postgresql_where=text("resolved_at is null"),
+    ),
+    Index("findings_cve", "cve_id"),
+)
+
+# What each host's findings were last evaluated with: its release (null while unknown: then it
+# has none, and says so) and the catalog revision; versions that did not parse, counted.
+host_findings_state = Table(
+    "host_findings_state",
+    metadata,
+    Column("host_id", Uuid, primary_key=True),
+    Column("release", Text, nullable=True),
+    Column("catalog_revision", Integer, nullable=True),
+    Column("unparsed_versions", Integer, nullable=False, server_default="0"),
+    Column("evaluated_at", TS, nullable=False),
 )

@@ -1,0 +1,152 @@
+"""`siloflow catalog ...`: the vulnerability catalog in the shared partition."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import click
+import httpx
+
+from services.catalog import feed, store
+from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.core.catalog.matcher import RELEASES
+
+# A feed fetched from a URL is written to a temporary file as it arrives (bounded memory) and
+# read from there; a feed larger than this is refused.
+MAX_FEED_BYTES = 1024 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 300.0
+
+
+@click.group()
+def catalog() -> None:
+    """The vulnerability catalog every tenant's packages are matched against."""
+
+
+@contextmanager
+def _opened(where: str) -> Iterator[IO[bytes]]:
+    """A feed's bytes, from a file or downloaded from an http(s) URL."""
+    if not where.startswith(("http://", "https://")):
+        path = Path(where)
+        if not path.is_file():
+            raise click.BadParameter(f"{where}: no such file", param_hint="PATH|URL")
+        with path.open("rb") as handle:
+            yield handle
+        return
+    with tempfile.TemporaryFile() as spool:
+        try:
+            with httpx.stream("GET", where, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True) as r:
+                r.raise_for_status()
+                size = 0
+                for chunk in r.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_FEED_BYTES:
+                        raise click.ClickException(f"{where}: over {MAX_FEED_BYTES:,} bytes")
+                    spool.write(chunk)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"could not fetch {where}: {exc}") from None
+        spool.seek(0)
+        yield spool
+
+
+@catalog.command("import")
+@click.argument("where", metavar="PATH|URL")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice([feed.FORMAT]),
+    default=feed.FORMAT,
+    show_default=True,
+    help="The feed's format: the Debian Security Tracker's JSON.",
+)
+@click.option(
+    "--release",
+    "releases",
+    multiple=True,
+    type=click.Choice(sorted(RELEASES)),
+    help="Only this Debian release (repeat for more; default: every release in the feed).",
+)
+@json_option
+@pass_app
+def import_(
+    app: AppContext, where: str, format_: str, releases: tuple[str, ...], as_json: bool
+) -> None:
+    """Import a feed as the catalog's next revision, in one transaction: readers see the old
+    revision or the new one. The same data again makes no revision. A bad entry is refused,
+    named, and the revision in force stays."""
+    with _opened(where) as stream:
+        done = run(
+            store.import_feed(app.settings, stream, source=where, releases=set(releases) or None)
+        )
+    document = {
+        "revision": done.revision,
+        "current": done.current,
+        "advisories": done.total,
+        "added": done.added,
+        "changed": done.changed,
+        "removed": done.removed,
+        "digest": done.digest,
+        "sources": done.counts.sources,
+        "temporary_ids_skipped": done.counts.temporary_ids,
+        "other_releases_skipped": done.counts.other_releases,
+        "releases": sorted(done.counts.releases),
+    }
+    if as_json:
+        print_json(document)
+        return
+    if done.revision is None:
+        click.echo(
+            f"no change: the feed holds the {done.total:,} advisories of revision "
+            f"{done.current} already; no revision made"
+        )
+        return
+    click.echo(
+        f"revision {done.revision}: {done.total:,} advisories ({done.added:,} added, "
+        f"{done.changed:,} changed, {done.removed:,} removed) for "
+        f"{', '.join(sorted(done.counts.releases)) or 'no release'}"
+    )
+    if done.counts.temporary_ids:
+        click.echo(f"({done.counts.temporary_ids:,} TEMP- entries without a CVE id skipped)")
+
+
+@catalog.command("status")
+@json_option
+@pass_app
+def status(app: AppContext, as_json: bool) -> None:
+    """The revision in force, its age, and the revisions before it."""
+    found = run(store.revisions(app.settings))
+    now = datetime.now(UTC)
+    if as_json:
+        print_json(
+            {
+                "revision": found[0].id if found else None,
+                "age_s": (now - found[0].imported_at).total_seconds() if found else None,
+                "revisions": [{**vars(r), "imported_at": r.imported_at.isoformat()} for r in found],
+            }
+        )
+        return
+    if not found:
+        click.echo("no catalog imported yet: siloflow catalog import <feed>")
+        return
+    age = now - found[0].imported_at
+    click.echo(f"revision {found[0].id}, imported {int(age.total_seconds() // 60)} min ago")
+    print_table(
+        "revisions",
+        ("revision", "imported", "advisories", "added", "changed", "removed", "source"),
+        [
+            (
+                r.id,
+                r.imported_at.isoformat(timespec="seconds"),
+                r.advisories,
+                r.added,
+                r.changed,
+                r.removed,
+                r.source,
+            )
+            for r in found
+        ],
+    )

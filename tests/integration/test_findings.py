@@ -1,0 +1,244 @@
+"""The vulnerability catalog at work, on the real broker and databases: the real bookworm catalog
+imported into the shared partition (once: the same data again makes no revision), the real
+package snapshot matched in the worker in the transaction that commits it, findings in each
+tenant's own silo only, resolved by an upgrade and never reopened by an older snapshot, a host
+with no known release visible as such and evaluated once its release is known, and bad feeds
+refused by name with the revision in force kept."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.catalog import store
+from services.core.catalog.matcher import CatalogIndex, installed_of
+from services.core.catalog.versions import compare
+from services.workers.catalog import load_index
+from tests.integration.pipeline import Env, bound_host, drain, fetch, publish
+from tests.reports import DEBIAN_PACKAGES, packages, report, system_info
+from tests.support import invoke_cli
+
+ROOT = Path(__file__).parents[2]
+FEED = ROOT / "services" / "catalog" / "data" / "debian12-security-fixes.json"
+T0 = datetime.now(UTC) - timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+async def imported(env: Env) -> CatalogIndex:
+    """The real bookworm catalog, imported once for the module's deployment."""
+    done = await invoke_cli(
+        ["catalog", "import", str(FEED), "--release", "bookworm", "--json"], env.settings
+    )
+    assert done.exit_code == 0, done.output
+    document = json.loads(done.output)
+    assert document["revision"] is not None and document["advisories"] == 6024
+    index = await load_index(env.settings)
+    assert index is not None
+    return index
+
+
+async def open_findings(
+    env: Env, host: uuid.UUID, database: str | None = None
+) -> set[tuple[str, str]]:
+    rows = await fetch(
+        database or env.a.db_name,
+        "select package, cve_id from findings where host_id = $1 and resolved_at is null",
+        host,
+    )
+    return {(r["package"], r["cve_id"]) for r in rows}
+
+
+def expected(index: CatalogIndex, entries: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {
+        (i.package, a.cve_id) for i, a in index.match("bookworm", installed_of(entries)).findings
+    }
+
+
+async def test_importing_the_same_catalog_again_makes_no_revision(
+    env: Env, imported: CatalogIndex
+) -> None:
+    again = await invoke_cli(
+        ["catalog", "import", str(FEED), "--release", "bookworm"], env.settings
+    )
+    assert again.exit_code == 0, again.output
+    assert "no change" in again.output and "no revision made" in again.output
+    [latest, *_] = await store.revisions(env.settings)
+    assert latest.id == imported.revision
+    shown = await invoke_cli(["catalog", "status", "--json"], env.settings)
+    assert json.loads(shown.output)["revision"] == imported.revision
+
+
+async def test_a_snapshot_is_matched_as_it_commits_and_only_in_its_tenants_silo(
+    env: Env, imported: CatalogIndex
+) -> None:
+    host = await bound_host(env, env.a)
+    await publish(
+        env.settings,
+        [
+            report("system_info", host, system_info(), sent_at=T0),
+            report("packages", host, packages(), sent_at=T0 + timedelta(seconds=1)),
+        ],
+    )
+    await drain(env.settings, env.slugs)
+    want = expected(imported, DEBIAN_PACKAGES["packages"])
+    assert len(want) > 50
+    assert await open_findings(env, host) == want
+    assert await fetch(env.b.db_name, "select * from findings") == []  # the other silo: nothing
+
+    listed = await invoke_cli(
+        ["findings", "--tenant", env.a.slug, "--host", str(host), "--json"], env.settings
+    )
+    assert listed.exit_code == 0, listed.output
+    document = json.loads(listed.stdout)
+    assert {(f["package"], f["cve_id"]) for f in document} == want
+    fields = {
+        "host_id",
+        "package",
+        "version",
+        "source",
+        "source_version",
+        "cve_id",
+        "fixed_version",
+        "status",
+        "urgency",
+        "first_seen",
+        "resolved_at",
+    }
+    assert fields <= set(document[0])
+    assert {f["status"] for f in document} == {"open"}
+
+
+async def test_an_upgrade_resolves_and_an_older_snapshot_never_reopens(
+    env: Env, imported: CatalogIndex
+) -> None:
+    host = await bound_host(env, env.a)
+    first = report("packages", host, packages(), sent_at=T0 + timedelta(seconds=1))
+    await publish(env.settings, [report("system_info", host, system_info(), sent_at=T0), first])
+    await drain(env.settings, env.slugs)
+    before = await open_findings(env, host)
+
+    # Upgrade one affected package's source to the highest fixed version of its findings.
+    rows = await fetch(
+        env.a.db_name,
+        "select package, fixed_version from findings where host_id = $1 and resolved_at is null "
+        "and fixed_version is not null",
+        host,
+    )
+    package = rows[0]["package"]
+    highest = max((r["fixed_version"] for r in rows if r["package"] == package), key=_dpkg)
+    upgraded = copy.deepcopy(packages())
+    for entry in upgraded["packages"]:
+        if entry["name"] == package:
+            entry["source_version"] = highest
+            entry["version"] = highest
+    later = report("packages", host, upgraded, sent_at=T0 + timedelta(seconds=2))
+    await publish(env.settings, [later])
+    await drain(env.settings, env.slugs)
+    after = await open_findings(env, host)
+    assert after == expected(imported, upgraded["packages"])
+    gone = before - after
+    assert gone and all(p == package for p, _ in gone)
+    resolved = await invoke_cli(
+        ["findings", "--tenant", env.a.slug, "--host", str(host), "--resolved", "--json"],
+        env.settings,
+    )
+    history = json.loads(resolved.stdout)
+    assert {(f["package"], f["cve_id"]) for f in history if f["status"] == "resolved"} == gone
+    assert all(f["resolved_at"] for f in history if f["status"] == "resolved")
+
+    # The first snapshot again (a redelivery), and an older one under a new id: nothing reopens.
+    older = report("packages", host, packages(), sent_at=T0 + timedelta(milliseconds=1500))
+    await publish(env.settings, [first, older])
+    await drain(env.settings, env.slugs)
+    assert await open_findings(env, host) == after
+
+
+def _dpkg(version: str) -> Any:
+    from functools import cmp_to_key  # noqa: PLC0415
+
+    return cmp_to_key(compare)(version)
+
+
+async def test_a_host_without_a_known_release_gets_none_until_it_says(
+    env: Env, imported: CatalogIndex
+) -> None:
+    host = await bound_host(env, env.a)
+    await publish(env.settings, [report("packages", host, packages(), sent_at=T0)])
+    await drain(env.settings, env.slugs)
+    assert await open_findings(env, host) == set()
+    listed = await invoke_cli(
+        ["findings", "--tenant", env.a.slug, "--host", str(host)], env.settings
+    )
+    assert "1 of them with no known Debian release" in listed.output, listed.output
+
+    # Its release becomes known: its stored snapshot is evaluated again.
+    await publish(
+        env.settings,
+        [report("system_info", host, system_info(), sent_at=T0 + timedelta(seconds=5))],
+    )
+    await drain(env.settings, env.slugs)
+    assert await open_findings(env, host) == expected(imported, DEBIAN_PACKAGES["packages"])
+
+
+def _feed(tmp: Path, document: Any) -> Path:
+    path = tmp / "feed.json"
+    path.write_text(json.dumps(document) if not isinstance(document, str) else document)
+    return path
+
+
+GOOD_ENTRY = {
+    "releases": {"bookworm": {"status": "resolved", "fixed_version": "1.0-1", "urgency": "low"}}
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "says"),
+    [
+        ("{not json", "not JSON"),
+        ({"bash": {"CVE-2024-1": GOOD_ENTRY}}, "'CVE-2024-1': not a CVE id"),
+        (
+            {
+                "bash": {
+                    "CVE-2024-12345": {
+                        "releases": {
+                            "bookworm": {
+                                "status": "resolved",
+                                "fixed_version": "1.0 beta",
+                                "urgency": "low",
+                            }
+                        }
+                    }
+                }
+            },
+            "bash CVE-2024-12345 bookworm: fixed_version '1.0 beta'",
+        ),
+        (
+            {"bash": {"CVE-2024-12345": {**GOOD_ENTRY, "description": "x" * 20_000}}},
+            "bash CVE-2024-12345 bookworm: description is 20,000 characters",
+        ),
+        (
+            {
+                "bash": {
+                    "CVE-2024-12345": {"releases": {"narnia": {"status": "open", "urgency": "low"}}}
+                }
+            },
+            "no Debian release is named 'narnia'",
+        ),
+        ({"Bad Name": {}}, "not a Debian source name"),
+    ],
+)
+async def test_a_bad_feed_is_refused_by_name_and_the_revision_stays(
+    env: Env, imported: CatalogIndex, tmp_path: Path, document: Any, says: str
+) -> None:
+    before = await store.revisions(env.settings)
+    refused = await invoke_cli(["catalog", "import", str(_feed(tmp_path, document))], env.settings)
+    assert refused.exit_code == 2, refused.output  # refused as a bad argument: nothing changed
+    assert says in refused.output, refused.output
+    assert await store.revisions(env.settings) == before
+    assert (await load_index(env.settings)) is not None
