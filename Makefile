@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ADMIN_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 DEMO_TENANTS ?= acme globex initech
 
-.PHONY: install services demo demo-down test test-openbao bench bench-commits unit lint format faults clean
+.PHONY: install services demo demo-down test test-openbao bench bench-commits bench-matching bench-reevaluation unit lint format faults clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,14 @@ bench: install services
 
 bench-commits: install services
 	$(BIN)/python -m services.bench.commits
+
+# Matching a ~2,000-package snapshot against the shipped bookworm catalog, in-process.
+bench-matching: install
+	$(BIN)/python -m services.bench.matching
+
+# The sweeper's re-evaluation after a new catalog revision, on scratch tenant databases.
+bench-reevaluation: install services
+	$(BIN)/python -m services.bench.reevaluation
 
 unit: install
 	$(BIN)/pytest tests/unit

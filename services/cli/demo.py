@@ -89,6 +89,12 @@ def summarise(console: Console, app: AppContext, result: demo_run.Result) -> Non
     )
     for slug, count in sorted(result.committed.items()):
         console.print(f"  {slug:10} {count:6,}  (published {result.outcome.per_tenant[slug]:,})")
+    console.print(
+        f"[bold]vulnerabilities[/] (the shipped bookworm catalog, revision "
+        f"{result.catalog_revision}; matched as each packages snapshot commits):"
+    )
+    for slug, (hosts, found) in sorted(result.findings.items()):
+        console.print(f"  {slug:10} {found:6,} open findings on {hosts} host(s)")
     console.print("[bold]dead letters[/] (the misbehaving publishers, and any before):")
     for queue, reasons in sorted(result.dead_letters.items()):
         for reason, count in sorted(reasons.items()):
@@ -102,6 +108,8 @@ def summarise(console: Console, app: AppContext, result: demo_run.Result) -> Non
         )
     siloflow = command_path()
     console.print(f"  the deployment      {siloflow} status")
+    first = sorted(result.findings)[0] if result.findings else "acme"
+    console.print(f"  findings            {siloflow} findings --tenant {first}")
     console.print(f"  dead letters        {siloflow} dlq list   (then: {siloflow} dlq show <id>)")
     console.print(
         f"  keep it running     {siloflow} run all    and   "

@@ -39,8 +39,22 @@ def _render(status: Status) -> Group:
             f"{q.deliver_rate:.1f}",
             _wait(q),
         )
-    tenants = Table(title="tenants")
-    for column in ("tenant", "status", "hosts", "reports/min", "last commit", "problem"):
+    catalog = (
+        "no vulnerability catalog imported"
+        if status.catalog_revision is None
+        else f"catalog revision {status.catalog_revision}, "
+        f"{(status.catalog_age_s or 0) / 3600:.1f} h old"
+    )
+    tenants = Table(title=f"tenants ({catalog})")
+    for column in (
+        "tenant",
+        "status",
+        "hosts",
+        "reports/min",
+        "last commit",
+        "open findings",
+        "problem",
+    ):
         tenants.add_column(column)
     for t in status.tenants:
         tenants.add_row(
@@ -49,6 +63,7 @@ def _render(status: Status) -> Group:
             str(t.hosts),
             "-" if t.reports_last_minute is None else str(t.reports_last_minute),
             t.last_commit.isoformat(timespec="seconds") if t.last_commit else "-",
+            "-" if t.open_findings is None else str(t.open_findings),
             t.error or "",
         )
     letters = Table(title="dead letters by reason")

@@ -89,6 +89,16 @@ async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+async def first_of(*events: asyncio.Event, timeout_s: float) -> None:
+    """Wait until any of the events is set, or `timeout_s` has passed."""
+    tasks = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
     """SIGTERM and SIGINT set `stop` (the service then drains and exits)."""
     loop = asyncio.get_running_loop()

@@ -77,6 +77,25 @@ CATALOG_REVISION = Gauge(
     "siloflow_catalog_revision",
     "The vulnerability catalog revision this process matches against (0: none yet).",
 )
+CATALOG_REEVALUATED = Counter(
+    "siloflow_catalog_reevaluated_hosts_total",
+    "Hosts whose findings the sweeper matched again after a new catalog revision, by tenant.",
+    ["tenant"],
+)
+CATALOG_AGE = Gauge(
+    "siloflow_catalog_age_seconds",
+    "How old the vulnerability catalog revision in force is (set by the sweeper; 0: none).",
+)
+CATALOG_HOSTS_BEHIND = Gauge(
+    "siloflow_catalog_hosts_behind",
+    "Hosts of a tenant not yet evaluated against the catalog revision in force, after a pass.",
+    ["tenant"],
+)
+FINDINGS_OPEN = Gauge(
+    "siloflow_findings_open",
+    "Open vulnerability findings, by tenant and the advisory's urgency (set by the sweeper).",
+    ["tenant", "urgency"],
+)
 CREDENTIAL_RENEWALS = Counter(
     "siloflow_credential_renewals_total",
     "Tenant database logins issued or renewed.",

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import asyncpg
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 
 from services.agent.simulate import Outcome, enroll_fleet, simulate
+from services.catalog import store as catalog_store
 from services.core.broker.users import BrokerRole, management_url
 from services.core.names import Names
 from services.core.registry import queries as registry
@@ -36,6 +38,9 @@ from services.ops.tenants import create_tenant, registry_connection
 STATE_DIR = Path(".siloflow-demo")  # the services' log and pid, in the working directory
 MISBEHAVING = 4  # letters the simulator's misbehaving publishers leave
 SERVICES_STOP_S = 60.0
+# The real bookworm catalog shipped with siloflow (services/catalog/data): the demo's fleet runs
+# Debian 12, and its findings are the answer a scanner would give for that snapshot.
+SHIPPED_CATALOG = resources.files("services.catalog").joinpath("data/debian12-security-fixes.json")
 
 
 @dataclass
@@ -61,6 +66,9 @@ class Result:
     settled: bool
     log: Path
     elapsed_s: float = 0.0
+    # tenant -> (hosts with open findings, open findings), from the shipped catalog
+    findings: dict[str, tuple[int, int]] = field(default_factory=dict)
+    catalog_revision: int | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -83,6 +91,22 @@ class Watcher:
             finally:
                 await conn.close()
         return counts
+
+    async def findings(self) -> dict[str, tuple[int, int]]:
+        """Hosts with open findings, and open findings, in each tenant's database."""
+        found = {}
+        for slug, database in self.databases.items():
+            conn = await asyncpg.connect(f"{self.server}/{database}")
+            try:
+                row = await conn.fetchrow(
+                    "select count(distinct host_id) as hosts, count(*) as open from findings "
+                    "where resolved_at is null"
+                )
+                assert row is not None
+                found[slug] = (int(row["hosts"]), int(row["open"]))
+            finally:
+                await conn.close()
+        return found
 
     async def queues(self) -> dict[str, int]:
         """Messages in each work queue (the management API's view)."""
@@ -112,6 +136,14 @@ async def set_up(
     report = await migrate.migrate(settings)
     if report.failed:
         raise RuntimeError(f"migrations failed: {report.failed}")
+    with resources.as_file(SHIPPED_CATALOG) as path, path.open("rb") as stream:
+        imported = await catalog_store.import_feed(
+            settings, stream, source="the shipped bookworm catalog", releases={"bookworm"}
+        )
+    say(
+        f"vulnerability catalog: revision {imported.current} ({imported.total:,} advisories"
+        + (", already in force)" if imported.revision is None else ")")
+    )
     databases = {}
     for slug in options.tenants:
         async with registry_connection(settings) as conn:
@@ -223,6 +255,8 @@ async def demo(
             settled=settled,
             log=STATE_DIR / "services.log",
             elapsed_s=time.monotonic() - started,
+            findings=await watcher.findings(),
+            catalog_revision=(await catalog_store.revisions(settings, limit=1))[0].id,
         )
     finally:
         console.print("[dim]stopping the services[/dim]")

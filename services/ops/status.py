@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import func, select, text
 
 from services.core.broker.users import BrokerRole, management_url
@@ -24,9 +25,11 @@ from services.ops.management import Management
 
 _ACTIVITY = """
     select count(*) filter (where committed_at > now() - interval '1 minute') as last_minute,
-           max(committed_at) as last_commit
+           max(committed_at) as last_commit,
+           (select count(*) from findings where resolved_at is null) as open_findings
     from agent_messages
 """
+_CATALOG = "select id, imported_at from shared_catalog_revisions order by id desc limit 1"
 
 
 @dataclass
@@ -70,6 +73,7 @@ class TenantView:
     reports_last_minute: int | None
     last_commit: datetime | None
     error: str | None = None
+    open_findings: int | None = None
 
     def as_json(self) -> dict[str, object]:
         """The tenant for `status --json`."""
@@ -86,6 +90,8 @@ class Status:
     queues: list[QueueStatus] = field(default_factory=list)
     tenants: list[TenantView] = field(default_factory=list)
     dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+    catalog_revision: int | None = None  # the vulnerability catalog's, None: none imported
+    catalog_age_s: float | None = None
 
     def as_json(self) -> dict[str, object]:
         """The whole status for `status --json`."""
@@ -93,7 +99,25 @@ class Status:
             "queues": [q.as_json() for q in self.queues],
             "tenants": [t.as_json() for t in self.tenants],
             "dead_letters": self.dead_letters,
+            "catalog": {"revision": self.catalog_revision, "age_s": self.catalog_age_s},
         }
+
+
+async def _catalog(settings: Settings) -> tuple[int | None, float | None]:
+    """The catalog revision in force and its age (None: none imported, or not readable)."""
+    try:
+        conn = await asyncpg.connect(settings.shared_url, timeout=settings.connect_timeout_s)
+    except (OSError, asyncpg.PostgresError):
+        return None, None
+    try:
+        row = await conn.fetchrow(_CATALOG)
+    except asyncpg.PostgresError:
+        return None, None
+    finally:
+        await conn.close()
+    if row is None:
+        return None, None
+    return row["id"], (datetime.now(UTC) - row["imported_at"]).total_seconds()
 
 
 def _role(names: Names, queue: str) -> str | None:
@@ -157,7 +181,7 @@ async def collect(settings: Settings, *, reasons: bool = True) -> Status:
             try:
                 async with databases.begin(tenant) as conn:
                     activity = (await conn.execute(text(_ACTIVITY))).one()
-                row.reports_last_minute, row.last_commit = activity
+                row.reports_last_minute, row.last_commit, row.open_findings = activity
             except Exception as exc:  # one unreachable tenant is reported, not fatal
                 row.error = str(exc).splitlines()[0]
             return row
@@ -166,6 +190,7 @@ async def collect(settings: Settings, *, reasons: bool = True) -> Status:
     finally:
         await databases.close()
         await engine.dispose()
+    status.catalog_revision, status.catalog_age_s = await _catalog(settings)
     if reasons:
         letters = await dlq.browse(settings, dlq.Filters())
         by_queue: dict[str, Counter[str]] = {}

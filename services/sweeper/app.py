@@ -1,23 +1,29 @@
-"""The sweeper: one active at a time (a PostgreSQL advisory lock in the registry; the others wait
-as standbys), each pass fanning out across every active tenant database with bounded
-concurrency, one isolated session each; a tenant that fails is logged loudly and the others go
-on."""
+"""The sweeper: the deployment's server-wide background work. One active at a time (a PostgreSQL
+advisory lock in the registry; the others wait as standbys), each pass fanning out across every
+active tenant database with bounded concurrency, one isolated session each; a tenant that fails
+is logged loudly and the others go on. A pass marks silent hosts down, prunes old messages, and
+brings every host's findings to the catalog revision in force (`catch_up`): a pass starts as soon
+as a new revision lands, a suspended tenant is caught up once it is active again, and a pass cut
+short anywhere (a SIGKILL) resumes where it was, each host's revision being recorded with its
+findings."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
 
-from services.core import backoff
+from services.core import backoff, metrics
+from services.core.catalog.findings import CatchUp, catch_up, summary
+from services.core.catalog.live import LiveCatalog, changed_sources
 from services.core.db import registry_engine
 from services.core.diagnosis import Outage
 from services.core.failures import classify
-from services.core.lifespan import health, stop_on_signals, stopped_within
+from services.core.lifespan import first_of, health, stop_on_signals
 from services.core.outcomes import Failure
 from services.core.registry import queries as registry
 from services.core.registry.queries import TenantRecord
@@ -43,13 +49,30 @@ class PassReport:
     marked_down: dict[str, int] = field(default_factory=dict)
     pruned: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    caught_up: dict[str, CatchUp] = field(default_factory=dict)  # by tenant, with a catalog
+    catalog_revision: int | None = None
 
 
 async def sweep_once(
-    settings: Settings, databases: TenantDatabases, tenants: list[TenantRecord]
+    settings: Settings,
+    databases: TenantDatabases,
+    tenants: list[TenantRecord],
+    catalog: LiveCatalog | None = None,
 ) -> PassReport:
-    """One pass over these tenants: mark silent hosts down, prune old messages."""
+    """One pass over these tenants: mark silent hosts down, prune old messages, bring findings
+    to the catalog revision in force."""
     report = PassReport()
+    index = catalog.index if catalog is not None else None
+    report.catalog_revision = index.revision if index is not None else None
+    if index is not None and index.imported_at is not None:
+        metrics.CATALOG_AGE.set((datetime.now(UTC) - index.imported_at).total_seconds())
+    known: dict[tuple[int, int], set[tuple[str, str]]] = {}
+
+    async def changes(since: int, upto: int) -> set[tuple[str, str]]:
+        if (since, upto) not in known:  # the same for every tenant at that revision
+            known[(since, upto)] = await changed_sources(settings, since, upto)
+        return known[(since, upto)]
+
     limit = asyncio.Semaphore(settings.sweep_concurrency)
     silence = timedelta(seconds=settings.host_down_after_s)
     age = timedelta(days=settings.retention_days)
@@ -60,6 +83,13 @@ async def sweep_once(
                 engine = await databases.engine(tenant)
                 report.marked_down[tenant.slug] = await mark_down(engine, silence)
                 report.pruned[tenant.slug] = await prune(engine, age, PRUNE_BATCH)
+                if index is not None:
+                    async with engine.connect() as session:
+                        raw = await session.get_raw_connection()
+                        done = await catch_up(raw.driver_connection, index, changes)
+                        behind, by_urgency = await summary(raw.driver_connection, index.revision)
+                    report.caught_up[tenant.slug] = done
+                    _export(tenant.slug, done, behind, by_urgency)
             except Exception as exc:  # one tenant's failure never stops the others
                 report.failed[tenant.slug] = str(exc).splitlines()[0] if str(exc) else repr(exc)
                 log.error(
@@ -71,9 +101,25 @@ async def sweep_once(
         "sweeper.pass",
         marked_down=sum(report.marked_down.values()),
         pruned=sum(report.pruned.values()),
+        catalog_revision=report.catalog_revision,
+        reevaluated=sum(c.evaluated for c in report.caught_up.values()),
         failed=sorted(report.failed),
     )
     return report
+
+
+# Urgencies each tenant has had open findings of: one that has none left is set to 0, not left
+# at its last count.
+_URGENCIES_SEEN: dict[str, set[str]] = {}
+
+
+def _export(tenant: str, done: CatchUp, behind: int, by_urgency: dict[str, int]) -> None:
+    metrics.labelled(metrics.CATALOG_REEVALUATED, tenant).inc(done.evaluated)
+    metrics.labelled(metrics.CATALOG_HOSTS_BEHIND, tenant).set(behind)
+    seen = _URGENCIES_SEEN.setdefault(tenant, set())
+    seen.update(by_urgency)
+    for urgency in seen:
+        metrics.labelled(metrics.FINDINGS_OPEN, tenant, urgency).set(by_urgency.get(urgency, 0))
 
 
 async def run(
@@ -92,8 +138,11 @@ async def run(
     readiness.ready = True
     outage = Outage("sweeper.registry_unavailable", settings, "SILOFLOW_REGISTRY_DSN")
     retries = backoff.delays(settings.retry_max_s)
+    catalog = LiveCatalog(settings)
     try:
+        await catalog.start()
         while not stop.is_set():
+            catalog.landed.clear()
             wait_s = settings.sweep_interval_s
             try:
                 if holder is None or holder.is_closed():
@@ -101,7 +150,7 @@ async def run(
                 if holder is not None:
                     async with engine.connect() as conn:
                         tenants = await registry.active_tenants(conn)
-                    last = await sweep_once(settings, databases, tenants)
+                    last = await sweep_once(settings, databases, tenants, catalog)
                     outage.recovered()
                 else:
                     log.info("sweeper.standby", reason="another sweeper holds the lock")
@@ -117,8 +166,9 @@ async def run(
                 retries = backoff.delays(settings.retry_max_s)
             if burst:
                 break
-            await stopped_within(stop, wait_s)
+            await first_of(stop, catalog.landed, timeout_s=wait_s)  # a new revision: at once
     finally:
+        await catalog.close()
         if holder is not None and not holder.is_closed():
             await holder.close()  # closing the session releases the advisory lock
         await databases.close()

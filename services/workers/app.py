@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.core.broker.publish import DeadLetters
 from services.core.broker.topology import missing_queues
 from services.core.broker.users import BrokerRole
+from services.core.catalog.live import LiveCatalog
 from services.core.db import registry_engine
 from services.core.diagnosis import Outage
 from services.core.errors import DatabaseUnavailable
-from services.core.lifespan import broker, health, stop_on_signals, wait_drained
+from services.core.lifespan import broker, first_of, health, stop_on_signals, wait_drained
 from services.core.names import Names
 from services.core.outcomes import Stage
 from services.core.registry import queries as registry
@@ -30,7 +31,6 @@ from services.core.settings import Settings
 from services.core.silo.databases import RegistryDirectory, TenantDatabases
 from services.workers import store
 from services.workers.assignment import Shard, owner
-from services.workers.catalog import LiveCatalog
 from services.workers.consumer import TenantConsumer
 
 log = structlog.get_logger(__name__)
@@ -196,7 +196,7 @@ async def run(
             if burst:
                 await pinned.drained()
                 break
-            await _first_of(stop, changed, timeout_s=RECONCILE_INTERVAL_S)
+            await first_of(stop, changed, timeout_s=RECONCILE_INTERVAL_S)
     finally:
         if pinned is not None:
             await pinned.stop()
@@ -206,12 +206,3 @@ async def run(
         await databases.close()
         await engine.dispose()
     log.info("workers.stopped", pinned=label)
-
-
-async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
-    tasks = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from services.core import backoff, metrics
 from services.core.broker.publish import DeadLetters, observe_lag, settle, settle_all
 from services.core.broker.topology import consumable, tenant_queue
+from services.core.catalog.live import LiveCatalog
 from services.core.errors import UnreadableReport
 from services.core.failures import classify
 from services.core.lifespan import InFlight, stopped_within
@@ -26,7 +27,6 @@ from services.core.outcomes import Failure, Reason
 from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
 from services.core.silo.databases import TenantDatabases
-from services.workers.catalog import LiveCatalog
 from services.workers.handlers import Report, fill_wait_s, read_report
 from services.workers.store import WRITERS, commit_batch
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from services.core.catalog import findings
 from services.core.catalog.matcher import CatalogIndex, installed_of
-from services.workers import findings
 from services.workers.handlers import (
     Report,
     compliance_rows,

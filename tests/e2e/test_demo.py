@@ -31,6 +31,7 @@ def test_demo_shows_reports_landing_and_down_removes_it(
     assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
     out = shown.stdout
     assert "120 of 120 reports committed" in out
+    assert "vulnerabilities (the shipped bookworm catalog, revision" in out
     for reason in ("bad-signature", "not-json", "schema-violation", "no-tenant-binding"):
         assert reason in out
     ns = e2e_settings.namespace

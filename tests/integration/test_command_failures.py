@@ -228,11 +228,18 @@ def waiting(lines: list[str]) -> bool:
 
 
 async def say_waiting(args: list[str], env: dict[str, str]) -> Said:
-    """A service: it exits (with its line) or is seen waiting, and is then stopped."""
+    """A service: it exits (with its line) or is seen waiting, and is then stopped. One that
+    does neither is made to dump its threads' stacks (faulthandler, on SIGABRT) for the failure
+    message: where it hangs is the finding."""
     process = await asyncio.create_subprocess_exec(
         str(SILOFLOW),
         *args,
-        env={**env, "SILOFLOW_LOG_LEVEL": "debug", "SILOFLOW_RETRY_MAX_S": "0.5"},
+        env={
+            **env,
+            "SILOFLOW_LOG_LEVEL": "debug",
+            "SILOFLOW_RETRY_MAX_S": "0.5",
+            "PYTHONFAULTHANDLER": "1",
+        },
         stdin=subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -249,7 +256,12 @@ async def say_waiting(args: list[str], env: dict[str, str]) -> Said:
                     await process.wait()
                     return Said(None, "", "\n".join(lines))
     except TimeoutError:
-        tail = "\n".join(lines[-20:])
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGABRT)
+        with contextlib.suppress(TimeoutError):
+            rest = await asyncio.wait_for(process.stderr.read(), 10)
+            lines += rest.decode(errors="replace").splitlines()
+        tail = "\n".join(lines[-60:])
         raise AssertionError(f"{args}: neither exited nor seen waiting:\n{tail}") from None
     finally:
         if process.returncode is None:

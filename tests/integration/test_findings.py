@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from services.catalog import store
+from services.core.catalog.live import load_index
 from services.core.catalog.matcher import CatalogIndex, installed_of
 from services.core.catalog.versions import compare
-from services.workers.catalog import load_index
 from tests.integration.pipeline import Env, bound_host, drain, fetch, publish
 from tests.reports import DEBIAN_PACKAGES, packages, report, system_info
 from tests.support import invoke_cli

@@ -240,3 +240,20 @@ def test_the_scale_ratio_is_the_median_pair_and_every_target_is_checked() -> Non
     assert per["provision_s"] == 0.5
     costs = scale.table_markdown(scale.cost_table(scale.document(pairs, 1000)))
     assert "| memory (PSS): postgresql | 105 MiB | 600 MiB | 0.500 MiB |" in costs
+
+
+def test_the_matching_bench_prints_its_figures_and_refuses_too_few_rounds(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.bench import matching  # noqa: PLC0415
+
+    monkeypatch.setattr("sys.argv", ["matching", "--rounds", "100"])
+    matching.main()
+    out = capsys.readouterr().out
+    assert "bookworm advisories" in out and "findings" in out
+    assert "match (warm): p50" in out and "match (cold): p50" in out
+    monkeypatch.setattr("sys.argv", ["matching", "--rounds", "5"])
+    with pytest.raises(SystemExit) as refused:
+        matching.main()
+    assert refused.value.code == 2
+    assert "--rounds must be at least 100" in capsys.readouterr().err

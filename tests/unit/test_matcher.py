@@ -27,6 +27,7 @@ CATALOG = json.loads((ROOT / "services/catalog/data/debian12-security-fixes.json
 def index(*records: tuple[str, str, str, str | None]) -> CatalogIndex:
     return CatalogIndex(
         1,
+        None,
         (
             ("bookworm", source, Advisory(cve, status, fixed, "low"))
             for source, cve, status, fixed in records
@@ -100,7 +101,7 @@ def catalog_index() -> CatalogIndex:
         for release, r in entry["releases"].items()
         if release == "bookworm"
     ]
-    return CatalogIndex(1, records)
+    return CatalogIndex(1, None, records)
 
 
 @pytest.mark.skipif(shutil.which("dpkg") is None, reason="dpkg is not installed here")

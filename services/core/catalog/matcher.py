@@ -14,6 +14,8 @@ import bisect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import repeat
 
 from services.core.catalog import versions
 
@@ -83,9 +85,6 @@ class _SourceAdvisories:
     fixed: list[Advisory] = field(default_factory=list)
     keys: list[versions.Key] = field(default_factory=list)
 
-    def affecting(self, key: versions.Key) -> list[Advisory]:
-        return self.unfixed + self.fixed[bisect.bisect_right(self.keys, key) :]
-
 
 @dataclass(frozen=True)
 class Match:
@@ -98,11 +97,17 @@ class Match:
 class CatalogIndex:
     """One catalog revision in memory, by (release, source package)."""
 
-    def __init__(self, revision: int, records: Iterable[tuple[str, str, Advisory]]) -> None:
-        """Index (release, source, advisory) records. A record fixed in version `0` (never
-        affected) is left out, and so is one whose fixed version does not parse (the importers
-        refuse those: this only guards)."""
+    def __init__(
+        self,
+        revision: int,
+        imported_at: datetime | None,
+        records: Iterable[tuple[str, str, Advisory]],
+    ) -> None:
+        """Index (release, source, advisory) records of the revision imported at `imported_at`.
+        A record fixed in version `0` (never affected) is left out, and so is one whose fixed
+        version does not parse (the importers refuse those: this only guards)."""
         self.revision = revision
+        self.imported_at = imported_at
         self.size = 0
         self._by_source: dict[tuple[str, str], _SourceAdvisories] = {}
         pending: dict[tuple[str, str], list[tuple[versions.Key, Advisory]]] = {}
@@ -144,7 +149,11 @@ class CatalogIndex:
             except ValueError:
                 unparsed += 1
                 continue
-            findings.extend((package, a) for a in entry.affecting(key))
+            # Pairs made in C (zip over a repeat): a kernel matches thousands of advisories.
+            findings.extend(zip(repeat(package), entry.unfixed))
+            findings.extend(
+                zip(repeat(package), entry.fixed[bisect.bisect_right(entry.keys, key) :])
+            )
         return Match(findings, unparsed)
 
 

@@ -1,16 +1,20 @@
-"""A host's findings, written in the transaction that commits what they derive from (its packages
-snapshot, or a system_info that changes its release): the findings now are compared with the
-open ones, new ones are opened, those no longer found are resolved (kept, with `resolved_at`: the
-tenant keeps its history), and what the host was evaluated with is recorded. A redelivered or
-older report never gets here (the newest-report guard), so a newer snapshot never reopens what an
-older one closed, and a redelivery changes nothing."""
+"""A host's findings in its tenant's database: written in the transaction that commits what they
+derive from (its packages snapshot, or a system_info that changes its release; the workers), or
+when a new catalog revision changes the advisories of a source it has installed (`catch_up`; the
+sweeper's re-evaluation). The findings now are compared with the open ones, new ones are opened,
+those no longer found are resolved (kept, with `resolved_at`: the tenant keeps its history), and
+what the host was evaluated with is recorded (`host_findings_state`). A redelivered or older
+report never gets here (the newest-report guard), so a newer snapshot never reopens what an older
+one closed, and a redelivery changes nothing. One host is evaluated by one transaction at a time
+(a transaction-scoped advisory lock on the host), whoever evaluates it."""
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -65,6 +69,11 @@ _STATE = """
 """
 
 
+def host_lock(host_id: uuid.UUID) -> int:
+    """The advisory lock id that serialises a host's evaluations (a worker's and the sweeper's)."""
+    return int.from_bytes(host_id.bytes[:8], "big", signed=True)
+
+
 @dataclass(frozen=True)
 class Evaluated:
     """What evaluating one host changed."""
@@ -115,6 +124,7 @@ async def evaluate(
     committed) or the packages stored for it. With `only_if_release_changed` (a system_info),
     nothing happens unless its release differs from the one its findings were evaluated with;
     None then."""
+    await conn.execute("select pg_advisory_xact_lock($1)", host_lock(host_id))
     row = await conn.fetchrow(_HOST, host_id)
     assert row is not None
     release = release_of(row["os_name"], row["os_version"])
@@ -161,3 +171,101 @@ async def evaluate(
         await conn.execute(_RESOLVE, host_id, [p for p, _ in gone], [c for _, c in gone], at)
     await conn.execute(_STATE, host_id, release, index.revision, match.unparsed)
     return Evaluated(len(new), len(gone), len(changed), match.unparsed, release)
+
+
+# A catalog revision's difference, as re-evaluation needs it: the (release, source) pairs whose
+# advisories were added, changed or removed after one revision, up to another.
+Changes = Callable[[int, int], Awaitable[set[tuple[str, str]]]]
+
+_NEVER_EVALUATED = """
+    select distinct p.host_id from host_packages p
+    where not exists (select 1 from host_findings_state s where s.host_id = p.host_id)
+"""
+_BEHIND = """
+    select catalog_revision, count(*) as hosts from host_findings_state
+    where catalog_revision is distinct from $1 group by catalog_revision
+"""
+_TOUCHED = """
+    select distinct s.host_id from host_findings_state s
+    join host_packages p on p.host_id = s.host_id
+    join unnest($2::text[], $3::text[]) as c(release, source)
+      on c.release = s.release and c.source = coalesce(p.source, p.name)
+    where s.catalog_revision is not distinct from $1
+"""
+_MOVE_ON = """
+    update host_findings_state set catalog_revision = $2
+    where catalog_revision is not distinct from $1
+"""
+
+
+@dataclass
+class CatchUp:
+    """What bringing one tenant to a revision did."""
+
+    evaluated: int = 0  # hosts matched again
+    moved_on: int = 0  # hosts whose sources no changed advisory touches: recorded as current
+    opened: int = 0
+    resolved: int = 0
+    revisions: list[int | None] = field(default_factory=list)  # where its hosts came from
+
+
+async def catch_up(conn: asyncpg.Connection, index: CatalogIndex, changes: Changes) -> CatchUp:
+    """Bring every host of one tenant database to the index's revision, each in a transaction of
+    its own (a pass cut short anywhere resumes where it was: a host's recorded revision is
+    written with its findings). A host never evaluated is matched whole; one evaluated with an
+    earlier revision only if a source it has installed had its advisories changed since, for its
+    release; the others are recorded as current without matching (a daily feed update touches
+    a few sources, not a fleet)."""
+    done = CatchUp()
+    now = datetime.now(UTC)
+
+    async def one(host_id: uuid.UUID) -> None:
+        async with conn.transaction():
+            result = await evaluate(conn, index, host_id, now)
+        done.evaluated += 1
+        if result is not None:
+            done.opened += result.opened
+            done.resolved += result.resolved
+
+    for row in await conn.fetch(_NEVER_EVALUATED):
+        await one(row["host_id"])
+    for row in await conn.fetch(_BEHIND, index.revision):
+        since = row["catalog_revision"]
+        done.revisions.append(since)
+        if since is None:
+            touched = [
+                r["host_id"]
+                for r in await conn.fetch(
+                    "select host_id from host_findings_state where catalog_revision is null"
+                )
+            ]
+        else:
+            pairs = sorted(await changes(since, index.revision))
+            touched = [
+                r["host_id"]
+                for r in await conn.fetch(
+                    _TOUCHED, since, [p[0] for p in pairs], [p[1] for p in pairs]
+                )
+            ]
+        for host_id in touched:
+            await one(host_id)
+        moved = await conn.execute(_MOVE_ON, since, index.revision)
+        done.moved_on += int(moved.split()[-1])
+    return done
+
+
+_SUMMARY = """
+    select (select count(*) from host_findings_state
+            where catalog_revision is distinct from $1) as behind,
+           coalesce((select json_object_agg(urgency, n) from (
+               select urgency, count(*) as n from findings where resolved_at is null
+               group by urgency) u), '{}') as open
+"""
+
+
+async def summary(conn: asyncpg.Connection, revision: int) -> tuple[int, dict[str, int]]:
+    """Hosts not at `revision`, and open findings by urgency, of one tenant database."""
+    row = await conn.fetchrow(_SUMMARY, revision)
+    assert row is not None
+    opened = row["open"]
+    return int(row["behind"]), dict(json.loads(opened) if isinstance(opened, str) else opened)
