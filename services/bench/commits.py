@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.bench import scratch
 from services.bench.procstat import CLOCK_TICKS
-from services.ops.chains import upgrade
 from services.workers import store
 from services.workers.handlers import Report
 
@@ -105,14 +104,7 @@ async def run(admin_dsn: str, rounds: int) -> None:
     database = f"benchcommits{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_dsn)
     try:
-        await admin.execute(f'create database "{database}"')
-        dsn = f"{admin_dsn.rsplit('/', 1)[0]}/{database}"
-        engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
-        try:
-            async with engine.connect() as conn:
-                await upgrade(conn, "tenant")
-        finally:
-            await engine.dispose()
+        dsn = await scratch.tenant_database(admin, admin_dsn, database)
         print(
             f"{'pattern':<46} {'session settings':<17} {'client ms':>9} {'server ms':>9} "
             f"{'wall ms':>8}   per report, median of {rounds} interleaved rounds"

@@ -25,13 +25,12 @@ from importlib import resources
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.bench import scratch
 from services.bench.workload import packages_snapshot
 from services.core.catalog.findings import catch_up
 from services.core.catalog.live import settle_heap
 from services.core.catalog.matcher import Advisory, CatalogIndex
-from services.ops.chains import upgrade
 from services.workers import store
 from services.workers.handlers import Report
 
@@ -117,21 +116,11 @@ async def apply(
 
 async def run(admin_dsn: str, tenants: int, hosts: int) -> None:
     """Set up, apply the two revisions in turn, print the figures, clean up."""
-    server = admin_dsn.rsplit("/", 1)[0]
     prefix = f"benchreeval{secrets.token_hex(3)}"
     names = [f"{prefix}_{i}" for i in range(tenants)]
     admin = await asyncpg.connect(admin_dsn)
     try:
-        for name in names:
-            await admin.execute(f'create database "{name}"')
-        dsns = [f"{server}/{name}" for name in names]
-        for dsn in dsns:
-            engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
-            try:
-                async with engine.connect() as conn:
-                    await upgrade(conn, "tenant")
-            finally:
-                await engine.dispose()
+        dsns = [await scratch.tenant_database(admin, admin_dsn, name) for name in names]
         first = shipped()
         full = {k: Advisory(a.cve_id, a.status, a.fixed_version, "high") for k, a in first.items()}
         daily = dict(full)

@@ -16,6 +16,7 @@ import dataclasses
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aio_pika
 import httpx
@@ -96,17 +97,23 @@ async def purge(env: Env, *queues: str) -> None:
             response.raise_for_status()
 
 
+def through_the_broker(examples: int) -> Any:
+    """Hypothesis settings for examples that each go through the real broker: no deadline, no
+    shrinking (each try is a broker round trip), the fixtures shared by every example."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
+
+
 @pytest.mark.timeout(300)
-@settings(
-    max_examples=4,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],  # no shrinking: each try is a broker round trip
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
+@through_the_broker(4)
 @given(batch=st.lists(deliveries(), min_size=25, max_size=25))
 async def test_the_router_answers_every_hostile_delivery(
     env: Env, batch: list[tuple[Delivery, object]]

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.core import wire
@@ -38,7 +38,7 @@ from tests.integration.pipeline import (
     dead_letters,
     publish,
 )
-from tests.integration.test_hostile import purge
+from tests.integration.test_hostile import purge, through_the_broker
 from tests.rawamqp import (
     PROPERTY_FLAGS,
     RawPublisher,
@@ -218,16 +218,7 @@ hostile_properties = st.fixed_dictionaries(
 
 
 @pytest.mark.timeout(600)
-@settings(
-    max_examples=6,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],  # no shrinking: each try is a broker round trip
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
+@through_the_broker(6)
 @given(batch=st.lists(hostile_properties, min_size=8, max_size=8))
 async def test_generated_hostile_properties_never_hold_up_a_good_report(
     env: Env, batch: list[dict[str, bytes]]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -206,7 +206,6 @@ class CatchUp:
     moved_on: int = 0  # hosts whose sources no changed advisory touches: recorded as current
     opened: int = 0
     resolved: int = 0
-    revisions: list[int | None] = field(default_factory=list)  # where its hosts came from
 
 
 async def catch_up(conn: asyncpg.Connection, index: CatalogIndex, changes: Changes) -> CatchUp:
@@ -231,7 +230,6 @@ async def catch_up(conn: asyncpg.Connection, index: CatalogIndex, changes: Chang
         await one(row["host_id"])
     for row in await conn.fetch(_BEHIND, index.revision):
         since = row["catalog_revision"]
-        done.revisions.append(since)
         if since is None:
             touched = [
                 r["host_id"]

@@ -130,10 +130,6 @@ class CatalogIndex:
             entry.fixed = [a for _, a in fixed_list]
             entry.keys = [k for k, _ in fixed_list]
 
-    def sources(self, release: str) -> set[str]:
-        """The source packages with advisories in a release."""
-        return {source for (r, source) in self._by_source if r == release}
-
     def match(self, release: str | None, installed: Iterable[Installed]) -> Match:
         """The findings of a host of `release` with these packages installed."""
         if release is None:
