@@ -8,7 +8,7 @@ on commit): workers swap their index, re-evaluation starts."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass
 from datetime import datetime
@@ -45,7 +45,10 @@ _DIFFERENCE = """
              is distinct from
              (i.status, i.fixed_version, i.urgency, i.scope, i.description)) as changed,
       (select count(*) from shared_advisories a
-       where a.release = any($1::text[]) and not exists (
+       where a.release = any($1::text[])
+         and ($2::text[] is null or a.source = any($2::text[]))
+         and not (a.source = any($3::text[]))
+         and not exists (
           select 1 from incoming i
           where (i.release, i.source, i.cve_id) = (a.release, a.source, a.cve_id))) as removed,
       (select encode(sha256(convert_to(coalesce(string_agg(
@@ -112,6 +115,30 @@ async def import_feed(
     the first bad entry, and then nothing changed."""
     counts = feed.Counts()
     records = feed.read(stream, releases=releases, counts=counts)
+    return await import_records(
+        settings,
+        records,
+        counts=counts,
+        source=source,
+        format_=feed.FORMAT,
+        releases=lambda: releases if releases is not None else counts.releases,
+    )
+
+
+async def import_records(
+    settings: Settings,
+    records: Iterable[feed.Record],
+    *,
+    counts: feed.Counts,
+    source: str,
+    format_: str,
+    releases: Callable[[], set[str]],
+    only_sources: Collection[str] | None = None,
+    keep_sources: Collection[str] = (),
+) -> Imported:
+    """Import records as the catalog's next revision. What they replace: every record of
+    `releases()` (asked once the records are read), or only of `only_sources` when given; the
+    records of `keep_sources` (sources a build could not read) stay as they are."""
     async with shared_connection(settings) as conn, conn.transaction():
         await conn.execute("select pg_advisory_xact_lock(hashtext($1))", IMPORT_LOCK)
         await conn.execute(
@@ -124,8 +151,9 @@ async def import_feed(
                 await conn.copy_records_to_table("incoming", records=chunk, columns=COLUMNS)
         except asyncpg.UniqueViolationError as exc:
             raise feed.FeedError(f"a record is listed twice: {exc.detail or exc}") from None
-        scope = sorted(releases if releases is not None else counts.releases)
-        difference = await conn.fetchrow(_DIFFERENCE, scope)
+        scope = sorted(releases())
+        replaced = (list(only_sources) if only_sources is not None else None, list(keep_sources))
+        difference = await conn.fetchrow(_DIFFERENCE, scope, *replaced)
         assert difference is not None
         current = await conn.fetchval("select max(id) from shared_catalog_revisions")
         changed = difference["added"] + difference["changed"] + difference["removed"]
@@ -145,7 +173,7 @@ async def import_feed(
             "insert into shared_catalog_revisions (source, format, releases, advisories, added, "
             "changed, removed, digest) values ($1, $2, $3, $4, $5, $6, $7, $8) returning id",
             source,
-            feed.FORMAT,
+            format_,
             scope,
             difference["total"],
             difference["added"],
@@ -174,7 +202,10 @@ async def import_feed(
             """
             with gone as (
                 delete from shared_advisories a
-                where a.release = any($2::text[]) and not exists (
+                where a.release = any($2::text[])
+                  and ($3::text[] is null or a.source = any($3::text[]))
+                  and not (a.source = any($4::text[]))
+                  and not exists (
                     select 1 from incoming i
                     where (i.release, i.source, i.cve_id) = (a.release, a.source, a.cve_id))
                 returning a.release, a.source, a.cve_id
@@ -184,6 +215,13 @@ async def import_feed(
             """,
             revision,
             scope,
+            *replaced,
+        )
+        # A revision counts the catalog it leaves in force (an import may replace part of it).
+        in_force = await conn.fetchval(
+            "update shared_catalog_revisions set advisories = "
+            "(select count(*) from shared_advisories) where id = $1 returning advisories",
+            revision,
         )
         await conn.execute(
             "select pg_notify($1, $2)", Names(settings.namespace).catalog_channel, str(revision)
@@ -191,7 +229,7 @@ async def import_feed(
     return Imported(
         revision,
         revision,
-        difference["total"],
+        in_force,
         difference["added"],
         difference["changed"],
         difference["removed"],

@@ -11,8 +11,10 @@ from typing import IO
 
 import click
 import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services.catalog import feed, store
+from services.catalog import build, feed, store
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.catalog.matcher import RELEASES
 
@@ -111,6 +113,137 @@ def import_(
     )
     if done.counts.temporary_ids:
         click.echo(f"({done.counts.temporary_ids:,} TEMP- entries without a CVE id skipped)")
+
+
+@catalog.command("build")
+@click.option(
+    "--release", required=True, type=click.Choice(sorted(RELEASES)), help="The Debian release."
+)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    help="Only this source package (repeat for more; default: every source the archive has).",
+)
+@click.option("--arch", default="amd64", show_default=True, help="The index of this architecture.")
+@click.option("--mirror", help="The main archive (default: apt's, else deb.debian.org).")
+@click.option("--security-mirror", help="The security archive (default: apt's, else Debian's).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="What earlier builds read (default: <state_dir>/catalog-archive).",
+)
+@click.option(
+    "--keyring",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=build.DEFAULT_KEYRING,
+    show_default=True,
+    help="The keys the archive's signed indexes are checked against.",
+)
+@click.option(
+    "--max-download-mib",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="No single download larger than this; an upload that needs one is skipped.",
+)
+@json_option
+@pass_app
+def build_(
+    app: AppContext,
+    release: str,
+    sources: tuple[str, ...],
+    arch: str,
+    mirror: str | None,
+    security_mirror: str | None,
+    cache_dir: Path | None,
+    keyring: Path,
+    max_download_mib: int,
+    as_json: bool,
+) -> None:
+    """Build the catalog for a release from the Debian archive (the CVE ids each upload's
+    changelog.Debian names) and import it as the next revision: for sites the security tracker
+    cannot reach. Incremental: only uploads not read before are downloaded."""
+    for name in sources:
+        if not feed.SOURCE_NAME.match(name):
+            raise click.BadParameter(
+                f"{name!r} is not a Debian source package name", param_hint="--source"
+            )
+    apt = build.apt_mirrors(release)
+    mirrors = build.Mirrors(
+        (mirror or apt.main).rstrip("/"), (security_mirror or apt.security).rstrip("/")
+    )
+    settings = app.settings
+    run(store.revisions(settings, limit=1))  # the shared database answers, before any download
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"reading {release} uploads", total=None)
+        built = run(
+            build.build(
+                release,
+                mirrors=mirrors,
+                cache_dir=cache_dir or settings.state_dir / "catalog-archive",
+                arch=arch,
+                sources=frozenset(sources) or None,
+                keyring=keyring,
+                max_download_bytes=max_download_mib * 1024 * 1024,
+                on_plan=lambda plan: bar.update(task, total=plan.to_read),
+                on_upload=lambda upload, skipped: bar.advance(task),
+            )
+        )
+    counts = feed.Counts(records=len(built.records), sources=built.sources, releases={release})
+    done = run(
+        store.import_records(
+            settings,
+            built.records,
+            counts=counts,
+            source=f"{build.FORMAT} {mirrors.main} {mirrors.security} {release}",
+            format_=build.FORMAT,
+            releases=lambda: {release},
+            only_sources=sorted(sources) if sources else None,
+            keep_sources=sorted(built.skipped),
+        )
+    )
+    document = {
+        "revision": done.revision,
+        "current": done.current,
+        "advisories": done.total,
+        "added": done.added,
+        "changed": done.changed,
+        "removed": done.removed,
+        "digest": done.digest,
+        "release": release,
+        "mirrors": {"main": mirrors.main, "security": mirrors.security},
+        "sources": built.sources,
+        "records": len(built.records),
+        "uploads_read": built.uploads_read,
+        "uploads_cached": built.uploads_cached,
+        "downloaded_bytes": built.downloaded_bytes,
+        "skipped": built.skipped,
+    }
+    if as_json:
+        print_json(document)
+        return
+    click.echo(
+        f"{built.sources:,} sources: {built.uploads_read:,} uploads read "
+        f"({built.downloaded_bytes / 1e6:,.1f} MB downloaded), {built.uploads_cached:,} read "
+        f"before; {len(built.records):,} records"
+    )
+    for source, why in sorted(built.skipped.items()):
+        click.echo(f"skipped {source}: {why} (its records stay as they were)")
+    if done.revision is None:
+        click.echo(f"no change: revision {done.current} holds these records already")
+    else:
+        click.echo(
+            f"revision {done.revision}: {done.total:,} advisories in force ({done.added:,} "
+            f"added, {done.changed:,} changed, {done.removed:,} removed)"
+        )
 
 
 @catalog.command("status")

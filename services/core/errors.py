@@ -229,3 +229,16 @@ class ServerFailed(SiloflowError):
 
 class NotInSingleTenantMode(SiloflowError):
     """Raised when a multi-tenant command runs with `SILOFLOW_MULTITENANT=false`."""
+
+
+# -- the vulnerability catalog's sources -------------------------------------------------------
+
+
+class ArchiveError(Permanent):
+    """Raised when a Debian archive's index or package is not what the archive publishes or
+    cannot be trusted (a bad signature, an expired index, a digest that differs, a file over
+    its bound): names the file and what is wrong; nothing is imported."""
+
+
+class ArchiveUnavailable(Transient):
+    """Raised when a Debian archive cannot be reached or answers with an error."""

@@ -137,6 +137,11 @@ COMMANDS: dict[str, Command] = {
     "broker agent-url": Command((), ("nothing bootstrapped",)),
     # The catalog lives in the shared database, reached as the provisioner on the registry's
     # server: a registry database of another name does not stop it.
+    # Reaches the shared database before it downloads anything.
+    "catalog build": Command(
+        ("--release", "bookworm", "--source", "tar", "--cache-dir", "{tmp}/cache"),
+        ("PostgreSQL unreachable", "nothing bootstrapped"),
+    ),
     "catalog import": Command(("{feed}",), ("PostgreSQL unreachable", "nothing bootstrapped")),
     "catalog status": Command((), ("PostgreSQL unreachable", "nothing bootstrapped")),
     "findings": Command(("--tenant", "acme"), DB),
