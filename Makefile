@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ADMIN_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 DEMO_TENANTS ?= acme globex initech
 
-.PHONY: install services demo demo-down test test-openbao bench bench-commits bench-matching bench-reevaluation unit lint format faults clean
+.PHONY: install services demo demo-down test test-openbao bench bench-commits bench-matching bench-matching-cost bench-reevaluation unit lint format faults clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ bench-commits: install services
 # Matching a ~2,000-package snapshot against the shipped bookworm catalog, in-process.
 bench-matching: install
 	$(BIN)/python -m services.bench.matching
+
+# siloflow's throughput with the catalog matched against the same pipeline with matching off.
+bench-matching-cost: install services
+	$(BIN)/siloflow bench --matching-cost --out bench-matching-cost.json $(BENCH_ARGS)
 
 # The sweeper's re-evaluation after a new catalog revision, on scratch tenant databases.
 bench-reevaluation: install services

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import structlog
 from click.testing import CliRunner, Result
 
 from services.cli.main import cli
@@ -174,8 +175,14 @@ def drop_namespace_sync(namespace: str) -> None:
 
 async def invoke_cli(args: list[str], settings: Settings) -> Result:
     """Run the `siloflow` CLI in-process against this deployment. It runs its own event loop, so
-    it runs in a thread, out of the test's loop."""
-    return await asyncio.to_thread(CliRunner().invoke, cli, args, env=env_for(settings))
+    it runs in a thread, out of the test's loop. The CLI configures logging for its own output
+    (warnings only); the test process's configuration is put back after, or the tests after it
+    would capture no info event."""
+    saved = structlog.get_config()
+    try:
+        return await asyncio.to_thread(CliRunner().invoke, cli, args, env=env_for(settings))
+    finally:
+        structlog.configure(**saved)
 
 
 def needs(tool: str, where: str, *, ci_installs: bool = True) -> None:

@@ -22,7 +22,9 @@ import httpx
 
 from services.agent.client import Identity
 from services.agent.enroll import register_hosts
+from services.bench.matching import CATALOG
 from services.bench.processes import Running, start
+from services.catalog import store as catalog_store
 from services.core.errors import InvalidArgument
 from services.core.names import Names
 from services.core.outcomes import DeadLetterQueue
@@ -160,6 +162,12 @@ class Deployment:
             await self.seed_bindings(self.options.bindings)
         progress(f"enrolling {self.options.hosts} hosts through the reference client")
         await self.enroll(slugs)
+        # As deployed: the shipped bookworm catalog in force, so the workers match every
+        # packages snapshot (SILOFLOW_CATALOG_MATCHING=false turns it off for a side).
+        with CATALOG.open("rb") as stream:
+            await catalog_store.import_feed(
+                self.settings, stream, source="bench", releases={"bookworm"}
+            )
 
     async def seed_bindings(self, count: int) -> None:
         """Bulk bindings of hosts that never report (a large registry for the router)."""

@@ -28,7 +28,7 @@ async def publish(job: dict[str, Any]) -> dict[str, Any]:
         for i in job["identities"]
     ]
     planned = (
-        workload.warm_up(len(identities))
+        workload.warm_up(len(identities), job["warm_up"])
         if job.get("warm_up")
         else workload.plan(len(identities), int(job["count"]), int(job["seed"]))
     )
@@ -100,11 +100,11 @@ async def in_process(
     sign: bool,
     window: int,
     workdir: Path,
-    warm_up: bool = False,
+    warm_up: str | None = None,
 ) -> dict[str, Any]:
     """Run the publisher as a process of its own (the agents are not the services' CPU) and
-    return its summary with the set of message ids the broker confirmed. `warm_up`: one
-    heartbeat per host instead of the planned mix (`count` is then ignored)."""
+    return its summary with the set of message ids the broker confirmed. `warm_up`: one report
+    of that kind per host instead of the planned mix (`count` is then ignored)."""
     job_path = workdir / f"publish-{seed}.json"
     ids_path = workdir / f"ids-{seed}.txt"
     job = {

@@ -45,16 +45,17 @@ log = structlog.get_logger(__name__)
 # The report path's services (ingest only enrolls: it runs, idle, as it would in production).
 SERVICES = ("ingest", "router", "workers")
 BASELINE_SERVICES = ("forward", "write")
+WARM_UP = "system_info"  # each host's untimed first report, as an agent starts
 
 __all__ = ["Bench", "Options", "run"]
 
 
 class Publish(Protocol):
     """Publishes a phase: `count` reports of the seeded plan at `rate` (0: as fast as they are
-    taken), or with `warm_up` one heartbeat from each host."""
+    taken), or with `warm_up` one report of that kind from each host."""
 
     def __call__(
-        self, count: int, rate: float, seed: int, warm_up: bool = False
+        self, count: int, rate: float, seed: int, warm_up: str | None = None
     ) -> Awaitable[dict[str, Any]]: ...
 
 
@@ -62,7 +63,13 @@ class Bench(Deployment):
     """The two systems' runs, each a throughput phase and a latency phase."""
 
     async def publish(
-        self, exchange: str, count: int, rate: float, seed: int, sign: bool, warm_up: bool = False
+        self,
+        exchange: str,
+        count: int,
+        rate: float,
+        seed: int,
+        sign: bool,
+        warm_up: str | None = None,
     ) -> dict[str, Any]:
         # Siloflow's reports are published as agents publish them, with the agent user; the
         # baseline's with the URL its own topology was declared with.
@@ -97,7 +104,7 @@ class Bench(Deployment):
         if not self.options.warm_up:
             return
         progress(f"{system}: warming up, one report from each of {self.options.hosts:,} hosts")
-        each_host = functools.partial(publish, warm_up=True)
+        each_host = functools.partial(publish, warm_up=WARM_UP)
         phase = await self.measure(system, running, each_host, probe, self.options.hosts, 0, 0)
         if phase.missing or phase.unexpected:
             raise RuntimeError(
@@ -220,15 +227,19 @@ class Bench(Deployment):
         return Probe(self.pg, databases, table, self.admin_dsn)
 
     async def run_siloflow(
-        self, progress: Callable[[str], None], rate: float | None = None
+        self,
+        progress: Callable[[str], None],
+        rate: float | None = None,
+        *,
+        system: str = "siloflow",
+        env: dict[str, str] | None = None,
     ) -> SystemResult:
         """One run of siloflow: warm-up, throughput, then latency at `rate` (None: half of
-        this run's maximum)."""
+        this run's maximum). `env`: settings of every service for this run; `system` names it."""
         self.router_port = free_port()
-        running = self.start(
-            {name: ["run", name] for name in SERVICES},
-            envs={"router": {"SILOFLOW_METRICS_PORT": str(self.router_port)}},
-        )
+        envs = {name: dict(env or {}) for name in SERVICES}
+        envs["router"]["SILOFLOW_METRICS_PORT"] = str(self.router_port)
+        running = self.start({name: ["run", name] for name in SERVICES}, envs=envs)
         try:
             queues = [self.names.intake_queue] + [
                 self.names.tenant_queue(f"t{i:04d}") for i in range(self.options.tenants)
@@ -236,27 +247,27 @@ class Bench(Deployment):
             await self.wait_consumers(queues, timeout_s=120 + self.options.tenants * 0.2)
 
             async def publish(
-                count: int, rate: float, seed: int, warm_up: bool = False
+                count: int, rate: float, seed: int, warm_up: str | None = None
             ) -> dict[str, Any]:
                 exchange = self.names.agents_exchange
                 return await self.publish(exchange, count, rate, seed, True, warm_up)
 
             idle: dict[str, Any] = {}
             async with self.probe(self.tenant_dbs, "agent_messages") as probe:
-                await self.warm_up("siloflow", running, publish, probe, progress)
+                await self.warm_up(system, running, publish, probe, progress)
                 if self.options.idle_s:
-                    progress(f"siloflow: idle for {self.options.idle_s:.0f} s, every tenant warm")
+                    progress(f"{system}: idle for {self.options.idle_s:.0f} s, every tenant warm")
                     idle = await self.idle_cost(running, probe)
-                progress(f"siloflow: {self.options.reports:,} reports as fast as they are taken")
+                progress(f"{system}: {self.options.reports:,} reports as fast as they are taken")
                 peak = await self.measure(
-                    "siloflow", running, publish, probe, self.options.reports, 0, 1
+                    system, running, publish, probe, self.options.reports, 0, 1
                 )
                 self.latency_rate = rate or max(peak.throughput / 2, 1.0)
                 count = int(self.latency_rate * self.options.latency_s)
-                progress(f"siloflow: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
+                progress(f"{system}: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
                 before_steady = await scrape_router(self.router_port)
                 steady = await self.measure(
-                    "siloflow", running, publish, probe, count, self.latency_rate, 2
+                    system, running, publish, probe, count, self.latency_rate, 2
                 )
             rss = peak_rss(running)
             lookups = router_figures(await scrape_router(self.router_port), before_steady)
@@ -276,7 +287,7 @@ class Bench(Deployment):
         # With the services stopped and the cores idle: the lookup itself, not the scheduler.
         lookups.update(await self.directory_probe(progress))
         return SystemResult(
-            "siloflow", peak, steady, rss, dead_letters=await self.dead_letters(), extra=lookups
+            system, peak, steady, rss, dead_letters=await self.dead_letters(), extra=lookups
         )
 
     async def directory_probe(self, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -345,7 +356,7 @@ class Bench(Deployment):
             exchange = baseline.exchange_name(self.namespace)
 
             async def publish(
-                count: int, rate: float, seed: int, warm_up: bool = False
+                count: int, rate: float, seed: int, warm_up: str | None = None
             ) -> dict[str, Any]:
                 return await self.publish(exchange, count, rate, seed, False, warm_up)
 

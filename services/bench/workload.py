@@ -13,6 +13,9 @@ from services.agent.simulate import data_for, debian_packages
 # packages snapshots of about 2,000 entries.
 MIX = (("heartbeat", 90), ("system_info", 3), ("hardware", 2), ("compliance", 4), ("packages", 1))
 PACKAGES_PER_SNAPSHOT = 2000
+# A packages snapshot that differs from the host's last one (an upgrade since): one in ten. The
+# rest are the same packages again, as an agent reporting daily mostly sends.
+CHANGED_SNAPSHOTS = 0.1
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,12 @@ def plan(hosts: int, count: int, seed: int) -> list[Planned]:
     return [Planned(rng.randrange(hosts), kind) for kind in drawn]
 
 
-def warm_up(hosts: int) -> list[Planned]:
-    """One heartbeat from every host, in host order: each tenant's queue, consumer, login and
-    database connection has been used once before anything is timed."""
-    return [Planned(index, "heartbeat") for index in range(hosts)]
+def warm_up(hosts: int, kind: str = "system_info") -> list[Planned]:
+    """One report of `kind` from every host, in host order. The bench's warm-up is a system_info,
+    as an agent starts: each tenant's queue, consumer, login and database connection has been
+    used once before anything is timed, and each host's Debian release is known (its packages
+    snapshots are matched)."""
+    return [Planned(index, kind) for index in range(hosts)]
 
 
 def packages_snapshot() -> dict[str, Any]:
@@ -55,8 +60,26 @@ def packages_snapshot() -> dict[str, Any]:
     return {"manager": real["manager"], "packages": entries}
 
 
+def upgraded(packages: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The snapshot with one package (and its source) upgraded: a newer version in dpkg's order,
+    which may resolve findings."""
+    entries = list(packages["packages"])
+    index = rng.randrange(len(entries))
+    entry = entries[index]
+    version = entry.get("source_version", entry["version"])
+    entries[index] = {
+        **entry,
+        "version": entry["version"] + "+up1",
+        "source_version": version + "+up1",
+    }
+    return {**packages, "packages": entries}
+
+
 def data(
     kind: str, host_index: int, rng: random.Random, packages: dict[str, Any]
 ) -> dict[str, Any]:
-    """The report's data: the simulator's, with the larger packages snapshot."""
+    """The report's data: the simulator's, with the larger packages snapshot (one in ten of them
+    upgraded since the host's last)."""
+    if kind == "packages" and rng.random() < CHANGED_SNAPSHOTS:
+        packages = upgraded(packages, rng)
     return data_for(kind, rng, host_index, packages)

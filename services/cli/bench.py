@@ -9,6 +9,8 @@ import click
 from click.core import ParameterSource
 
 from services.bench.deployment import Options
+from services.bench.matching_cost import render as render_matching_cost
+from services.bench.matching_cost import run as run_matching_cost
 from services.bench.results import markdown as to_markdown
 from services.bench.results import render
 from services.bench.runner import run as run_bench
@@ -79,6 +81,12 @@ SCALE_TENANTS = 1000
     "throughput ratio, p99 and tenant sessions against their bound.",
 )
 @click.option(
+    "--matching-cost",
+    is_flag=True,
+    help="siloflow with the vulnerability catalog matched against siloflow with matching off "
+    "(SILOFLOW_CATALOG_MATCHING=false), --runs pairs alternating which runs first; no baseline.",
+)
+@click.option(
     "--admin-dsn",
     help="A superuser DSN of the PostgreSQL server to run on (it must record commit "
     "timestamps). Default: a server of the bench's own, started and removed by the bench. "
@@ -109,6 +117,7 @@ def bench(
     worker_processes: int,
     runs: int | None,
     scale: bool,
+    matching_cost: bool,
     admin_dsn: str | None,
     out: Path,
     markdown: Path | None,
@@ -119,6 +128,8 @@ def bench(
     latency (to each commit's end), CPU per report of every process (RabbitMQ and PostgreSQL
     included, the bench's own database sessions not), peak memory, and the ratios' medians."""
     context = click.get_current_context()
+    if matching_cost and scale:
+        raise click.BadParameter("one comparison at a time: --scale or --matching-cost")
     if scale:
         if context.get_parameter_source("tenants") is ParameterSource.DEFAULT:
             tenants = SCALE_TENANTS
@@ -165,6 +176,15 @@ def bench(
         shown.print(f"figures written to {out}")
         if not found["valid"]:
             raise click.ClickException("a report was lost, doubled or dead-lettered: no score")
+        return
+    if matching_cost:
+        found = run(run_matching_cost(app.settings, options, progress))
+        out.write_text(json.dumps(found, indent=2, default=str))
+        for line in render_matching_cost(found):
+            shown.print(line)
+        shown.print(f"figures written to {out}")
+        if not found["valid"]:
+            raise click.ClickException("a pair lost, doubled or did not match a report: no ratio")
         return
     document = run(run_bench(app.settings, options, progress))
     out.write_text(json.dumps(document, indent=2, default=str))

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     retention_days: Annotated[float, Field(gt=0)] = 30.0
     sweep_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
 
+    # -- the vulnerability catalog ---------------------------------------------------------------
+    # Workers match each packages snapshot against the catalog in force, and the sweeper
+    # re-evaluates on a new revision. False: reports commit without findings (a fleet that is not
+    # Debian, or the bench's matching-off side).
+    catalog_matching: bool = True
+    # The share of its time each re-evaluation session works (it rests the rest after each host):
+    # below 1 a pass takes longer and leaves the cores to live reports.
+    reevaluation_duty: Annotated[float, Field(gt=0, le=1)] = 1.0
+
     # -- host identity ---------------------------------------------------------------------------
     # The server secrets host keys derive from: `1:<base64>,2:<base64>` (e.g. from a Kubernetes
     # Secret). None means: the file `<state_dir>/<namespace>/host-keys.json` that bootstrap

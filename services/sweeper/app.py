@@ -86,7 +86,12 @@ async def sweep_once(
                 if index is not None:
                     async with engine.connect() as session:
                         raw = await session.get_raw_connection()
-                        done = await catch_up(raw.driver_connection, index, changes)
+                        done = await catch_up(
+                            raw.driver_connection,
+                            index,
+                            changes,
+                            duty=settings.reevaluation_duty,
+                        )
                         behind, by_urgency = await summary(raw.driver_connection, index.revision)
                     report.caught_up[tenant.slug] = done
                     _export(tenant.slug, done, behind, by_urgency)
@@ -138,11 +143,13 @@ async def run(
     readiness.ready = True
     outage = Outage("sweeper.registry_unavailable", settings, "SILOFLOW_REGISTRY_DSN")
     retries = backoff.delays(settings.retry_max_s)
-    catalog = LiveCatalog(settings)
+    catalog = LiveCatalog(settings) if settings.catalog_matching else None
+    landed = catalog.landed if catalog is not None else asyncio.Event()  # never set when off
     try:
-        await catalog.start()
+        if catalog is not None:
+            await catalog.start()
         while not stop.is_set():
-            catalog.landed.clear()
+            landed.clear()
             wait_s = settings.sweep_interval_s
             try:
                 if holder is None or holder.is_closed():
@@ -166,9 +173,10 @@ async def run(
                 retries = backoff.delays(settings.retry_max_s)
             if burst:
                 break
-            await first_of(stop, catalog.landed, timeout_s=wait_s)  # a new revision: at once
+            await first_of(stop, landed, timeout_s=wait_s)  # a new revision: at once
     finally:
-        await catalog.close()
+        if catalog is not None:
+            await catalog.close()
         if holder is not None and not holder.is_closed():
             await holder.close()  # closing the session releases the advisory lock
         await databases.close()

@@ -166,13 +166,12 @@ async def run(
         name="workers",
     )
     notices.start()
-    catalog = LiveCatalog(settings)
+    catalog = LiveCatalog(settings) if settings.catalog_matching else None
     stack = AsyncExitStack()
     pinned: Pinned | None = None
     try:
-        await (
-            catalog.start()
-        )  # before consuming: a snapshot is matched against the revision in force
+        if catalog is not None:
+            await catalog.start()  # before consuming: snapshots match the revision in force
         readiness = await stack.enter_async_context(health(settings))
         channels = await stack.enter_async_context(
             broker(settings, f"workers {label}", BrokerRole.WORKERS, stop)
@@ -201,7 +200,8 @@ async def run(
         if pinned is not None:
             await pinned.stop()
         await stack.aclose()
-        await catalog.close()
+        if catalog is not None:
+            await catalog.close()
         await notices.close()
         await databases.close()
         await engine.dispose()

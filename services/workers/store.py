@@ -226,7 +226,14 @@ async def _commit(
         for r in winners:
             if r.kind == "packages":
                 installed = installed_of(r.data["packages"])
-                await findings.evaluate(conn, catalog, r.host_id, r.sent_at, installed=installed)
+                await findings.evaluate(
+                    conn,
+                    catalog,
+                    r.host_id,
+                    r.sent_at,
+                    installed=installed,
+                    revision_left_to_sweeper=True,
+                )
         for r in winners:
             if r.kind == "system_info":
                 await findings.evaluate(

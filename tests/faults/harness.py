@@ -51,17 +51,27 @@ class Service:
 
 
 class Services:
-    """ingest, router and a worker supervisor with two workers, each its own `siloflow run`
-    process, restarted half a second after it dies until `stop()`."""
+    """ingest, router and a worker supervisor with two workers (and, when asked, the sweeper),
+    each its own `siloflow run` process, restarted half a second after it dies until `stop()`."""
 
-    def __init__(self, settings: Settings, logdir: Path, worker_processes: int = 2) -> None:
-        self.env = {**env_for(settings), "SILOFLOW_LOG_FORMAT": "json"}
+    def __init__(
+        self,
+        settings: Settings,
+        logdir: Path,
+        worker_processes: int = 2,
+        *,
+        sweeper: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = {**env_for(settings), "SILOFLOW_LOG_FORMAT": "json", **(env or {})}
         self.logdir = logdir
         self.services = {
             "ingest": Service("ingest", ["run", "ingest"]),
             "router": Service("router", ["run", "router"]),
             "workers": Service("workers", ["run", "workers", "--processes", str(worker_processes)]),
         }
+        if sweeper:
+            self.services["sweeper"] = Service("sweeper", ["run", "sweeper"])
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
 

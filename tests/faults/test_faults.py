@@ -7,17 +7,27 @@ queue with its reason."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from services.agent.client import Identity
+from services.catalog import store as catalog_store
+from services.core.catalog.live import load_index
+from services.core.catalog.matcher import Installed
+from services.core.hostkeys import load_keyring
 from services.core.names import Names
+from services.core.settings import Settings
+from services.ops import bindings as hosts
 from tests.faults.conftest import Deployment, record
 from tests.faults.harness import (
     Load,
@@ -29,6 +39,8 @@ from tests.faults.harness import (
     script,
     settle,
 )
+from tests.integration.pipeline import fetch, publish
+from tests.reports import packages, report, system_info
 from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
@@ -140,6 +152,151 @@ async def test_sigkill_the_worker_supervisor_repeatedly(deployment: Deployment) 
     # The killed supervisors' workers must not live on beside the new ones.
     alive = [pid for pid in orphans if Path(f"/proc/{pid}").exists()]  # noqa: ASYNC240
     assert not alive, f"workers outlived their supervisor: {alive}"
+
+
+# -- the sweeper killed during a re-evaluation ----------------------------------------------
+
+CATALOG: dict[str, Any] = json.loads(
+    (Path(__file__).parents[2] / "services/catalog/data/debian12-security-fixes.json").read_text()
+)
+# What the second revision adds: sources every host of the real snapshot has installed, so every
+# host is evaluated again.
+ADDED_LATER = ("openssl", "glibc")
+SNAPSHOT_HOSTS = 100  # hosts with the real snapshot beside the load's: a pass of a few seconds
+
+
+async def _import(settings: Settings, tmp: Path, document: dict[str, Any]) -> int:
+    path = tmp / f"catalog-{len(document)}.json"
+    path.write_text(json.dumps(document))
+    with path.open("rb") as stream:
+        done = await catalog_store.import_feed(
+            settings, stream, source=str(path), releases={"bookworm"}
+        )
+    assert done.current is not None
+    return done.current
+
+
+async def _at_revision(deployment: Deployment, revision: int) -> int:
+    """Hosts whose findings are at `revision`, over every tenant database."""
+    total = 0
+    for database in deployment.databases.values():
+        rows = await fetch(
+            database,
+            "select count(*) as n from host_findings_state where catalog_revision = $1",
+            revision,
+        )
+        total += rows[0]["n"]
+    return total
+
+
+async def _until(what: Callable[[], Awaitable[bool]], timeout_s: float, why: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await what():
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.02)
+
+
+async def test_sigkill_the_sweeper_during_a_reevaluation(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """A new catalog revision is re-evaluated by the sweeper while reports flow; the sweeper is
+    SIGKILLed twice mid-pass (some hosts at the new revision, not all) and restarted: every host
+    reaches the new revision, its open findings are what an evaluation from scratch gives, and
+    no report is lost or doubled."""
+    settings = deployment.settings
+    first = await _import(
+        settings, tmp_path, {k: v for k, v in CATALOG.items() if k not in ADDED_LATER}
+    )
+    keyring = load_keyring(settings)
+    seeded: list[Identity] = []
+    slugs = sorted(deployment.databases)
+    for n in range(SNAPSHOT_HOSTS):
+        host = uuid.uuid4()
+        await hosts.bind(settings, host, slugs[n % len(slugs)], move=False)
+        seeded.append(Identity(host, keyring.host_key(host), keyring.current))
+    everyone = seeded + [i for ids in deployment.fleet.values() for i in ids]
+    services = Services(
+        settings, deployment.logdir, sweeper=True, env={"SILOFLOW_SWEEP_CONCURRENCY": "1"}
+    )
+    await services.start()
+    load = Load(settings, deployment.fleet, RATE_PER_S)
+    publishing: asyncio.Task[None] | None = None
+    try:
+        await publish(
+            settings,
+            [
+                report(kind, i.host_id, data)
+                for i in everyone
+                for kind, data in (("system_info", system_info()), ("packages", packages()))
+            ],
+        )
+
+        async def all_at(revision: int) -> bool:
+            return await _at_revision(deployment, revision) == len(everyone)
+
+        await _until(lambda: all_at(first), 120, "the snapshots were not all evaluated")
+        publishing = asyncio.create_task(load.run())
+        await asyncio.sleep(BEFORE_S)
+        second = await _import(settings, tmp_path, CATALOG)
+        killed_at: list[int] = []
+        killed: set[int] = set()
+        for _ in range(2):
+            pid = await services.wait_running("sweeper")
+            while pid in killed:  # not reaped yet: the restarted one comes after
+                await asyncio.sleep(0.02)
+                pid = await services.wait_running("sweeper")
+            done = await _at_revision(deployment, second)
+
+            async def under_way(before: int = done) -> bool:
+                return await _at_revision(deployment, second) > before
+
+            await _until(under_way, 60, "the sweeper made no progress")
+            killed_at.append(await _at_revision(deployment, second))
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        last_kill = time.monotonic()
+        await _until(lambda: all_at(second), 180, "the re-evaluation did not finish")
+        ended = time.monotonic()
+        await asyncio.sleep(AFTER_S)
+        load.stopped.set()
+        await publishing
+        found = await settle(settings, deployment.databases, load)
+        tally = account("SIGKILL the sweeper x2 mid re-evaluation", load, found)
+        tally.recovery_s = ended - last_kill  # the restarted sweeper, to the last host
+        tally.notes.append(
+            f"killed with {', '.join(map(str, killed_at))} of {len(everyone)} hosts re-evaluated"
+        )
+    finally:
+        load.stopped.set()
+        if publishing is not None:
+            await asyncio.gather(publishing, return_exceptions=True)
+        await services.stop()
+    record(tally)
+    assert_exact(tally)
+    # Each kill came mid-pass: some hosts at the new revision, not all.
+    assert all(0 < n < len(everyone) for n in killed_at), killed_at
+    index = await load_index(settings)
+    assert index is not None and index.revision == second
+    for database in deployment.databases.values():
+        stored: dict[uuid.UUID, list[Installed]] = {}
+        for r in await fetch(
+            database,
+            "select host_id, name, version, coalesce(source, name) as source, "
+            "coalesce(source_version, version) as source_version from host_packages",
+        ):
+            stored.setdefault(r["host_id"], []).append(
+                Installed(r["name"], r["version"], r["source"], r["source_version"])
+            )
+        for host, installed in stored.items():
+            expected = {
+                (i.package, a.cve_id) for i, a in index.match("bookworm", installed).findings
+            }
+            rows = await fetch(
+                database,
+                "select package, cve_id from findings where host_id = $1 and resolved_at is null",
+                host,
+            )
+            assert sorted((r["package"], r["cve_id"]) for r in rows) == sorted(expected), host
 
 
 # -- servers restarted -----------------------------------------------------------------------

@@ -14,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from services.catalog import store
+from services.core.catalog.findings import evaluate
 from services.core.catalog.live import load_index
 from services.core.catalog.matcher import CatalogIndex, installed_of
 from services.core.catalog.versions import compare
-from tests.integration.pipeline import Env, bound_host, drain, fetch, publish
+from tests.integration.pipeline import PG, Env, bound_host, drain, fetch, publish
 from tests.reports import DEBIAN_PACKAGES, packages, report, system_info
 from tests.support import invoke_cli
 
@@ -41,6 +43,20 @@ async def imported(env: Env) -> CatalogIndex:
     index = await load_index(env.settings)
     assert index is not None
     return index
+
+
+async def reporting_host(env: Env) -> uuid.UUID:
+    """A host of acme that said it runs bookworm, then sent the real snapshot (committed)."""
+    host = await bound_host(env, env.a)
+    await publish(
+        env.settings,
+        [
+            report("system_info", host, system_info(), sent_at=T0),
+            report("packages", host, packages(), sent_at=T0 + timedelta(seconds=1)),
+        ],
+    )
+    await drain(env.settings, env.slugs)
+    return host
 
 
 async def open_findings(
@@ -77,15 +93,7 @@ async def test_importing_the_same_catalog_again_makes_no_revision(
 async def test_a_snapshot_is_matched_as_it_commits_and_only_in_its_tenants_silo(
     env: Env, imported: CatalogIndex
 ) -> None:
-    host = await bound_host(env, env.a)
-    await publish(
-        env.settings,
-        [
-            report("system_info", host, system_info(), sent_at=T0),
-            report("packages", host, packages(), sent_at=T0 + timedelta(seconds=1)),
-        ],
-    )
-    await drain(env.settings, env.slugs)
+    host = await reporting_host(env)
     want = expected(imported, DEBIAN_PACKAGES["packages"])
     assert len(want) > 50
     assert await open_findings(env, host) == want
@@ -157,6 +165,57 @@ async def test_an_upgrade_resolves_and_an_older_snapshot_never_reopens(
     await publish(env.settings, [first, older])
     await drain(env.settings, env.slugs)
     assert await open_findings(env, host) == after
+
+
+async def test_an_unchanged_snapshot_is_not_matched_again_and_a_changed_one_is(
+    env: Env, imported: CatalogIndex
+) -> None:
+    host = await reporting_host(env)
+    before = await open_findings(env, host)
+    entries = packages()["packages"]
+    conn = await asyncpg.connect(PG.format(db=env.a.db_name))
+    try:
+        async with conn.transaction():
+            # The same packages in another order: the same digest, nothing matched.
+            same = await evaluate(conn, imported, host, T0, installed=installed_of(entries[::-1]))
+        assert same is not None and same.unchanged and (same.opened, same.resolved) == (0, 0)
+        # One affected package upgraded past every fix: matched again, its findings resolved.
+        package = sorted(p for p, _ in before)[0]
+        upgraded = [
+            {**e, "version": "99:1", "source_version": "99:1"} if e["name"] == package else e
+            for e in entries
+        ]
+        async with conn.transaction():
+            changed = await evaluate(conn, imported, host, T0, installed=installed_of(upgraded))
+        assert changed is not None and not changed.unchanged
+        assert changed.resolved == len({c for p, c in before if p == package}) > 0
+        after = await open_findings(env, host)
+        assert after == {(p, c) for p, c in before if p != package}
+
+        # A new revision: the live path leaves an unchanged host at its revision for the
+        # sweeper; the sweeper's path (the stored packages) matches it against the new one.
+        newer = copy.copy(imported)
+        newer.revision = imported.revision + 1
+        async with conn.transaction():
+            live = await evaluate(
+                conn,
+                newer,
+                host,
+                T0,
+                installed=installed_of(upgraded),
+                revision_left_to_sweeper=True,
+            )
+        assert live is not None and live.unchanged
+        state = "select catalog_revision from host_findings_state where host_id = $1"
+        assert await conn.fetchval(state, host) == imported.revision
+        async with conn.transaction():
+            swept = await evaluate(conn, newer, host, T0)
+        assert swept is not None and not swept.unchanged
+        assert await conn.fetchval(state, host) == newer.revision
+    finally:
+        await conn.close()
+    # The sweeper matched the packages stored for it (the snapshot the pipeline committed).
+    assert await open_findings(env, host) == before
 
 
 def _dpkg(version: str) -> Any:

@@ -3,18 +3,21 @@ mix, and the figures' arithmetic and checks."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
+import random
 import socket
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from services.bench import commits, procstat, scale, workload
+from services.bench import commits, matching_cost, procstat, scale, workload
 from services.bench.deployment import Options
 from services.bench.probes import RouterScrape, router_figures
 from services.bench.results import Phase, SystemResult, markdown, summarise
+from services.core.catalog.versions import compare
 
 
 def stat_line(pid: int, comm: str, ppid: int, utime: int, stime: int, cutime: int = 0) -> str:
@@ -55,10 +58,11 @@ def test_the_mix_is_the_issue_s_and_the_same_for_the_same_seed() -> None:
     assert {p.host_index for p in planned} <= set(range(50))
 
 
-def test_the_warm_up_is_one_heartbeat_from_every_host() -> None:
+def test_the_warm_up_is_one_system_info_from_every_host() -> None:
     planned = workload.warm_up(hosts=2_000)
     assert sorted(p.host_index for p in planned) == list(range(2_000))
-    assert {p.kind for p in planned} == {"heartbeat"}
+    assert {p.kind for p in planned} == {"system_info"}
+    assert {p.kind for p in workload.warm_up(3, "packages")} == {"packages"}
     snapshot = workload.packages_snapshot()
     assert len(snapshot["packages"]) == workload.PACKAGES_PER_SNAPSHOT
     names = [p["name"] for p in snapshot["packages"]]
@@ -257,3 +261,55 @@ def test_the_matching_bench_prints_its_figures_and_refuses_too_few_rounds(
         matching.main()
     assert refused.value.code == 2
     assert "--rounds must be at least 100" in capsys.readouterr().err
+
+
+def test_one_snapshot_in_ten_has_a_package_upgraded_past_its_version() -> None:
+    base = workload.packages_snapshot()
+    rng = random.Random(3)
+    datas = [workload.data("packages", 0, rng, base) for _ in range(2_000)]
+    changed = [d for d in datas if d["packages"] != base["packages"]]
+    assert 150 < len(changed) < 250  # about one in ten
+    for data in changed[:20]:
+        diff = [(a, b) for a, b in zip(base["packages"], data["packages"], strict=True) if a != b]
+        assert len(diff) == 1
+        before, after = diff[0]
+        assert compare(after["version"], before["version"]) > 0
+        assert compare(after["source_version"], before.get("source_version", before["version"])) > 0
+
+
+def _side(
+    throughput: float, cpu: float, p99: float, evaluated: int, exact: bool = True
+) -> dict[str, Any]:
+    return {
+        "throughput": throughput,
+        "cpu_ms_per_report": cpu,
+        "p99_s": p99,
+        "exact": exact,
+        "hosts_evaluated": evaluated,
+    }
+
+
+def test_the_matching_cost_is_the_median_of_pairs_and_void_when_a_side_did_not_match() -> None:
+    on, off = matching_cost.ON, matching_cost.OFF
+    pairs = [
+        {"order": [on, off], on: _side(90, 3.0, 0.3, 10), off: _side(100, 2.5, 0.2, 0)},
+        {"order": [off, on], on: _side(99, 2.6, 0.5, 10), off: _side(100, 2.6, 0.1, 0)},
+        {"order": [on, off], on: _side(80, 3.2, 0.4, 10), off: _side(100, 2.4, 0.3, 0)},
+    ]
+    document = matching_cost.summarise("ns", Options(), copy.deepcopy(pairs))
+    assert document["valid"]
+    assert document["ratios"]["throughput"]["median"] == pytest.approx(0.9)
+    assert document["ratios"]["throughput"]["runs"] == pytest.approx([0.9, 0.99, 0.8])
+    assert document["p99_s_median"] == {on: 0.4, off: 0.2}
+    assert document["met"] is False
+    unmatched = copy.deepcopy(pairs)
+    unmatched[1][on]["hosts_evaluated"] = 0  # matching was on, yet nothing was evaluated
+    assert "ratios" not in matching_cost.summarise("ns", Options(), unmatched)
+    leaked = copy.deepcopy(pairs)
+    leaked[2][off]["hosts_evaluated"] = 3  # matching was off, yet hosts were evaluated
+    assert not matching_cost.summarise("ns", Options(), leaked)["valid"]
+    lost = copy.deepcopy(pairs)
+    lost[0][on]["exact"] = False
+    void = matching_cost.summarise("ns", Options(), lost)
+    void.update(first_evaluation={}, reevaluation=[])
+    assert "no ratios" in "\n".join(matching_cost.render(void))

@@ -10,7 +10,10 @@ one closed, and a redelivery changes nothing. One host is evaluated by one trans
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -21,7 +24,8 @@ import asyncpg
 from services.core.catalog.matcher import CatalogIndex, Finding, Installed, release_of
 
 _HOST = """
-    select h.os_name, h.os_version, s.release, s.catalog_revision, s.host_id is not null as known
+    select h.os_name, h.os_version, s.release, s.catalog_revision, s.packages_digest,
+           s.unparsed_versions, s.host_id is not null as known
     from (select $1::uuid as id) q
     left join hosts h on h.id = q.id
     left join host_findings_state s on s.host_id = q.id
@@ -61,12 +65,14 @@ _RESOLVE = """
 """
 _STATE = """
     insert into host_findings_state (host_id, release, catalog_revision, unparsed_versions,
-                                     evaluated_at)
-    values ($1, $2, $3, $4, now())
+                                     evaluated_at, packages_digest)
+    values ($1, $2, $3, $4, now(), $5)
     on conflict (host_id) do update set release = excluded.release,
         catalog_revision = excluded.catalog_revision,
-        unparsed_versions = excluded.unparsed_versions, evaluated_at = excluded.evaluated_at
+        unparsed_versions = excluded.unparsed_versions, evaluated_at = excluded.evaluated_at,
+        packages_digest = excluded.packages_digest
 """
+_UNCHANGED = "update host_findings_state set evaluated_at = now() where host_id = $1"
 
 
 def host_lock(host_id: uuid.UUID) -> int:
@@ -83,6 +89,17 @@ class Evaluated:
     updated: int
     unparsed: int
     release: str | None
+    unchanged: bool = False  # the same packages, release and revision as last time: not matched
+
+
+def packages_digest(installed: Iterable[Installed]) -> bytes:
+    """A digest of a host's packages, whatever their order: findings evaluated against the same
+    digest, release and revision are the same findings."""
+    digest = hashlib.sha256()
+    for entry in sorted((i.package, i.version, i.source, i.source_version) for i in installed):
+        digest.update("\x1f".join(entry).encode())
+        digest.update(b"\x1e")
+    return digest.digest()
 
 
 def _details(f: Finding) -> tuple[str, str, str | None, str, str]:
@@ -119,11 +136,15 @@ async def evaluate(
     *,
     installed: Iterable[Installed] | None = None,
     only_if_release_changed: bool = False,
+    revision_left_to_sweeper: bool = False,
 ) -> Evaluated | None:
     """Evaluate one host (in the caller's transaction): against `installed` (a snapshot just
     committed) or the packages stored for it. With `only_if_release_changed` (a system_info),
     nothing happens unless its release differs from the one its findings were evaluated with;
-    None then."""
+    None then. The same packages and release as last time at the same revision need no
+    matching; with `revision_left_to_sweeper` (the workers' live path) not at another revision
+    either: the host is left at its revision for the sweeper's re-evaluation, so a new revision
+    never makes live reports wait behind a host's whole re-evaluation."""
     await conn.execute("select pg_advisory_xact_lock($1)", host_lock(host_id))
     row = await conn.fetchrow(_HOST, host_id)
     assert row is not None
@@ -135,6 +156,13 @@ async def evaluate(
             Installed(r["name"], r["version"], r["source"], r["source_version"])
             for r in await conn.fetch(_PACKAGES, host_id)
         ]
+    installed = list(installed)
+    digest = packages_digest(installed)
+    same_inputs = row["known"] and row["release"] == release and row["packages_digest"] == digest
+    if same_inputs and (row["catalog_revision"] == index.revision or revision_left_to_sweeper):
+        # Matching again would find what is open: only say when it was looked at.
+        await conn.execute(_UNCHANGED, host_id)
+        return Evaluated(0, 0, 0, row["unparsed_versions"], release, unchanged=True)
     match = index.match(release, installed)
     found = {(i.package, a.cve_id): (i, a) for i, a in match.findings}
     open_rows = {(r["package"], r["cve_id"]): r for r in await conn.fetch(_OPEN, host_id)}
@@ -169,7 +197,7 @@ async def evaluate(
         )
     if gone:
         await conn.execute(_RESOLVE, host_id, [p for p, _ in gone], [c for _, c in gone], at)
-    await conn.execute(_STATE, host_id, release, index.revision, match.unparsed)
+    await conn.execute(_STATE, host_id, release, index.revision, match.unparsed, digest)
     return Evaluated(len(new), len(gone), len(changed), match.unparsed, release)
 
 
@@ -208,19 +236,27 @@ class CatchUp:
     resolved: int = 0
 
 
-async def catch_up(conn: asyncpg.Connection, index: CatalogIndex, changes: Changes) -> CatchUp:
+async def catch_up(
+    conn: asyncpg.Connection, index: CatalogIndex, changes: Changes, *, duty: float = 1.0
+) -> CatchUp:
     """Bring every host of one tenant database to the index's revision, each in a transaction of
     its own (a pass cut short anywhere resumes where it was: a host's recorded revision is
     written with its findings). A host never evaluated is matched whole; one evaluated with an
     earlier revision only if a source it has installed had its advisories changed since, for its
     release; the others are recorded as current without matching (a daily feed update touches
-    a few sources, not a fleet)."""
+    a few sources, not a fleet).
+
+    `duty` (0 to 1] paces it: after each host it rests so that its work is at most that share
+    of its time, leaving the rest to live reports (background work yields)."""
     done = CatchUp()
     now = datetime.now(UTC)
 
     async def one(host_id: uuid.UUID) -> None:
+        started = time.monotonic()
         async with conn.transaction():
             result = await evaluate(conn, index, host_id, now)
+        if duty < 1.0:
+            await asyncio.sleep((time.monotonic() - started) * (1.0 - duty) / duty)
         done.evaluated += 1
         if result is not None:
             done.opened += result.opened

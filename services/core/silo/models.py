@@ -13,6 +13,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -155,7 +156,8 @@ findings = Table(
 )
 
 # What each host's findings were last evaluated with: its release (null while unknown: then it
-# has none, and says so) and the catalog revision; versions that did not parse, counted.
+# has none, and says so), the catalog revision and a digest of its packages (an unchanged
+# snapshot at the same release and revision needs no matching); versions that did not parse.
 host_findings_state = Table(
     "host_findings_state",
     metadata,
@@ -164,4 +166,5 @@ host_findings_state = Table(
     Column("catalog_revision", Integer, nullable=True),
     Column("unparsed_versions", Integer, nullable=False, server_default="0"),
     Column("evaluated_at", TS, nullable=False),
+    Column("packages_digest", LargeBinary, nullable=True),
 )
