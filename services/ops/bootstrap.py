@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db import asyncpg_url, one_connection, provisioner_url, server_of
 from services.core.errors import InvalidArgument, ProvisioningError, SiloflowError
@@ -45,13 +46,18 @@ def _same_server(a: str, b: str) -> bool:
     return hosts_match and sa.port == sb.port
 
 
-def check_admin_dsn(admin_dsn: str, settings: Settings) -> None:
-    """Refuse an admin DSN that is not a PostgreSQL URL of the registry's server."""
+def _check_url(admin_dsn: str) -> None:
     parts = urlsplit(admin_dsn)
     if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
         raise InvalidArgument(
             f"--admin-dsn {admin_dsn!r} is not a postgresql://user@host:port/database URL"
         )
+
+
+def check_admin_dsn(admin_dsn: str, settings: Settings) -> None:
+    """Refuse an admin DSN that is not a PostgreSQL URL of the registry's server."""
+    _check_url(admin_dsn)
+    parts = urlsplit(admin_dsn)
     if not _same_server(admin_dsn, settings.registry_url):
         registry = server_of(settings.registry_url)
         raise InvalidArgument(
@@ -73,26 +79,7 @@ async def bootstrap(settings: Settings, admin_dsn: str) -> BootstrapReport:
     report = BootstrapReport(provisioner_role=role, databases=databases)
 
     async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
-        if not await is_superuser(conn):
-            raise ProvisioningError(
-                "-", "--admin-dsn must be a superuser: bootstrap creates the provisioner role"
-            )
-        # The provisioner may create databases and roles, and nothing more: never superuser,
-        # never replication, never bypassing row security.
-        attributes = "login createdb createrole nosuperuser noreplication nobypassrls"
-        if password is not None:
-            attributes += f" password {literal(password)}"
-        exists = await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
-        if exists.first() is None:
-            await conn.execute(text(f"create role {ident(role)} {attributes}"))
-            report.created.append(f"role {role}")
-        else:
-            await conn.execute(text(f"alter role {ident(role)} {attributes}"))
-            report.kept.append(f"role {role}")
-        # Revoking a login leaves its sessions running: the provisioner ends them itself
-        # (pg_terminate_backend). It may already grant itself any non-superuser role, so this
-        # adds nothing it could not take.
-        await conn.execute(text(f"grant pg_signal_backend to {ident(role)}"))
+        await _ensure_provisioner(conn, role, password, report.created, report.kept)
         for database in databases:
             existed = await database_exists(conn, database)
             await ensure_database(conn, database, owner=role)
@@ -110,6 +97,57 @@ async def bootstrap(settings: Settings, admin_dsn: str) -> BootstrapReport:
     if users.password_file is not None:
         report.created.append(f"broker password file {users.password_file}")
     return report
+
+
+async def _ensure_provisioner(
+    conn: AsyncConnection,
+    role: str,
+    password: str | None,
+    created: list[str],
+    kept: list[str],
+) -> None:
+    """Create (or bring up to date) the provisioner role on the server `conn` is a superuser of."""
+    if not await is_superuser(conn):
+        raise ProvisioningError(
+            "-", "--admin-dsn must be a superuser: it creates the provisioner role"
+        )
+    # The provisioner may create databases and roles, and nothing more: never superuser,
+    # never replication, never bypassing row security.
+    attributes = "login createdb createrole nosuperuser noreplication nobypassrls"
+    if password is not None:
+        attributes += f" password {literal(password)}"
+    exists = await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
+    if exists.first() is None:
+        await conn.execute(text(f"create role {ident(role)} {attributes}"))
+        created.append(f"role {role}")
+    else:
+        await conn.execute(text(f"alter role {ident(role)} {attributes}"))
+        kept.append(f"role {role}")
+    # Revoking a login leaves its sessions running: the provisioner ends them itself
+    # (pg_terminate_backend). It may already grant itself any non-superuser role, so this
+    # adds nothing it could not take.
+    await conn.execute(text(f"grant pg_signal_backend to {ident(role)}"))
+
+
+async def prepare_server(settings: Settings, admin_dsn: str, host: str, port: int) -> list[str]:
+    """Prepare another PostgreSQL server (a placement's) for tenant databases: the provisioner
+    role, as bootstrap creates it on the registry's. The superuser DSN is used here and never
+    stored. Returns what was created or brought up to date."""
+    _check_url(admin_dsn)
+    given = server_of(admin_dsn)
+    if not _same_server(admin_dsn, f"postgresql://x@{host}:{port}/x"):
+        raise InvalidArgument(
+            f"--admin-dsn points at {given.host}:{given.port} but the placement is on "
+            f"{host}:{port}: give that server's superuser DSN"
+        )
+    role = Names(settings.namespace).provisioner_role
+    created: list[str] = []
+    kept: list[str] = []
+    async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
+        await _ensure_provisioner(conn, role, provisioner_url(settings).password, created, kept)
+    return [f"created {c} on {host}:{port}" for c in created] + [
+        f"brought up to date {k} on {host}:{port}" for k in kept
+    ]
 
 
 async def teardown(settings: Settings, admin_dsn: str) -> list[str]:

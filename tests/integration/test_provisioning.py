@@ -3,6 +3,7 @@ may connect where, and how errors and interrupted runs are handled."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import asyncpg
@@ -31,7 +32,7 @@ from services.ops.tenants import (
     registry_connection,
     set_tenant_status,
 )
-from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, admin_fetch
+from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, admin_fetch, invoke_cli
 
 PG = "postgresql://{user}@127.0.0.1:5432/{db}"
 
@@ -239,3 +240,51 @@ async def test_a_teardown_that_cannot_reach_the_superuser_changes_nothing(
     assert await broker_users(settings) == users_before
     assert settings.broker_users_file.exists()
     assert (await migrate.migrate(settings)).failed == []  # everything still there and working
+
+
+async def test_placement_add_prepares_its_server_with_the_provisioner_in_one_step(
+    deployment: Settings, slug: str
+) -> None:
+    role = Names(deployment.namespace).provisioner_role
+    name = f"{slug}-p"
+    base = ["placement", "add", name, "--host", "127.0.0.1", "--port", "5432"]
+    done = await invoke_cli([*base, "--admin-dsn", ADMIN_DSN], deployment)
+    assert done.exit_code == 0, done.output
+    assert f"role {role} on 127.0.0.1:5432" in done.output
+    rows = await admin_fetch(
+        "select rolcanlogin, rolcreatedb, rolcreaterole, rolsuper, rolreplication, rolbypassrls "
+        "from pg_roles where rolname = $1",
+        role,
+    )
+    assert [tuple(r) for r in rows] == [(True, True, True, False, False, False)]
+    # Again, on the placement it recorded: the role brought up to date, nothing refused.
+    again = await invoke_cli([*base, "--admin-dsn", ADMIN_DSN], deployment)
+    assert again.exit_code == 0, again.output
+    listed = await invoke_cli(["placement", "list", "--json"], deployment)
+    assert [p["name"] for p in json.loads(listed.output)].count(name) == 1
+
+    # A superuser DSN of another server than the placement's is refused, and nothing recorded.
+    other = f"{slug}-q"
+    wrong = ADMIN_DSN.replace("127.0.0.1:5432", "127.0.0.1:1").replace(
+        "@127.0.0.1/", "@127.0.0.1:1/"
+    )
+    refused = await invoke_cli(
+        ["placement", "add", other, "--host", "127.0.0.1", "--port", "5432", "--admin-dsn", wrong],
+        deployment,
+    )
+    assert refused.exit_code == 2, refused.output
+    assert "points at 127.0.0.1:1 but the placement is on 127.0.0.1:5432" in refused.output
+    # The same name on another server is refused too.
+    moved = await invoke_cli(
+        ["placement", "add", name, "--host", "127.0.0.2", "--admin-dsn", ADMIN_DSN], deployment
+    )
+    assert moved.exit_code == 2 and "already exists (127.0.0.1:5432)" in moved.output
+    listed = await invoke_cli(["placement", "list", "--json"], deployment)
+    names = [p["name"] for p in json.loads(listed.output)]
+    assert other not in names and names.count(name) == 1
+
+    # Without --admin-dsn it records the placement and says how to prepare the server.
+    plain = await invoke_cli(
+        ["placement", "add", f"{slug}-r", "--host", "127.0.0.1", "--port", "5433"], deployment
+    )
+    assert plain.exit_code == 0 and "--admin-dsn <that server's superuser DSN>" in plain.output
