@@ -55,6 +55,19 @@ def _opened(where: str) -> Iterator[IO[bytes]]:
         yield spool
 
 
+def _revision_fields(done: store.Imported) -> dict[str, object]:
+    """What an import did to the catalog, as both import commands print it in JSON."""
+    return {
+        "revision": done.revision,
+        "current": done.current,
+        "advisories": done.total,
+        "added": done.added,
+        "changed": done.changed,
+        "removed": done.removed,
+        "digest": done.digest,
+    }
+
+
 @catalog.command("import")
 @click.argument("where", metavar="PATH|URL")
 @click.option(
@@ -85,13 +98,7 @@ def import_(
             store.import_feed(app.settings, stream, source=where, releases=set(releases) or None)
         )
     document = {
-        "revision": done.revision,
-        "current": done.current,
-        "advisories": done.total,
-        "added": done.added,
-        "changed": done.changed,
-        "removed": done.removed,
-        "digest": done.digest,
+        **_revision_fields(done),
         "sources": done.counts.sources,
         "temporary_ids_skipped": done.counts.temporary_ids,
         "other_releases_skipped": done.counts.other_releases,
@@ -211,13 +218,7 @@ def build_(
         )
     )
     document = {
-        "revision": done.revision,
-        "current": done.current,
-        "advisories": done.total,
-        "added": done.added,
-        "changed": done.changed,
-        "removed": done.removed,
-        "digest": done.digest,
+        **_revision_fields(done),
         "release": release,
         "mirrors": {"main": mirrors.main, "security": mirrors.security},
         "sources": built.sources,
