@@ -55,6 +55,17 @@ class Release:
     suite: str
     valid_until: datetime | None
     sha256: dict[str, tuple[str, int]]  # path -> (digest, size)
+    # The archive also serves each index under its digest (`by-hash/SHA256/<hex>`), so a
+    # client reads the very file this Release names even while the archive is being updated.
+    by_hash: bool = False
+
+    def url_path(self, path: str) -> str:
+        """Where `path` (a key of `sha256`) is read: under its digest when the archive offers
+        that, as apt does; a plain path can already hold the next publication's file."""
+        if not self.by_hash:
+            return path
+        folder, _, _ = path.rpartition("/")
+        return f"{folder}/by-hash/SHA256/{self.sha256[path][0]}".lstrip("/")
 
 
 def release_file(text: str) -> Release:
@@ -73,6 +84,7 @@ def release_file(text: str) -> Release:
         suite=fields.get("Codename") or fields.get("Suite", "?"),
         valid_until=parsedate_to_datetime(until) if until else None,
         sha256=sums,
+        by_hash=fields.get("Acquire-By-Hash", "").strip().lower() == "yes",
     )
 
 

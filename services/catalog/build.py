@@ -227,7 +227,11 @@ async def _index(
         with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as partial:
             try:
                 await fetch.checked(
-                    f"{base}/dists/{suite}/{path}", partial, size=size, sha256=sha256, limit=size
+                    f"{base}/dists/{suite}/{release.url_path(path)}",
+                    partial,
+                    size=size,
+                    sha256=sha256,
+                    limit=size,
                 )
             except BaseException:
                 os.unlink(partial.name)

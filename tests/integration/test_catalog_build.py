@@ -83,10 +83,23 @@ class Archive:
             index = lzma.compress("\n".join(stanzas).encode())
             dists = top / "dists" / suite
             (dists / "main" / "binary-amd64").mkdir(parents=True, exist_ok=True)
-            (dists / "main" / "binary-amd64" / "Packages.xz").write_bytes(index)
+            by_hash = self.base(suite) == "security"
+            if by_hash:
+                # As the real security archive: the index under its digest, and the plain path
+                # already holding the next publication's, which the signed Release does not name.
+                digest = hashlib.sha256(index).hexdigest()
+                (dists / "main" / "binary-amd64" / "by-hash" / "SHA256").mkdir(
+                    parents=True, exist_ok=True
+                )
+                (dists / "main" / "binary-amd64" / "by-hash" / "SHA256" / digest).write_bytes(index)
+                index_at_plain_path = lzma.compress(b"Package: next\n")
+            else:
+                index_at_plain_path = index
+            (dists / "main" / "binary-amd64" / "Packages.xz").write_bytes(index_at_plain_path)
             until = datetime.now(UTC) + self.valid_for
             release = (
                 f"Origin: Test\nCodename: {suite}\nValid-Until: {format_datetime(until)}\n"
+                f"Acquire-By-Hash: {'yes' if by_hash else 'no'}\n"
                 f"SHA256:\n {hashlib.sha256(index).hexdigest()} {len(index)} "
                 "main/binary-amd64/Packages.xz\n"
             )

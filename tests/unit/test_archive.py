@@ -103,6 +103,18 @@ def test_a_release_file_gives_checksums_and_validity() -> None:
     assert release.suite == "bookworm-security"
     assert release.valid_until == datetime(2026, 12, 11, 3, 54, 28, tzinfo=UTC)
     assert release.sha256["main/binary-amd64/Packages.xz"] == ("945c", 309460)
+    assert release.url_path("main/binary-amd64/Packages.xz") == "main/binary-amd64/Packages.xz"
+
+
+def test_an_archive_that_serves_by_hash_is_read_by_digest() -> None:
+    release = archive.release_file(
+        "Codename: bookworm-security\nAcquire-By-Hash: yes\nSHA256:\n"
+        " 945c 309460 main/binary-amd64/Packages.xz\n 826d 10 Release.gz\n"
+    )
+    assert release.url_path("main/binary-amd64/Packages.xz") == (
+        "main/binary-amd64/by-hash/SHA256/945c"
+    )
+    assert release.url_path("Release.gz") == "by-hash/SHA256/826d"
 
 
 def test_apt_mirrors_come_from_its_sources_in_both_formats(tmp_path: Path) -> None:
