@@ -42,6 +42,10 @@ max_connections = ${SILOFLOW_PG_MAX_CONNECTIONS:-300}
 track_commit_timestamp = on
 EOF
     fi
+    if ctl status >/dev/null 2>&1; then
+        say "already up: postgresql://postgres@127.0.0.1:$PORT/postgres"
+        return
+    fi
     ctl -o "-p $PORT" start >/dev/null
     say "up: postgresql://postgres@127.0.0.1:$PORT/postgres (data $DIR/data)"
 }

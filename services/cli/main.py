@@ -94,17 +94,23 @@ def bootstrap(app: AppContext, admin_dsn: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--admin-dsn", required=True, help="A superuser DSN, as for bootstrap.")
+@click.option(
+    "--admin-dsn",
+    "admin_dsns",
+    required=True,
+    multiple=True,
+    help="A superuser DSN, as for bootstrap; again for each placement's server.",
+)
 @click.option("--yes", is_flag=True, help="Really remove everything this deployment created.")
 @pass_app
-def teardown(app: AppContext, admin_dsn: str, yes: bool) -> None:
+def teardown(app: AppContext, admin_dsns: tuple[str, ...], yes: bool) -> None:
     """Remove every tenant, queue, policy, database and role of this namespace. Needs --yes."""
     if not yes:
         raise click.UsageError(
             f"teardown removes every tenant database and queue of namespace "
             f"{app.settings.namespace!r}, with every report in them; add --yes to confirm"
         )
-    for item in run(teardown_op(app.settings, admin_dsn)):
+    for item in run(teardown_op(app.settings, *admin_dsns)):
         click.echo(f"removed {item}")
 
 

@@ -98,7 +98,9 @@ async def one_connection(
         try:
             conn = await engine.connect()
         except (OSError, DBAPIError) as exc:
-            raise DatabaseUnavailable(describe(url), _reason(exc) + hint) from exc
+            raise DatabaseUnavailable(
+                describe(url), _reason(exc) + hint, server=(url.host or "", url.port or 5432)
+            ) from exc
         try:
             if autocommit:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")

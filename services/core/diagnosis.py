@@ -136,6 +136,7 @@ def _at(settings: Settings, address: tuple[str, int] | None, *kinds: str) -> End
         for endpoint in endpoints(settings):
             if endpoint.port == address[1] and _same_host(endpoint.host, address[0]):
                 return endpoint
+        return None  # a server the settings do not name (a placement's): never guess one
     return candidates[0] if len(candidates) == 1 else None
 
 
@@ -154,6 +155,9 @@ def explain(exc: BaseException, settings: Settings, *, of: str | None = None) ->
     the server the caller was talking to, for an error that names no address (uvloop's)."""
     chain = list(causes(exc))
     registry = endpoints(settings)[0]
+    elsewhere = _placement_server(chain, registry)
+    if elsewhere is not None:
+        return _at_placement(chain, settings, elsewhere)
     for e in chain:
         if isinstance(e, asyncpg.InvalidCatalogNameError):
             return (
@@ -211,15 +215,60 @@ def explain(exc: BaseException, settings: Settings, *, of: str | None = None) ->
         if isinstance(e, aiormq.exceptions.AMQPConnectionError | OSError | TimeoutError):
             text = " ".join(_first_line(c) for c in chain)
             kinds = _kinds(chain) or ((of,) if of else ())
-            endpoint = _at(settings, _address(text), *kinds)
+            address = _address(text)
+            endpoint = _at(settings, address, *kinds)
             if endpoint is not None:
                 return _unreachable(endpoint, _why(chain))
+            if address is not None and "SILOFLOW_REGISTRY_DSN" in kinds:
+                return _at_placement(chain, settings, address)
     for e in chain:
         if isinstance(e, DatabaseUnavailable) and (
             e.what == "the registry" or f"database {settings.registry_database} " in e.what
         ):
             return f"{e} ({registry.setting}={registry.shown})"
     return None
+
+
+PREPARE_PLACEMENT = (
+    "siloflow placement add <its name> --host {host} --port {port} "
+    "--admin-dsn <that server's superuser DSN>"
+)
+
+
+def _placement_server(chain: list[BaseException], registry: Endpoint) -> tuple[str, int] | None:
+    """The server a failed database connection was to, when it is not the registry's: a
+    placement's, which the settings do not name (the registry records it)."""
+    for e in chain:
+        if isinstance(e, DatabaseUnavailable) and e.server is not None:
+            host, port = e.server
+            if not (port == registry.port and _same_host(host, registry.host)):
+                return host, port
+            return None
+    return None
+
+
+def _at_placement(chain: list[BaseException], settings: Settings, server: tuple[str, int]) -> str:
+    """A placement's server failed: name it (never the registry's) and say how to mend it."""
+    host, port = server
+    where = f"PostgreSQL at {host}:{port} (a placement's server: siloflow placement list)"
+    prepare = PREPARE_PLACEMENT.format(host=host, port=port)
+    for e in chain:
+        if isinstance(e, asyncpg.InvalidAuthorizationSpecificationError) and re.search(
+            r'role ".*" does not exist', str(e)
+        ):
+            return (
+                f"{where}: {_first_line(e)}: that server is not prepared for namespace "
+                f"{settings.namespace!r}: {prepare}"
+            )
+        if isinstance(e, _LOGIN_REFUSED):
+            return (
+                f"{where} refused the login: {_first_line(e)} (the provisioner's password, "
+                "SILOFLOW_PROVISIONER_PASSWORD, is the same on every server): bring the role up "
+                f"to date there: {prepare}"
+            )
+        if isinstance(e, asyncpg.InvalidCatalogNameError):
+            return f"{where}: {_first_line(e)}: the registry records a database that is not there"
+    return f"{where} is unreachable ({_why(chain)}): start it"
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^(\"'\n]*")
@@ -243,7 +292,11 @@ def _kinds(chain: list[BaseException]) -> tuple[str, ...]:
     modules = {type(e).__module__.split(".")[0] for e in chain}
     if "aiormq" in modules or "aio_pika" in modules or "pamqp" in modules:
         return ("SILOFLOW_AMQP_URL",)
-    if "asyncpg" in modules or "sqlalchemy" in modules:
+    if (
+        "asyncpg" in modules
+        or "sqlalchemy" in modules
+        or any(isinstance(e, DatabaseUnavailable) for e in chain)
+    ):
         return ("SILOFLOW_REGISTRY_DSN",)
     return ()
 

@@ -36,10 +36,11 @@ class Transient(SiloflowError):
 class DatabaseUnavailable(Transient):
     """Raised when a database (registry or a tenant's) cannot be reached."""
 
-    def __init__(self, what: str, detail: str) -> None:
+    def __init__(self, what: str, detail: str, *, server: tuple[str, int] | None = None) -> None:
         super().__init__(f"{what} is unreachable: {detail}")
         self.what = what
         self.detail = detail
+        self.server = server  # (host, port) when known: which server to name and mend
 
 
 class CredentialsUnavailable(Transient):

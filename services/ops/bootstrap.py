@@ -3,6 +3,7 @@ provisioner role and the control-plane databases; everything after runs as the p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -23,7 +24,7 @@ from services.core.pgadmin import (
 )
 from services.core.registry import queries as registry
 from services.core.settings import Settings
-from services.ops import tenants, topology
+from services.ops import records, tenants, topology
 from services.ops.broker_users import ensure_users, remove_users
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -150,22 +151,33 @@ async def prepare_server(settings: Settings, admin_dsn: str, host: str, port: in
     ]
 
 
-async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
+async def teardown(settings: Settings, *admin_dsns: str) -> list[str]:
     """Undo bootstrap and everything after it: every tenant (database, role, queue), the
-    broker topology and policies, the control-plane databases and the provisioner role."""
-    check_admin_dsn(admin_dsn, settings)
+    broker topology and policies, the control-plane databases and the provisioner role, on the
+    registry's server and on every placement's (one superuser DSN for each server)."""
+    if not admin_dsns:
+        raise InvalidArgument("--admin-dsn is required: the registry's server's superuser DSN")
+    for dsn in admin_dsns:
+        _check_url(dsn)
+    registry_dsn = next((d for d in admin_dsns if _same_server(d, settings.registry_url)), None)
+    if registry_dsn is None:
+        check_admin_dsn(admin_dsns[0], settings)  # raises, naming the registry's server
+    assert registry_dsn is not None
     names = Names(settings.namespace)
-    removed: list[str] = []
-    # The superuser is needed last (the databases, the roles): reach it first, so a teardown
-    # that cannot finish changes nothing (before, an unreachable server was found only after
-    # the broker users and the topology were gone).
-    async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
-        await conn.execute(text("select 1"))
     try:
         async with tenants.registry_connection(settings) as conn:
             slugs = [t.slug for t in await registry.list_tenants(conn)]
+            placements = await records.list_placements(conn)
     except SiloflowError:
-        slugs = []  # never migrated, or already half torn down: nothing registered to delete
+        # Never migrated, or already half torn down: nothing registered to delete.
+        slugs, placements = [], []
+    elsewhere = _placement_servers(settings, placements, admin_dsns)
+    # The superusers are needed last (the databases, the roles): reach each first, so a
+    # teardown that cannot finish changes nothing.
+    for dsn in [registry_dsn, *elsewhere.values()]:
+        async with one_connection(asyncpg_url(dsn), settings, autocommit=True) as conn:
+            await conn.execute(text("select 1"))
+    removed: list[str] = []
     for slug in slugs:
         if settings.multitenant:
             await tenants.delete_tenant(settings, slug)
@@ -178,7 +190,7 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
             removed.append(f"tenant {slug} (queue {names.tenant_queue(slug)})")
     removed += await topology.remove_topology(settings)
     removed += await remove_users(settings)
-    async with one_connection(asyncpg_url(admin_dsn), settings, autocommit=True) as conn:
+    async with one_connection(asyncpg_url(registry_dsn), settings, autocommit=True) as conn:
         databases = [settings.registry_database]
         if settings.multitenant:
             databases.append(names.shared_database)
@@ -186,29 +198,10 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
             if await database_exists(conn, database):
                 await conn.execute(text(f"drop database {ident(database)} with (force)"))
                 removed.append(f"database {database}")
-        role = names.provisioner_role
-        if (
-            await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
-        ).first() is not None:
-            # Owner roles, and any login or OpenBao broker role a lost process left behind.
-            leftovers = (
-                await conn.execute(
-                    text(
-                        "select rolname from pg_roles where starts_with(rolname, :owner) "
-                        "or starts_with(rolname, :login) or starts_with(rolname, :bao)"
-                    ),
-                    {
-                        "owner": names.tenant_owner_role(""),
-                        "login": names.login_prefix,
-                        "bao": names.tenant_broker_role(""),
-                    },
-                )
-            ).scalars()
-            for leftover in sorted(leftovers, key=lambda r: r.startswith(names.login_prefix)):
-                await end_login(conn, leftover)
-                removed.append(f"role {leftover}")
-            await conn.execute(text(f"drop role {ident(role)}"))
-            removed.append(f"role {role}")
+        removed += await _remove_roles(conn, names, "")
+    for (host, port), dsn in elsewhere.items():
+        async with one_connection(asyncpg_url(dsn), settings, autocommit=True) as conn:
+            removed += await _remove_roles(conn, names, f" on {host}:{port}")
     if settings.host_key_secrets is None and settings.host_key_file.exists():
         settings.host_key_file.unlink()
         removed.append(f"host key file {settings.host_key_file}")
@@ -216,4 +209,69 @@ async def teardown(settings: Settings, admin_dsn: str) -> list[str]:
     if state.is_dir() and not any(state.iterdir()):
         state.rmdir()
         removed.append(f"state directory {state}")
+    return removed
+
+
+def _placement_servers(
+    settings: Settings, placements: Sequence[registry.Placement], admin_dsns: Sequence[str]
+) -> dict[tuple[str, int], str]:
+    """Each placement server other than the registry's, with the superuser DSN given for it.
+    Refuses (before anything changes) a server without one, and a DSN of no server of this
+    deployment."""
+    servers: dict[tuple[str, int], list[str]] = {}
+    for p in placements:
+        address = f"postgresql://x@{p.host}:{p.port}/x"
+        if not _same_server(address, settings.registry_url):
+            servers.setdefault((p.host, p.port), []).append(p.name)
+    given: dict[tuple[str, int], str] = {}
+    missing = []
+    for (host, port), named in servers.items():
+        dsn = next(
+            (d for d in admin_dsns if _same_server(d, f"postgresql://x@{host}:{port}/x")), None
+        )
+        if dsn is None:
+            missing.append(f"{', '.join(named)} on {host}:{port}")
+        else:
+            given[(host, port)] = dsn
+    if missing:
+        raise InvalidArgument(
+            f"placement {'; '.join(missing)}: give that server's superuser DSN as well "
+            "(--admin-dsn is repeatable): teardown removes the provisioner role there too"
+        )
+    for dsn in admin_dsns:
+        if not _same_server(dsn, settings.registry_url) and dsn not in given.values():
+            at = server_of(dsn)
+            raise InvalidArgument(
+                f"--admin-dsn points at {at.host}:{at.port}, which is neither the registry's "
+                "server nor a placement's"
+            )
+    return given
+
+
+async def _remove_roles(conn: AsyncConnection, names: Names, where: str) -> list[str]:
+    """The provisioner role on the server `conn` is a superuser of, after the owner roles and any
+    login or OpenBao broker role a lost process left behind."""
+    removed: list[str] = []
+    role = names.provisioner_role
+    found = await conn.execute(text("select 1 from pg_roles where rolname = :r"), {"r": role})
+    if found.first() is None:
+        return removed
+    leftovers = (
+        await conn.execute(
+            text(
+                "select rolname from pg_roles where starts_with(rolname, :owner) "
+                "or starts_with(rolname, :login) or starts_with(rolname, :bao)"
+            ),
+            {
+                "owner": names.tenant_owner_role(""),
+                "login": names.login_prefix,
+                "bao": names.tenant_broker_role(""),
+            },
+        )
+    ).scalars()
+    for leftover in sorted(leftovers, key=lambda r: r.startswith(names.login_prefix)):
+        await end_login(conn, leftover)
+        removed.append(f"role {leftover}{where}")
+    await conn.execute(text(f"drop role {ident(role)}"))
+    removed.append(f"role {role}{where}")
     return removed

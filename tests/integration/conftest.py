@@ -1,10 +1,17 @@
 """Real PostgreSQL on loopback: a bootstrapped, migrated multi-tenant deployment shared by the
-session, and fresh namespaces on demand; each removed afterwards."""
+session, fresh namespaces on demand, and a second PostgreSQL server for placements; each removed
+afterwards."""
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,3 +85,48 @@ async def broker_only() -> AsyncIterator[Settings]:
         yield settings_for(namespace)
     finally:
         delete_vhost(namespace)
+
+
+PG_INSTANCE = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pg-instance.sh"
+
+
+@dataclass(frozen=True)
+class Server:
+    """A PostgreSQL server of the test session's own (deploy/local/pg-instance.sh), which a
+    test may take down and bring back."""
+
+    host: str
+    port: int
+    directory: str
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    def script(self, action: str) -> None:
+        environment = dict(
+            os.environ, SILOFLOW_PG_PORT=str(self.port), SILOFLOW_PG_DIR=self.directory
+        )
+        subprocess.run([str(PG_INSTANCE), action], env=environment, check=True, capture_output=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def second_server() -> Iterator[Server]:
+    """A second PostgreSQL server on a free port, for tenants placed off the registry's server;
+    stopped and its data directory removed at the end of the session."""
+    server = Server("127.0.0.1", _free_port(), tempfile.mkdtemp(prefix="sf-pg2-"))
+    server.script("start")
+    try:
+        yield server
+    finally:
+        server.script("stop")

@@ -104,6 +104,56 @@ def test_each_failure_is_one_line_naming_its_setting(exc: BaseException, says: l
     assert "secret" not in line and ":pw@" not in line  # passwords never shown
 
 
+PLACEMENT = ("db2.internal", 5460)
+
+
+@pytest.mark.parametrize(
+    ("exc", "says"),
+    [
+        (
+            caused(
+                DatabaseUnavailable("database postgres on db2", "no role", server=PLACEMENT),
+                asyncpg.InvalidAuthorizationSpecificationError(
+                    'role "acme_provisioner" does not exist'
+                ),
+            ),
+            ["db2.internal:5460", "not prepared", "--port 5460 --admin-dsn"],
+        ),
+        (
+            caused(
+                DatabaseUnavailable("database postgres on db2", "refused", server=PLACEMENT),
+                asyncpg.InvalidPasswordError('password authentication failed for user "x"'),
+            ),
+            ["db2.internal:5460 (a placement's server", "refused the login", "--admin-dsn"],
+        ),
+        (
+            caused(
+                DatabaseUnavailable("tenant far's database", "refused", server=PLACEMENT),
+                ConnectionRefusedError(111, "Connect call failed ('db2.internal', 5460)"),
+            ),
+            ["db2.internal:5460 (a placement's server", "is unreachable", "start it"],
+        ),
+        (
+            # A tenant's database named by slug only: the address in the error places it.
+            caused(
+                DatabaseUnavailable("tenant far's database", "refused"),
+                ConnectionRefusedError(111, "Connect call failed ('db2.internal', 5460)"),
+            ),
+            ["db2.internal:5460 (a placement's server", "is unreachable"],
+        ),
+    ],
+    ids=["role-missing", "login-refused", "unreachable", "unreachable-by-address"],
+)
+def test_a_placements_server_is_named_never_the_registrys(
+    exc: BaseException, says: list[str]
+) -> None:
+    line = explain(exc, SETTINGS)
+    assert line is not None and "\n" not in line
+    for words in says:
+        assert words in line, line
+    assert "db.internal:5433" not in line and "SILOFLOW_REGISTRY_DSN" not in line, line
+
+
 def test_a_bug_is_not_explained_away() -> None:
     assert explain(KeyError("slug"), SETTINGS) is None
     assert explain(ZeroDivisionError(), SETTINGS) is None

@@ -61,6 +61,13 @@ async def _drop_if_dead(conn: AsyncConnection, exc: BaseException) -> None:
             log.debug("tenant_db.invalidate_failed", error=str(again))
 
 
+def _server_of(tenant: str | TenantRecord) -> tuple[str, int] | None:
+    """The server a tenant's database is on, when the caller gave its record."""
+    if isinstance(tenant, TenantRecord) and tenant.placement is not None:
+        return tenant.placement.host, tenant.placement.port
+    return None
+
+
 def routable(record: TenantRecord | None, wanted: str) -> TenantRecord:
     """The tenant if reports may be committed to it now; otherwise the error that says why."""
     if record is None:
@@ -217,7 +224,9 @@ class TenantDatabases:
                 raise
             except Exception as exc:
                 detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                raise DatabaseUnavailable(f"tenant {name}'s database", detail) from exc
+                raise DatabaseUnavailable(
+                    f"tenant {name}'s database", detail, server=_server_of(tenant)
+                ) from exc
             try:
                 yield conn
             except BaseException as exc:
@@ -238,7 +247,9 @@ class TenantDatabases:
                     yield conn
             except (OperationalError, InterfaceError, OSError) as exc:
                 raise DatabaseUnavailable(
-                    f"tenant {name}'s database", str(exc).splitlines()[0]
+                    f"tenant {name}'s database",
+                    str(exc).splitlines()[0],
+                    server=_server_of(tenant),
                 ) from exc
             finally:
                 if conn is not None:

@@ -1,0 +1,331 @@
+"""Tenants on two PostgreSQL servers, as docs/scaling.md tells an operator to set them up: the
+second server prepared by `placement add --admin-dsn`, errors that name the server they are
+about, each report committed on its tenant's server, `migrate` walking both, the second server
+down holding its tenants' reports while the first's commit, and `tenant delete` and `teardown`
+leaving nothing on either."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
+from services.core.names import Names
+from services.core.pgadmin import set_role
+from services.core.registry.queries import TenantRecord
+from services.core.settings import Settings
+from services.ops import chains as migrator
+from services.ops import migrate
+from services.ops.bootstrap import bootstrap
+from services.ops.tenants import create_tenant
+from services.router import app as router_app
+from services.workers import app as workers_app
+from tests.integration.conftest import Server
+from tests.integration.pipeline import Env, bound_host, dead_letters, drain, publish
+from tests.reports import report
+from tests.support import (
+    ADMIN_DSN,
+    MANAGEMENT,
+    MANAGEMENT_AUTH,
+    admin_fetch,
+    drop_namespace,
+    invoke_cli,
+    new_namespace,
+    settings_for,
+)
+
+DEADLINE_S = 30.0
+
+
+@dataclass
+class Spread:
+    """A deployment with tenant `near` on the registry's server and `far` on the second."""
+
+    settings: Settings
+    server: Server
+    near: TenantRecord
+    far: TenantRecord
+
+    @property
+    def env(self) -> Env:
+        return Env(self.settings, self.near, self.far)
+
+
+async def on(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def names_on(server_dsn: str, namespace: str) -> set[str]:
+    """Every database and role of the namespace on one server."""
+    pattern = namespace + r"\_%"
+    rows = await on(
+        server_dsn,
+        "select datname as name from pg_database where datname like $1 "
+        "union all select rolname from pg_roles where rolname like $1",
+        pattern,
+    )
+    return {r["name"] for r in rows}
+
+
+async def committed(dsn: str) -> set[uuid.UUID]:
+    return {r["message_id"] for r in await on(dsn, "select message_id from agent_messages")}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll until `check` holds (the thing under test runs concurrently), or fail."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+@pytest.fixture(scope="module")
+async def spread(second_server: Server) -> AsyncIterator[Spread]:
+    namespace = new_namespace()
+    settings = settings_for(namespace)
+    try:
+        await bootstrap(settings, ADMIN_DSN)
+        await migrate.migrate(settings)
+        added = await invoke_cli(
+            [
+                *("placement", "add", "second", "--host", second_server.host),
+                *("--port", str(second_server.port), "--admin-dsn", second_server.admin_dsn),
+            ],
+            settings,
+        )
+        assert added.exit_code == 0, added.output
+        near = (await create_tenant(settings, "near")).tenant
+        far = (await create_tenant(settings, "far", placement="second")).tenant
+        yield Spread(settings, second_server, near, far)
+    finally:
+        await drop_namespace(namespace)
+        await _drop_roles_and_databases(second_server, namespace)
+
+
+async def _drop_roles(server: Server, namespace: str) -> None:
+    roles = await on(
+        server.admin_dsn, "select rolname from pg_roles where rolname like $1", namespace + r"\_%"
+    )
+    for row in sorted(roles, key=lambda r: r["rolname"].endswith("_provisioner")):
+        await on(server.admin_dsn, f'drop owned by "{row["rolname"]}"')
+        await on(server.admin_dsn, f'drop role if exists "{row["rolname"]}"')
+
+
+async def test_an_unprepared_server_is_named_and_placement_add_prepares_it(
+    fresh_namespace: Callable[..., Settings], second_server: Server
+) -> None:
+    settings = fresh_namespace()
+    await bootstrap(settings, ADMIN_DSN)
+    await migrate.migrate(settings)
+    where = ["--host", second_server.host, "--port", str(second_server.port)]
+    try:
+        recorded = await invoke_cli(["placement", "add", "second", *where], settings)
+        assert recorded.exit_code == 0, recorded.output
+        assert "--admin-dsn <that server's superuser DSN>" in recorded.output
+
+        refused = await invoke_cli(["tenant", "create", "far", "--placement", "second"], settings)
+        assert refused.exit_code == 1, refused.output
+        server = f"{second_server.host}:{second_server.port}"
+        assert f"PostgreSQL at {server}" in refused.output, refused.output
+        assert "not prepared" in refused.output and "127.0.0.1:5432" not in refused.output
+        listed = await invoke_cli(["tenant", "list", "--json"], settings)
+        assert listed.exit_code == 0 and listed.output.strip() == "[]", listed.output
+
+        # A DSN of another server than the placement's is refused before anything changes.
+        wrong = await invoke_cli(
+            ["placement", "add", "second", *where, "--admin-dsn", ADMIN_DSN], settings
+        )
+        assert wrong.exit_code != 0 and "give that server's superuser DSN" in wrong.output
+        assert not await names_on(second_server.admin_dsn, settings.namespace)
+
+        prepared = await invoke_cli(
+            ["placement", "add", "second", *where, "--admin-dsn", second_server.admin_dsn],
+            settings,
+        )
+        assert prepared.exit_code == 0, prepared.output
+        assert f"created role {settings.namespace}_provisioner on {server}" in prepared.output
+        created = await invoke_cli(["tenant", "create", "far", "--placement", "second"], settings)
+        assert created.exit_code == 0, created.output
+        assert Names(settings.namespace).tenant_database("far") in await names_on(
+            second_server.admin_dsn, settings.namespace
+        )
+    finally:
+        await _drop_roles_and_databases(second_server, settings.namespace)
+
+
+async def _drop_roles_and_databases(server: Server, namespace: str) -> None:
+    for row in await on(
+        server.admin_dsn,
+        "select datname from pg_database where datname like $1",
+        namespace + r"\_%",
+    ):
+        await on(server.admin_dsn, f'drop database if exists "{row["datname"]}" with (force)')
+    await _drop_roles(server, namespace)
+
+
+async def test_each_report_is_committed_on_its_tenants_server(spread: Spread) -> None:
+    env = spread.env
+    near_host, far_host = await bound_host(env, spread.near), await bound_host(env, spread.far)
+    near = [report("heartbeat", near_host) for _ in range(5)]
+    far = [report("system_info", far_host)] + [report("heartbeat", far_host) for _ in range(5)]
+    await publish(spread.settings, near + far)
+    await drain(spread.settings)
+
+    on_first = await committed(f"postgresql://postgres@127.0.0.1:5432/{spread.near.db_name}")
+    on_second = await committed(spread.server.dsn(spread.far.db_name))
+    assert {uuid.UUID(r.message_id) for r in near} <= on_first
+    assert {uuid.UUID(r.message_id) for r in far} <= on_second
+    assert not on_first & {uuid.UUID(r.message_id) for r in far}
+    # far's database exists on the second server only.
+    assert not await admin_fetch("select 1 from pg_database where datname = $1", spread.far.db_name)
+    # The workers reached it with a short-lived login of far's own, issued on the second
+    # server (the only way they reach a tenant database) and revoked there when they stopped.
+    logins = await on(
+        spread.server.admin_dsn,
+        "select rolname from pg_roles where rolname like $1",
+        Names(spread.settings.namespace).login_prefix.replace("_", r"\_") + "%",
+    )
+    assert not logins, logins
+
+
+async def test_migrate_walks_the_tenants_of_every_server(spread: Spread) -> None:
+    url = at_server(
+        provisioner_url(spread.settings),
+        ServerAddress(spread.server.host, spread.server.port),
+        spread.far.db_name,
+    )
+    async with one_connection(url, spread.settings) as conn:
+        await set_role(conn, Names(spread.settings.namespace).tenant_owner_role("far"))
+        await migrator.downgrade(conn, "tenant", "base")
+        await conn.commit()
+
+    done = await invoke_cli(["migrate", "--json"], spread.settings)
+    assert done.exit_code == 0, done.output
+    applied = {t["target"]: t["applied"] for t in json.loads(done.output)["targets"]}
+    assert applied["tenant far"] == migrator.pending_revisions("tenant", None)
+    plan = await migrate.plan(spread.settings)
+    states = {t.label: (t.current, t.head, t.error) for t in plan.targets}
+    head = migrator.head_revision("tenant")
+    assert states["tenant far"] == (head, head, None)
+    assert states["tenant near"] == (head, head, None)
+
+
+async def test_with_the_second_server_down_its_tenants_reports_wait_then_land(
+    spread: Spread,
+) -> None:
+    env = spread.env
+    far_host, near_host = await bound_host(env, spread.far), await bound_host(env, spread.near)
+    held = [report("heartbeat", far_host) for _ in range(20)]
+    flowing = [report("heartbeat", near_host) for _ in range(20)]
+    await publish(spread.settings, held + flowing)
+    await router_app.run(spread.settings, burst=True)
+    held_ids = {uuid.UUID(r.message_id) for r in held}
+    far_dsn = spread.server.dsn(spread.far.db_name)
+    near_dsn = f"postgresql://postgres@127.0.0.1:5432/{spread.near.db_name}"
+    queue = Names(spread.settings.namespace).tenant_queue("far")
+
+    await asyncio.to_thread(spread.server.script, "down")
+    stop = asyncio.Event()
+    workers = asyncio.create_task(
+        workers_app.run(spread.settings, tenants={"near", "far"}, stop=stop)
+    )
+    try:
+
+        async def near_commits() -> bool:
+            return {uuid.UUID(r.message_id) for r in flowing} <= await committed(near_dsn)
+
+        await eventually(near_commits, "near's reports commit while the second server is down")
+
+        async def far_waits_in_its_queue() -> bool:  # delivered to the worker, held unacked
+            async with httpx.AsyncClient(auth=MANAGEMENT_AUTH) as api:
+                response = await api.get(
+                    f"{MANAGEMENT}/api/queues/{spread.settings.namespace}/{queue}"
+                )
+            depth = response.json()
+            return (
+                depth.get("messages") == len(held) and depth.get("messages_unacknowledged", 0) > 0
+            )
+
+        await eventually(far_waits_in_its_queue, "far's reports wait in its queue")
+        dead = {d["message_id"] for d in await dead_letters(spread.settings, "failed")}
+        assert not dead & {r.message_id for r in held}, "reports were dead-lettered"
+
+        await asyncio.to_thread(spread.server.script, "up")
+
+        async def far_lands() -> bool:
+            return held_ids <= await committed(far_dsn)
+
+        await eventually(far_lands, "far's held reports land once the server is back")
+    finally:
+        await asyncio.to_thread(spread.server.script, "up")
+        stop.set()
+        await workers
+    assert not held_ids & await committed(near_dsn)
+
+
+async def test_tenant_delete_and_teardown_leave_nothing_on_either_server(
+    fresh_namespace: Callable[..., Settings], second_server: Server
+) -> None:
+    settings = fresh_namespace()
+    namespace = settings.namespace
+    try:
+        await bootstrap(settings, ADMIN_DSN)
+        await migrate.migrate(settings)
+        where = ["--host", second_server.host, "--port", str(second_server.port)]
+        added = await invoke_cli(
+            ["placement", "add", "second", *where, "--admin-dsn", second_server.admin_dsn],
+            settings,
+        )
+        assert added.exit_code == 0, added.output
+        far = (await create_tenant(settings, "far", placement="second")).tenant
+        away = (await create_tenant(settings, "away", placement="second")).tenant
+        env = Env(settings, far, away)
+        await publish(settings, [report("heartbeat", await bound_host(env, far))])
+        await drain(settings)  # far gets a login of its own on the second server
+        before = await names_on(second_server.admin_dsn, namespace)
+        names = Names(namespace)
+        assert {names.tenant_database("far"), names.tenant_owner_role("far")} <= before
+
+        deleted = await invoke_cli(["tenant", "delete", "far", "--yes"], settings)
+        assert deleted.exit_code == 0, deleted.output
+        left = await names_on(second_server.admin_dsn, namespace)
+        assert not {n for n in left if "far" in n}, left
+        assert names.tenant_database("away") in left
+
+        # Without the second server's superuser DSN teardown cannot finish: it changes nothing.
+        partial = await invoke_cli(["teardown", "--admin-dsn", ADMIN_DSN, "--yes"], settings)
+        assert partial.exit_code == 2, partial.output
+        assert f"second on {second_server.host}:{second_server.port}" in partial.output
+        assert await names_on(second_server.admin_dsn, namespace) == left
+        assert await admin_fetch(
+            "select 1 from pg_database where datname = $1", settings.registry_database
+        )
+
+        done = await invoke_cli(
+            [
+                *("teardown", "--admin-dsn", ADMIN_DSN),
+                *("--admin-dsn", second_server.admin_dsn, "--yes"),
+            ],
+            settings,
+        )
+        assert done.exit_code == 0, done.output
+        assert f"role {namespace}_provisioner on {second_server.host}" in done.output
+        assert not await names_on(second_server.admin_dsn, namespace)
+        assert not await names_on(ADMIN_DSN, namespace)
+    finally:
+        await _drop_roles_and_databases(second_server, namespace)
