@@ -59,7 +59,7 @@ def _render(status: Status) -> Group:
     for t in status.tenants:
         tenants.add_row(
             t.slug,
-            t.status,
+            t.status if t.moving is None else f"{t.status}, moving {t.moving}",
             str(t.hosts),
             "-" if t.reports_last_minute is None else str(t.reports_last_minute),
             t.last_commit.isoformat(timespec="seconds") if t.last_commit else "-",

@@ -1,4 +1,4 @@
-"""`siloflow tenant ...`: create, list, show, suspend, resume, delete."""
+"""`siloflow tenant ...`: create, list, show, suspend, resume, move, delete."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import click
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.errors import TenantNotFound
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
+from services.core.registry.models import MoveStep, TenantStatus
 from services.core.registry.queries import TenantRecord
-from services.ops import tenants
+from services.ops import moves, tenants
 
 
 def _rows(records: list[TenantRecord]) -> list[tuple[object, ...]]:
@@ -17,7 +17,9 @@ def _rows(records: list[TenantRecord]) -> list[tuple[object, ...]]:
         (
             r.slug,
             r.name,
-            r.status,
+            r.status
+            if r.move is None
+            else f"{r.status}, moving to {r.move.target} ({r.move.step})",
             r.db_name,
             "-"
             if r.placement is None
@@ -116,6 +118,49 @@ def resume(app: AppContext, slug: str, as_json: bool) -> None:
     """Make a suspended tenant active again."""
     record = run(tenants.set_tenant_status(app.settings, slug, TenantStatus.ACTIVE))
     print_json(record.as_json()) if as_json else click.echo(f"tenant {slug} is active")
+
+
+@tenant.command("move")
+@click.argument("slug")
+@click.option("--to", "to", help="The placement to move the tenant's database to.")
+@click.option(
+    "--keep-source",
+    is_flag=True,
+    help="Keep the source database (closed to the tenant's logins) instead of dropping it.",
+)
+@click.option("--abort", is_flag=True, help="Roll back a move that has not switched yet.")
+@json_option
+@pass_app
+def move(
+    app: AppContext, slug: str, to: str | None, keep_source: bool, abort: bool, as_json: bool
+) -> None:
+    """Move a tenant's database to another placement while its agents keep reporting; run it
+    again (without --to) to resume an interrupted move."""
+
+    def say(step: MoveStep | None, detail: str) -> None:
+        click.echo(f"[{step or 'move'}] {detail}", err=as_json)
+
+    if abort:
+        if to is not None or keep_source:
+            raise click.UsageError("--abort takes no --to or --keep-source: it rolls back")
+        record = run(moves.abort_move(app.settings, slug, say))
+        if as_json:
+            print_json(record.as_json())
+        return
+    result = run(moves.move_tenant(app.settings, slug, to=to, keep_source=keep_source, say=say))
+    if as_json:
+        print_json(
+            {
+                "tenant": result.tenant,
+                "from": result.source.name,
+                "to": result.target.name,
+                "kept_source": result.kept_source,
+                "copied_bytes": result.copied_bytes,
+                "rows": result.rows,
+            }
+        )
+    else:
+        click.echo(f"moved tenant {slug} from {result.source.name} to {result.target.name}")
 
 
 @tenant.command("delete")

@@ -164,6 +164,18 @@ class TenantSuspended(TenantNotActive):
         super().__init__(tenant, "suspended")
 
 
+class TenantMoving(ResolutionError):
+    """Raised when the tenant is being moved to another placement and its reports wait in its
+    queue until the move switches it (`siloflow tenant move`)."""
+
+    reason = "tenant-moving"
+
+    def __init__(self, tenant: str, step: str) -> None:
+        super().__init__(f"tenant {tenant!r} is moving ({step}); its reports wait in its queue")
+        self.tenant = tenant
+        self.step = step
+
+
 class NoPlacement(ResolutionError):
     """Raised when the tenant has no placement (no recorded server for its database)."""
 

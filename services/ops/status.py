@@ -74,6 +74,7 @@ class TenantView:
     last_commit: datetime | None
     error: str | None = None
     open_findings: int | None = None
+    moving: str | None = None  # "to <placement> (<step>)" while a move is under way
 
     def as_json(self) -> dict[str, object]:
         """The tenant for `status --json`."""
@@ -176,8 +177,10 @@ async def collect(settings: Settings, *, reasons: bool = True) -> Status:
 
         async def one(tenant: registry.TenantRecord) -> TenantView:
             row = TenantView(tenant.slug, tenant.status, int(counts.get(tenant.id, 0)), None, None)
-            if tenant.status != TenantStatus.ACTIVE:
-                return row
+            if tenant.move is not None:
+                row.moving = f"to {tenant.move.target} ({tenant.move.step})"
+            if tenant.status != TenantStatus.ACTIVE or tenant.paused:
+                return row  # a paused tenant's database is fenced: its queue says the rest
             try:
                 async with databases.begin(tenant) as conn:
                     activity = (await conn.execute(text(_ACTIVITY))).one()

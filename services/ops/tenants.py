@@ -66,7 +66,8 @@ async def registry_connection(settings: Settings) -> AsyncIterator[AsyncConnecti
         yield conn
 
 
-def _require_multitenant(settings: Settings, what: str) -> None:
+def require_multitenant(settings: Settings, what: str) -> None:
+    """Refuse a tenant-lifecycle command in single-tenant mode, naming it."""
     if not settings.multitenant:
         raise NotInSingleTenantMode(
             f"`{what}` is for multi-tenant deployments; this one runs with "
@@ -79,7 +80,7 @@ async def create_tenant(
 ) -> CreateResult:
     """Provision a tenant: owner role, database, tenant chain, registry row; resumes a
     half-finished one."""
-    _require_multitenant(settings, "tenant create")
+    require_multitenant(settings, "tenant create")
     validate_slug(slug)
     names = Names(settings.namespace)
     async with registry_connection(settings) as conn:
@@ -277,12 +278,19 @@ async def set_tenant_status(
 async def delete_tenant(settings: Settings, slug: str) -> registry.TenantRecord:
     """Drop a tenant's database and owner role, then its registry rows (last, so an interrupted
     delete is finished by running it again)."""
-    _require_multitenant(settings, "tenant delete")
+    require_multitenant(settings, "tenant delete")
     names = Names(settings.namespace)
     async with registry_connection(settings) as conn:
         record = await registry.get_tenant(conn, slug)
         if record is None:
             raise TenantNotFound(slug)
+        if record.move is not None:
+            raise ProvisioningError(
+                slug,
+                f"tenant {slug!r} is moving to {record.move.target!r} ({record.move.step}): "
+                f"finish the move (`siloflow tenant move {slug}`) or roll it back (`--abort`) "
+                "before deleting it",
+            )
         await records.set_status(conn, record.id, TenantStatus.DELETING)
         await conn.commit()
         if record.placement is not None:

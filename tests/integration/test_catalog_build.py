@@ -330,6 +330,10 @@ async def test_a_build_replaces_its_release_and_keeps_what_it_could_not_read(
 REAL_SOURCES = ("tar", "zlib", "xz-utils", "gzip", "expat", "curl")
 
 
+# Over the network: three signed indexes (~10 MB) and six .debs, whatever the link's pace. A
+# timeout inside the in-process CLI would leave its thread running with the runner's streams in
+# place, and every test after it would fail, so it gets time enough.
+@pytest.mark.timeout(600)
 async def test_the_real_archive_gives_the_shared_catalogs_records(env: Env, tmp_path: Path) -> None:
     args = ["catalog", "build", "--release", "bookworm", "--cache-dir", str(tmp_path), "--json"]
     for source in REAL_SOURCES:

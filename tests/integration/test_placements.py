@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +31,7 @@ from services.ops.tenants import create_tenant
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.conftest import Server
-from tests.integration.pipeline import Env, bound_host, dead_letters, drain, publish
+from tests.integration.pipeline import Env, bound_host, dead_letters, drain, publish, route
 from tests.reports import report
 from tests.support import (
     ADMIN_DSN,
@@ -38,6 +39,7 @@ from tests.support import (
     MANAGEMENT_AUTH,
     admin_fetch,
     drop_namespace,
+    env_for,
     invoke_cli,
     new_namespace,
     settings_for,
@@ -329,3 +331,170 @@ async def test_tenant_delete_and_teardown_leave_nothing_on_either_server(
         assert not await names_on(ADMIN_DSN, namespace)
     finally:
         await _drop_roles_and_databases(second_server, namespace)
+
+
+# -- tenant move ---------------------------------------------------------------------------------
+
+
+class Running:
+    """The router and the workers running as services do (not in burst), for a test to act
+    around; stopped on exit."""
+
+    def __init__(self, settings: Settings, tenants: set[str]) -> None:
+        self.settings, self.tenants = settings, tenants
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Running:
+        self.tasks = [
+            asyncio.create_task(router_app.run(self.settings, stop=self.stop)),
+            asyncio.create_task(
+                workers_app.run(self.settings, tenants=self.tenants, stop=self.stop)
+            ),
+        ]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+
+
+def ids(reports: list[Any]) -> set[uuid.UUID]:
+    return {uuid.UUID(r.message_id) for r in reports}
+
+
+async def test_a_tenant_moves_while_its_agents_report(spread: Spread) -> None:
+    settings = spread.settings
+    mover = (await create_tenant(settings, "mover")).tenant
+    host = await bound_host(spread.env, mover)
+    source_dsn = f"postgresql://postgres@127.0.0.1:5432/{mover.db_name}"
+    target_dsn = spread.server.dsn(mover.db_name)
+    before = [report("system_info", host), report("packages", host)]
+    before += [report("heartbeat", host) for _ in range(30)]
+    sent: list[Any] = list(before)
+    async with Running(settings, {"mover"}):
+        await publish(settings, before)
+
+        async def committed_before() -> bool:
+            return ids(before) <= await committed(source_dsn)
+
+        await eventually(committed_before, "mover's first reports commit on its first server")
+
+        moving = asyncio.create_task(
+            invoke_cli(["tenant", "move", "mover", "--to", "second", "--keep-source"], settings)
+        )
+        while not moving.done():  # the agent keeps reporting all through the move
+            during = [report("heartbeat", host) for _ in range(5)]
+            await publish(settings, during)
+            sent += during
+            await asyncio.sleep(0.02)
+        done = await moving
+        assert done.exit_code == 0, done.output
+        for step in ("[fencing]", "[copying]", "[verifying]", "[switching]", "[switched]"):
+            assert step in done.output, done.output
+        assert f"source kept, closed to the tenant's logins: {mover.db_name}" in done.output
+
+        after = [report("heartbeat", host) for _ in range(10)]
+        await publish(settings, after)
+        sent += after
+
+        async def all_landed() -> bool:
+            return ids(sent) <= await committed(target_dsn)
+
+        await eventually(all_landed, "every report lands on the new server")
+
+    on_target, on_source = await committed(target_dsn), await committed(source_dsn)
+    assert on_target == ids(sent)  # none lost, none from elsewhere
+    assert on_source <= on_target  # what the source had was copied
+    assert not on_source & ids(after)  # nothing committed on the old server after the switch
+    dead = {d["message_id"] for d in await dead_letters(settings, "failed")}
+    dead |= {d["message_id"] for d in await dead_letters(settings, "unrouted")}
+    assert not dead & {r.message_id for r in sent}
+    listed = await invoke_cli(["tenant", "show", "mover", "--json"], settings)
+    shown = json.loads(listed.output)
+    assert shown["placement"]["name"] == "second" and shown["move"] is None
+    # The kept source is closed to the tenant's logins: nothing can commit there.
+    assert not await on(
+        ADMIN_DSN,
+        "select 1 from pg_database where datname = $1 "
+        "and has_database_privilege($2, oid, 'connect')",
+        mover.db_name,
+        Names(settings.namespace).tenant_owner_role("mover"),
+    )
+
+
+async def test_a_move_is_refused_where_it_cannot_be_done_and_changes_nothing(
+    spread: Spread,
+) -> None:
+    settings = spread.settings
+    cases = {
+        ("near", "--to", "default"): "already on placement 'default'",
+        ("near", "--to", "nowhere"): "unknown placement 'nowhere'",
+        ("nobody", "--to", "second"): "no tenant 'nobody'",
+        ("near",): "not moving: say where to, with --to",
+        ("near", "--abort"): "not moving: nothing to abort",
+    }
+    for args, says in cases.items():
+        refused = await invoke_cli(["tenant", "move", *args], settings)
+        assert refused.exit_code != 0 and says in refused.output, (args, refused.output)
+    listed = json.loads((await invoke_cli(["tenant", "list", "--json"], settings)).output)
+    assert all(t["move"] is None for t in listed)
+    assert {t["slug"]: t["placement"]["name"] for t in listed}["near"] == "default"
+
+
+async def test_a_move_killed_midway_resumes_or_rolls_back(spread: Spread) -> None:
+    settings = spread.settings
+    slug = "killed"
+    record = (await create_tenant(settings, slug)).tenant
+    host = await bound_host(spread.env, record)
+    source_dsn = f"postgresql://postgres@127.0.0.1:5432/{record.db_name}"
+    first = [report("heartbeat", host) for _ in range(10)]
+    await publish(settings, first)
+    await drain(settings, {slug})
+
+    async def killed_after_fencing() -> None:
+        """`tenant move` SIGKILLed once it said the source is fenced."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "services.cli", "tenant", "move", slug, "--to", "second"),
+            env=env_for(settings),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        while line := await asyncio.wait_for(process.stdout.readline(), DEADLINE_S):
+            if line.startswith(b"[fencing]"):
+                break
+        process.kill()
+        await process.wait()
+
+    await killed_after_fencing()
+    shown = json.loads((await invoke_cli(["tenant", "show", slug, "--json"], settings)).output)
+    assert shown["move"]["step"] == "fencing" and shown["move"]["to"] == "second"
+    listed = await invoke_cli(["tenant", "list"], settings)
+    assert "moving to second (fencing)" in listed.output, listed.output
+    status = json.loads((await invoke_cli(["status", "--json"], settings)).output)
+    assert {t["slug"]: t["moving"] for t in status["tenants"]}[slug] == "to second (fencing)"
+    held = [report("heartbeat", host) for _ in range(10)]
+    await publish(settings, held)
+    await route(settings)
+    # Fenced: not even a worker that ignores the move can commit on the source.
+    refused = await invoke_cli(["tenant", "delete", slug, "--yes"], settings)
+    assert refused.exit_code != 0 and "is moving" in refused.output
+
+    aborted = await invoke_cli(["tenant", "move", slug, "--abort"], settings)
+    assert aborted.exit_code == 0, aborted.output
+    await drain(settings, {slug})  # consumed again, on the source
+    assert ids(first + held) == await committed(source_dsn)
+
+    await killed_after_fencing()
+    resumed = await invoke_cli(["tenant", "move", slug], settings)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming the move of killed to second at step fencing" in resumed.output
+    again = [report("heartbeat", host) for _ in range(5)]
+    await publish(settings, again)
+    await drain(settings, {slug})
+    assert ids(first + held + again) == await committed(spread.server.dsn(record.db_name))
+    assert not await admin_fetch("select 1 from pg_database where datname = $1", record.db_name)
+    cannot = await invoke_cli(["tenant", "move", slug, "--abort"], settings)
+    assert cannot.exit_code != 0 and "not moving" in cannot.output

@@ -4,7 +4,7 @@ login is reused, renewed or replaced, and what happens when the issuer fails."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -74,7 +74,15 @@ class FakeIssuer(LeasedCredentials):
         if self.failing:
             raise ConnectionRefusedError("issuer down")
         self.issued += 1
-        url = URL.create("postgresql+asyncpg", username=f"login-{self.issued}", password="pw")
+        assert tenant.placement is not None
+        url = URL.create(
+            "postgresql+asyncpg",
+            username=f"login-{self.issued}",
+            password="pw",
+            host=tenant.placement.host,
+            port=tenant.placement.port,
+            database=tenant.db_name,
+        )
         return TenantLogin(url, "owner", self._lease(TTL, renewable=True), f"lease-{self.issued}")
 
     async def _renew(self, tenant: TenantRecord, login: TenantLogin) -> TenantLogin:
@@ -162,3 +170,16 @@ def test_max_ttl_below_ttl_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SILOFLOW_CREDENTIAL_MAX_TTL_S", "60")
     with pytest.raises(SettingsError, match="credential_max_ttl_s"):
         load_settings()
+
+
+async def test_a_tenant_that_moved_gets_a_login_on_its_new_server_and_the_old_is_revoked() -> None:
+    issuer = FakeIssuer()
+    first = await issuer.login_for(TENANT)
+    moved = replace(TENANT, placement=Placement("second", "db2.internal", 5460))
+    second = await issuer.login_for(moved)
+    assert second.username == "login-2" and (second.url.host, second.url.port) == (
+        "db2.internal",
+        5460,
+    )
+    assert issuer.revoked == [first.username]
+    assert await issuer.login_for(moved) is second  # and kept while valid

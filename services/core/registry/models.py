@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -32,6 +33,32 @@ class TenantStatus(StrEnum):
 
 
 TENANT_STATUSES = tuple(TenantStatus)
+
+
+class MoveStep(StrEnum):
+    """Where a tenant's move between placements is (`siloflow tenant move`): the step it does
+    next, each one safe to run again. Until `switched` the tenant's reports wait in its queue
+    and its source database is fenced; from `switched` on it commits on the target."""
+
+    FENCING = "fencing"  # workers told to stop; close the source database to its logins
+    COPYING = "copying"  # the source is fenced: copy it to the target (again, from scratch)
+    VERIFYING = "verifying"  # compare every table's row count and the ledger's message ids
+    SWITCHING = "switching"  # point the tenant at the target placement, in one transaction
+    SWITCHED = "switched"  # committing on the target; drop (or keep) the fenced source
+
+    @property
+    def paused(self) -> bool:
+        """Whether the tenant's reports wait (nothing may commit anywhere yet)."""
+        return self is not MoveStep.SWITCHED
+
+
+MOVE_STEPS = tuple(MoveStep)
+
+
+def one_of(column: str, values: tuple[StrEnum, ...]) -> str:
+    """A check constraint's condition allowing exactly these values of a closed set."""
+    return f"{column} in ({', '.join(repr(v.value) for v in values)})"
+
 
 placements = Table(
     "registry_placements",
@@ -136,4 +163,26 @@ registrations = Table(
     Column("platform", Text, nullable=False),
     Column("agent_version", Text, nullable=False),
     Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+tenant_moves = Table(
+    "registry_tenant_moves",
+    metadata,
+    # One move at a time per tenant; its row is the move's whole state, so `tenant move`
+    # resumes (or `--abort` rolls back) from here after a crash of anything.
+    Column(
+        "tenant_id",
+        Uuid,
+        ForeignKey("registry_tenants.id", ondelete="cascade"),
+        primary_key=True,
+    ),
+    Column("source", Text, ForeignKey("registry_placements.name"), nullable=False),
+    Column("target", Text, ForeignKey("registry_placements.name"), nullable=False),
+    Column("step", Text, nullable=False),
+    Column("keep_source", Boolean, nullable=False, server_default="false"),
+    Column("progress", Text, nullable=True),  # the last figure said (bytes copied, rows verified)
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(one_of("step", MOVE_STEPS), name="registry_tenant_moves_step_known"),
+    CheckConstraint("source <> target", name="registry_tenant_moves_elsewhere"),
 )

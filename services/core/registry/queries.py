@@ -12,9 +12,11 @@ from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.registry.models import (
+    MoveStep,
     TenantStatus,
     host_tenant,
     placements,
+    tenant_moves,
     tenant_schema,
     tenants,
 )
@@ -31,6 +33,28 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Move:
+    """A tenant's move to another placement, as far as it got."""
+
+    source: str
+    target: str
+    step: MoveStep
+    keep_source: bool
+    progress: str | None
+    started_at: datetime
+
+    def as_json(self) -> dict[str, object]:
+        """The move as `tenant list --json` shows it."""
+        return {
+            "from": self.source,
+            "to": self.target,
+            "step": self.step,
+            "progress": self.progress,
+            "started_at": self.started_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
 class TenantRecord:
     """A tenant as the registry knows it, with its placement resolved (None when it has none)."""
 
@@ -44,6 +68,12 @@ class TenantRecord:
     migrated_at: datetime | None
     last_error: str | None
     created_at: datetime
+    move: Move | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Whether a move holds its reports in its queue (nothing may commit them now)."""
+        return self.move is not None and self.move.step.paused
 
     def as_json(self) -> dict[str, object]:
         """The tenant as `tenant list --json` shows it."""
@@ -64,6 +94,7 @@ class TenantRecord:
             "migrated_at": self.migrated_at.isoformat() if self.migrated_at else None,
             "last_migration_error": self.last_error,
             "created_at": self.created_at.isoformat(),
+            "move": None if self.move is None else self.move.as_json(),
         }
 
 
@@ -83,10 +114,17 @@ def _tenant_query() -> Select[Any]:
             tenant_schema.c.revision,
             tenant_schema.c.migrated_at,
             tenant_schema.c.last_error,
+            tenant_moves.c.source.label("move_source"),
+            tenant_moves.c.target.label("move_target"),
+            tenant_moves.c.step.label("move_step"),
+            tenant_moves.c.keep_source.label("move_keep_source"),
+            tenant_moves.c.progress.label("move_progress"),
+            tenant_moves.c.started_at.label("move_started_at"),
         )
         .select_from(tenants)
         .outerjoin(placements, placements.c.name == tenants.c.placement)
         .outerjoin(tenant_schema, tenant_schema.c.tenant_id == tenants.c.id)
+        .outerjoin(tenant_moves, tenant_moves.c.tenant_id == tenants.c.id)
     )
 
 
@@ -108,6 +146,16 @@ def _record(row: Row[Any]) -> TenantRecord:
         migrated_at=r["migrated_at"],
         last_error=r["last_error"],
         created_at=r["created_at"],
+        move=None
+        if r["move_step"] is None
+        else Move(
+            r["move_source"],
+            r["move_target"],
+            MoveStep(r["move_step"]),
+            r["move_keep_source"],
+            r["move_progress"],
+            r["move_started_at"],
+        ),
     )
 
 
@@ -140,8 +188,9 @@ async def list_tenants(
 
 
 async def active_tenants(conn: AsyncConnection) -> list[TenantRecord]:
-    """The tenants that are routed to and committed for."""
-    return await list_tenants(conn, statuses=(TenantStatus.ACTIVE,))
+    """The tenants that are routed to and committed for (a tenant whose move holds its reports
+    is routed to, and committed for once the move switches it)."""
+    return [t for t in await list_tenants(conn, statuses=(TenantStatus.ACTIVE,)) if not t.paused]
 
 
 async def tenant_of_host(conn: AsyncConnection, host_id: uuid.UUID) -> TenantRecord | None:

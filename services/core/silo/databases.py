@@ -21,6 +21,7 @@ from services.core.errors import (
     DatabaseUnavailable,
     HostNotBound,
     NoPlacement,
+    TenantMoving,
     TenantNotActive,
     TenantNotFound,
     TenantSuspended,
@@ -78,6 +79,8 @@ def routable(record: TenantRecord | None, wanted: str) -> TenantRecord:
         raise TenantNotActive(record.slug, record.status)
     if record.placement is None:
         raise NoPlacement(record.slug)
+    if record.move is not None and record.move.step.paused:
+        raise TenantMoving(record.slug, record.move.step)
     return record
 
 

@@ -51,6 +51,16 @@ class TenantLogin:
         return f"{self.url.render_as_string(hide_password=True)}#{self.role}"
 
 
+def _serves(login: TenantLogin, tenant: TenantRecord) -> bool:
+    """Whether the login reaches the database the tenant's record names now."""
+    placement = tenant.placement
+    return (
+        placement is not None
+        and login.url.database == tenant.db_name
+        and (login.url.host, login.url.port) == (placement.host, placement.port)
+    )
+
+
 class CredentialSource(Protocol):
     """Issues the logins one process uses."""
 
@@ -93,6 +103,11 @@ class LeasedCredentials:
         async with self._locks[tenant.id]:
             now = self._clock()
             current = self._logins.get(tenant.id)
+            if current is not None and not _serves(current, tenant):
+                # The tenant moved: a login of its old server or database is of no use there.
+                del self._logins[tenant.id]
+                await self._revoke_quietly(current)
+                current = None
             action = leases.decide(
                 current.lease if current else None, now, self._settings.credential_ttl_s
             )
@@ -162,16 +177,20 @@ class LeasedCredentials:
         held = list(self._logins.items())
         self._logins.clear()
         for _, login in held:
-            try:
-                async with self._issuing:
-                    await self._revoke(login)
-            except Exception as exc:  # it expires on its own; say so and go on
-                log.warning(
-                    "credentials.revoke_failed",
-                    login=login.username,
-                    broker=self.broker,
-                    error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                )
+            await self._revoke_quietly(login)
+
+    async def _revoke_quietly(self, login: TenantLogin) -> None:
+        """Revoke a login; one that cannot be revoked expires on its own: say so and go on."""
+        try:
+            async with self._issuing:
+                await self._revoke(login)
+        except Exception as exc:
+            log.warning(
+                "credentials.revoke_failed",
+                login=login.username,
+                broker=self.broker,
+                error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
 
     def _lease(self, ttl_s: float, *, renewable: bool) -> Lease:
         """A lease issued now for `ttl_s`."""
