@@ -165,6 +165,14 @@ async def _run(settings: Settings, *, apply: bool) -> MigrationReport:
                 f"{'create' if tenant.status == 'provisioning' else 'delete'} {tenant.slug}`"
             )
             continue
+        if tenant.move is not None and tenant.move.step.paused:
+            # Its database is being copied: a change now would not be in the copy, or would
+            # differ from it. The copy has the source's revision; migrate after the move.
+            target.skipped = (
+                f"moving to {tenant.move.target} ({tenant.move.step}): run migrate again "
+                f"once `siloflow tenant move {tenant.slug}` has finished"
+            )
+            continue
         if tenant.placement is None:
             target.error = "tenant has no placement"
         else:

@@ -156,7 +156,7 @@ async def run(
                     holder = await _try_lock(settings)
                 if holder is not None:
                     async with engine.connect() as conn:
-                        tenants = await registry.active_tenants(conn)
+                        tenants = await registry.committable_tenants(conn)
                     last = await sweep_once(settings, databases, tenants, catalog)
                     outage.recovered()
                 else:

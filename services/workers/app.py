@@ -86,7 +86,7 @@ class Pinned:
         """Start consumers for newly wanted tenants, stop those no longer wanted."""
         try:
             async with self._engine.connect() as conn:
-                records = await registry.active_tenants(conn)
+                records = await registry.committable_tenants(conn)
         except (DatabaseUnavailable, DBAPIError, OSError) as exc:
             self._registry_outage.failed(exc)
             return  # keep consuming what we have; the next notice or interval tries again

@@ -475,6 +475,9 @@ async def test_a_move_killed_midway_resumes_or_rolls_back(spread: Spread) -> Non
     assert "moving to second (fencing)" in listed.output, listed.output
     status = json.loads((await invoke_cli(["status", "--json"], settings)).output)
     assert {t["slug"]: t["moving"] for t in status["tenants"]}[slug] == "to second (fencing)"
+    migrated = json.loads((await invoke_cli(["migrate", "--json"], settings)).output)
+    skipped = {t["target"]: t["skipped"] for t in migrated["targets"]}
+    assert skipped[f"tenant {slug}"].startswith("moving to second (fencing)")
     held = [report("heartbeat", host) for _ in range(10)]
     await publish(settings, held)
     await route(settings)

@@ -188,9 +188,14 @@ async def list_tenants(
 
 
 async def active_tenants(conn: AsyncConnection) -> list[TenantRecord]:
-    """The tenants that are routed to and committed for (a tenant whose move holds its reports
-    is routed to, and committed for once the move switches it)."""
-    return [t for t in await list_tenants(conn, statuses=(TenantStatus.ACTIVE,)) if not t.paused]
+    """The tenants that are routed to (each has its queue), moving ones included."""
+    return await list_tenants(conn, statuses=(TenantStatus.ACTIVE,))
+
+
+async def committable_tenants(conn: AsyncConnection) -> list[TenantRecord]:
+    """The active tenants whose databases may be written now: all but those a move holds (their
+    reports wait in their queues until it switches them)."""
+    return [t for t in await active_tenants(conn) if not t.paused]
 
 
 async def tenant_of_host(conn: AsyncConnection, host_id: uuid.UUID) -> TenantRecord | None:
