@@ -1,15 +1,18 @@
-"""`siloflow tenant ...`: create, list, show, suspend, resume, move, delete."""
+"""`siloflow tenant ...`: create, list, show, suspend, resume, move, backup, restore, delete."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
 
 import click
 
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
-from services.core.errors import TenantNotFound
+from services.core.errors import InvalidArgument, TenantNotFound
 from services.core.registry import queries as registry
 from services.core.registry.models import MoveStep, TenantStatus
 from services.core.registry.queries import TenantRecord
-from services.ops import moves, tenants
+from services.ops import backups, moves, tenants
 
 
 def _rows(records: list[TenantRecord]) -> list[tuple[object, ...]]:
@@ -161,6 +164,72 @@ def move(
         )
     else:
         click.echo(f"moved tenant {slug} from {result.source.name} to {result.target.name}")
+
+
+@tenant.command("backup")
+@click.argument("slug")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The file to write (never over an existing one).",
+)
+@json_option
+@pass_app
+def backup(app: AppContext, slug: str, out: Path, as_json: bool) -> None:
+    """Write a consistent dump of the tenant's silo, and nothing else, to a file (the tenant
+    keeps committing meanwhile)."""
+    try:
+        backups.check_out(out)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="--out") from None
+    manifest = run(
+        backups.backup(app.settings, slug, out, lambda line: click.echo(line, err=as_json))
+    )
+    if as_json:
+        print_json({"file": str(out), **asdict(manifest)})
+
+
+@tenant.command("restore")
+@click.argument("slug")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file `tenant backup` wrote.",
+)
+@click.option("--placement", help="Where a new tenant's database goes (default: 'default').")
+@click.option(
+    "--replace-data-of",
+    "replace",
+    metavar="SLUG",
+    help="Replace the data of this (suspended) tenant: say its slug again to mean it.",
+)
+@json_option
+@pass_app
+def restore(
+    app: AppContext,
+    slug: str,
+    source: Path,
+    placement: str | None,
+    replace: str | None,
+    as_json: bool,
+) -> None:
+    """Restore a backup into a new tenant, or into a suspended one (refused if it has data,
+    unless --replace-data-of names it); an older schema is migrated after restoring."""
+    record = run(
+        backups.restore(
+            app.settings,
+            slug,
+            source,
+            placement=placement,
+            replace=replace,
+            say=lambda line: click.echo(line, err=as_json),
+        )
+    )
+    if as_json:
+        print_json(record.as_json())
 
 
 @tenant.command("delete")

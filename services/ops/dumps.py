@@ -15,6 +15,7 @@ from typing import IO
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db import one_connection
 from services.core.errors import ProvisioningError
@@ -76,8 +77,10 @@ def _failed(tool: str, silo: Silo, code: int | None, said: str) -> ProvisioningE
     return ProvisioningError(silo.tenant, f"{tool} of {silo.where} failed: {last}")
 
 
-async def _dump(source: Silo) -> asyncio.subprocess.Process:
+async def _dump(source: Silo, snapshot: str | None = None) -> asyncio.subprocess.Process:
     args, env = _connection(source)
+    if snapshot is not None:
+        args.append(f"--snapshot={snapshot}")
     # Custom format: compressed, restorable in one transaction, read back by pg_restore only.
     return await asyncio.create_subprocess_exec(
         _tool("pg_dump"),
@@ -107,12 +110,10 @@ async def _pump(
     return copied
 
 
-async def copy(source: Silo, target: Silo, progress: Callable[[int], None]) -> int:
-    """Stream the source into the (empty) target in one transaction; returns the bytes of the
-    dump. Either everything is restored or nothing is."""
-    dump = await _dump(source)
+async def _restore(target: Silo) -> asyncio.subprocess.Process:
     args, env = _connection(target)
-    restore = await asyncio.create_subprocess_exec(
+    # One transaction: either the whole dump is restored or nothing is.
+    return await asyncio.create_subprocess_exec(
         _tool("pg_restore"),
         "--no-owner",
         "--no-privileges",
@@ -123,6 +124,13 @@ async def copy(source: Silo, target: Silo, progress: Callable[[int], None]) -> i
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
+
+
+async def copy(source: Silo, target: Silo, progress: Callable[[int], None]) -> int:
+    """Stream the source into the (empty) target in one transaction; returns the bytes of the
+    dump. Either everything is restored or nothing is."""
+    dump = await _dump(source)
+    restore = await _restore(target)
     assert restore.stdin is not None
     stdin = restore.stdin
     dump_said = asyncio.ensure_future(_stderr(dump.stderr))
@@ -146,23 +154,55 @@ async def copy(source: Silo, target: Silo, progress: Callable[[int], None]) -> i
     return copied
 
 
-async def dump_to(source: Silo, out: IO[bytes], progress: Callable[[int], None]) -> str:
-    """Write the source's dump to `out`; returns its SHA-256."""
-    dump = await _dump(source)
-    said = asyncio.ensure_future(_stderr(dump.stderr))
-    digest = hashlib.sha256()
-
-    def write(chunk: bytes) -> None:
-        digest.update(chunk)
-        out.write(chunk)
-
+async def restore_from(target: Silo, dump: IO[bytes], progress: Callable[[int], None]) -> int:
+    """Restore a dump read from `dump` into the (empty) target, in one transaction."""
+    restore = await _restore(target)
+    assert restore.stdin is not None
+    said = asyncio.ensure_future(_stderr(restore.stderr))
+    copied = 0
     try:
-        await _pump(dump, write, progress)
+        while chunk := dump.read(CHUNK_BYTES):
+            restore.stdin.write(chunk)
+            await restore.stdin.drain()
+            copied += len(chunk)
+            progress(copied)
+        restore.stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        copied = -1
     finally:
-        code = await dump.wait()
+        code = await restore.wait()
+    if code != 0 or copied < 0:
+        raise _failed("pg_restore", target, code, await said)
+    return copied
+
+
+async def dump_to(
+    source: Silo, out: IO[bytes], settings: Settings, progress: Callable[[int], None]
+) -> tuple[str, Census]:
+    """Write the source's dump to `out`; returns its SHA-256 and the census of the very
+    snapshot it dumped (exported to pg_dump from the transaction that counts it), so the two
+    agree while the tenant keeps committing."""
+    async with one_connection(source.url, settings) as conn:
+        await conn.execute(text("set transaction isolation level repeatable read read only"))
+        await set_role(conn, source.owner)
+        snapshot = (await conn.execute(text("select pg_export_snapshot()"))).scalar_one()
+        counted = await _count(conn)
+        dump = await _dump(source, snapshot)
+        said = asyncio.ensure_future(_stderr(dump.stderr))
+        digest = hashlib.sha256()
+
+        def write(chunk: bytes) -> None:
+            digest.update(chunk)
+            out.write(chunk)
+
+        try:
+            await _pump(dump, write, progress)
+        finally:
+            code = await dump.wait()
+        await conn.rollback()
     if code != 0:
         raise _failed("pg_dump", source, code, await said)
-    return digest.hexdigest()
+    return digest.hexdigest(), counted
 
 
 @dataclass(frozen=True)
@@ -198,30 +238,35 @@ async def census(silo: Silo, settings: Settings) -> Census:
     async with one_connection(silo.url, settings) as conn:
         await conn.execute(text("set transaction isolation level repeatable read read only"))
         await set_role(conn, silo.owner)
-        tables = (
-            (
-                await conn.execute(
-                    text("select tablename from pg_tables where schemaname = 'public' order by 1")
+        counted = await _count(conn)
+        await conn.rollback()
+    return counted
+
+
+async def _count(conn: AsyncConnection) -> Census:
+    tables = (
+        (
+            await conn.execute(
+                text("select tablename from pg_tables where schemaname = 'public' order by 1")
+            )
+        )
+        .scalars()
+        .all()
+    )
+    rows = {}
+    for table in tables:
+        rows[table] = (
+            await conn.execute(text(f"select count(*) from {ident(table)}"))
+        ).scalar_one()
+    ledger_ids, ledger_digest = 0, ""
+    if LEDGER in rows:
+        found = (
+            await conn.execute(
+                text(
+                    "select count(*), coalesce(md5(string_agg(message_id::text, ',' "
+                    f"order by message_id)), '') from {ident(LEDGER)}"
                 )
             )
-            .scalars()
-            .all()
-        )
-        rows = {}
-        for table in tables:
-            rows[table] = (
-                await conn.execute(text(f"select count(*) from {ident(table)}"))
-            ).scalar_one()
-        ledger_ids, ledger_digest = 0, hashlib.sha256().hexdigest()
-        if LEDGER in rows:
-            found = (
-                await conn.execute(
-                    text(
-                        f"select count(*), coalesce(md5(string_agg(message_id::text, ',' "
-                        f"order by message_id)), '') from {ident(LEDGER)}"
-                    )
-                )
-            ).one()
-            ledger_ids, ledger_digest = found[0], found[1]
-        await conn.rollback()
+        ).one()
+        ledger_ids, ledger_digest = found[0], found[1]
     return Census(rows, ledger_ids, ledger_digest)

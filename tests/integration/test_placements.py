@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,8 +25,8 @@ from services.core.names import Names
 from services.core.pgadmin import set_role
 from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
+from services.ops import bindings, migrate
 from services.ops import chains as migrator
-from services.ops import migrate
 from services.ops.bootstrap import bootstrap
 from services.ops.tenants import create_tenant
 from services.router import app as router_app
@@ -501,3 +502,126 @@ async def test_a_move_killed_midway_resumes_or_rolls_back(spread: Spread) -> Non
     assert not await admin_fetch("select 1 from pg_database where datname = $1", record.db_name)
     cannot = await invoke_cli(["tenant", "move", slug, "--abort"], settings)
     assert cannot.exit_code != 0 and "not moving" in cannot.output
+
+
+# -- backup and restore --------------------------------------------------------------------------
+
+
+async def _tenant_with_reports(spread: Spread, slug: str) -> tuple[TenantRecord, set[uuid.UUID]]:
+    record = (await create_tenant(spread.settings, slug)).tenant
+    host = await bound_host(spread.env, record)
+    sent = [report("system_info", host), report("packages", host)]
+    sent += [report("heartbeat", host) for _ in range(20)]
+    await publish(spread.settings, sent)
+    await drain(spread.settings, {slug})
+    return record, ids(sent)
+
+
+async def test_a_backup_restores_into_a_new_tenant_on_another_server(
+    spread: Spread, tmp_path: Path
+) -> None:
+    settings = spread.settings
+    _, sent = await _tenant_with_reports(spread, "saved")
+    out = tmp_path / "saved.backup"
+    made = await invoke_cli(["tenant", "backup", "saved", "--out", str(out), "--json"], settings)
+    assert made.exit_code == 0, made.output
+    manifest = json.loads(made.stdout)
+    assert manifest["revision"] == migrator.head_revision("tenant")
+    assert manifest["ledger_ids"] == len(sent) and manifest["tenant"] == "saved"
+
+    restored = await invoke_cli(
+        ["tenant", "restore", "copy", "--from", str(out), "--placement", "second"], settings
+    )
+    assert restored.exit_code == 0, restored.output
+    copy = Names(settings.namespace).tenant_database("copy")
+    assert await committed(spread.server.dsn(copy)) == sent
+    shown = json.loads((await invoke_cli(["tenant", "show", "copy", "--json"], settings)).output)
+    assert (shown["status"], shown["placement"]["name"]) == ("active", "second")
+    plan = await migrate.plan(settings)
+    assert {t.label: t.current for t in plan.targets}["tenant copy"] == manifest["revision"]
+    # The restored tenant works as any: a host of its own commits there.
+    own = uuid.uuid4()
+    await bindings.bind(settings, own, "copy", move=False)
+    late = report("heartbeat", own)
+    await publish(settings, [late])
+    await drain(settings, {"copy"})
+    assert uuid.UUID(late.message_id) in await committed(spread.server.dsn(copy))
+
+
+async def test_restore_refuses_what_it_cannot_do_and_changes_nothing(
+    spread: Spread, tmp_path: Path
+) -> None:
+    settings = spread.settings
+    record, sent = await _tenant_with_reports(spread, "kept")
+    out = tmp_path / "kept.backup"
+    assert (
+        await invoke_cli(["tenant", "backup", "kept", "--out", str(out)], settings)
+    ).exit_code == 0
+    again = await invoke_cli(["tenant", "backup", "kept", "--out", str(out)], settings)
+    assert again.exit_code != 0 and "exists" in again.output
+
+    source_dsn = f"postgresql://postgres@127.0.0.1:5432/{record.db_name}"
+    active = await invoke_cli(["tenant", "restore", "kept", "--from", str(out)], settings)
+    assert active.exit_code != 0 and "suspend it first" in active.output, active.output
+
+    assert (await invoke_cli(["tenant", "suspend", "kept"], settings)).exit_code == 0
+    has_data = await invoke_cli(["tenant", "restore", "kept", "--from", str(out)], settings)
+    assert has_data.exit_code != 0 and "--replace-data-of kept" in has_data.output
+    other = await invoke_cli(
+        ["tenant", "restore", "kept", "--from", str(out), "--replace-data-of", "other"], settings
+    )
+    assert other.exit_code != 0 and "does not name the tenant" in other.output
+    assert await committed(source_dsn) == sent
+
+    newer = tmp_path / "newer.backup"
+    _rewrite_manifest(out, newer, revision="t9999")
+    refused = await invoke_cli(["tenant", "restore", "fresh", "--from", str(newer)], settings)
+    assert refused.exit_code != 0 and "newer than this siloflow knows" in refused.output
+    junk = tmp_path / "junk.backup"
+    junk.write_bytes(b"not a tar")
+    refused = await invoke_cli(["tenant", "restore", "fresh", "--from", str(junk)], settings)
+    assert refused.exit_code != 0 and "is not a siloflow tenant backup" in refused.output
+    listed = json.loads((await invoke_cli(["tenant", "list", "--json"], settings)).output)
+    assert "fresh" not in {t["slug"] for t in listed}
+
+    replaced = await invoke_cli(
+        ["tenant", "restore", "kept", "--from", str(out), "--replace-data-of", "kept"], settings
+    )
+    assert replaced.exit_code == 0, replaced.output
+    assert "tenant resume kept" in replaced.output
+    assert await committed(source_dsn) == sent
+
+
+def _rewrite_manifest(source: Path, out: Path, **changes: Any) -> None:
+    import io  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    with tarfile.open(source) as old, tarfile.open(out, "w") as new:
+        for member in old.getmembers():
+            data = old.extractfile(member)
+            assert data is not None
+            body = data.read()
+            if member.name == "manifest.json":
+                body = json.dumps({**json.loads(body), **changes}).encode()
+                member.size = len(body)
+            new.addfile(member, io.BytesIO(body))
+
+
+async def test_an_older_backup_is_migrated_after_restoring(spread: Spread, tmp_path: Path) -> None:
+    settings = spread.settings
+    record = (await create_tenant(settings, "old")).tenant
+    older = migrator.pending_revisions("tenant", None)[-2]
+    url = at_server(provisioner_url(settings), ServerAddress("127.0.0.1", 5432), record.db_name)
+    async with one_connection(url, settings) as conn:
+        await set_role(conn, Names(settings.namespace).tenant_owner_role("old"))
+        await migrator.downgrade(conn, "tenant", older)
+        await conn.commit()
+    out = tmp_path / "old.backup"
+    made = await invoke_cli(["tenant", "backup", "old", "--out", str(out), "--json"], settings)
+    assert made.exit_code == 0 and json.loads(made.stdout)["revision"] == older
+    restored = await invoke_cli(["tenant", "restore", "newer", "--from", str(out)], settings)
+    assert restored.exit_code == 0, restored.output
+    head = migrator.head_revision("tenant")
+    assert f"migrated {older} -> {head}" in restored.output
+    shown = json.loads((await invoke_cli(["tenant", "show", "newer", "--json"], settings)).output)
+    assert shown["schema_revision"] == head
