@@ -7,7 +7,7 @@ import click
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.errors import InvalidArgument
 from services.core.registry import queries as registry
-from services.ops import records
+from services.ops import placements, records
 from services.ops.bootstrap import prepare_server
 from services.ops.tenants import registry_connection
 
@@ -69,20 +69,53 @@ def add(
 @json_option
 @pass_app
 def list_(app: AppContext, as_json: bool) -> None:
-    """All placements."""
-
-    async def fetch() -> list[registry.Placement]:
-        async with registry_connection(app.settings) as conn:
-            return await records.list_placements(conn)
-
-    placements = run(fetch())
+    """Every placement: its tenants, their databases' size, and whether its server answers."""
+    views = run(placements.survey(app.settings))
     if as_json:
-        print_json(
-            [{"name": p.name, "host": p.host, "port": p.port, "note": p.note} for p in placements]
-        )
-    else:
-        print_table(
-            None,
-            ("name", "host", "port", "note"),
-            [(p.name, p.host, p.port, p.note) for p in placements],
-        )
+        print_json([v.as_json() for v in views])
+        return
+    print_table(
+        None,
+        ("name", "server", "tenants", "size", "reachable", "note"),
+        [
+            (
+                v.placement.name + (" (draining)" if v.placement.draining else ""),
+                f"{v.placement.host}:{v.placement.port}",
+                str(len(v.tenants)) + (f" (+{len(v.incoming)} moving in)" if v.incoming else ""),
+                "-" if v.database_bytes is None else f"{v.database_bytes / 2**20:,.1f} MiB",
+                "yes" if v.reachable else f"no: {v.error}",
+                v.placement.note or "",
+            )
+            for v in views
+        ],
+    )
+
+
+@placement.command("drain")
+@click.argument("name")
+@click.option("--to", "to", help="Move every tenant there (default: by the placing rule).")
+@click.option("--cancel", is_flag=True, help="Stop treating the placement as being drained.")
+@json_option
+@pass_app
+def drain(app: AppContext, name: str, to: str | None, cancel: bool, as_json: bool) -> None:
+    """Move every tenant off a placement, one at a time (run it again to resume); it takes no
+    new tenant meanwhile."""
+    if cancel:
+        if to is not None:
+            raise click.UsageError("--cancel takes no --to")
+        run(placements.set_draining(app.settings, name, False))
+        click.echo(f"placement {name} takes new tenants again")
+        return
+
+    def say(step: object, detail: str) -> None:
+        click.echo(f"[{step or 'drain'}] {detail}", err=as_json)
+
+    done = run(placements.drain(app.settings, name, to=to, say=say))
+    if as_json:
+        print_json({"placement": name, "moved": done.moved, "left": done.left})
+        return
+    click.echo(f"placement {name} drained: {len(done.moved)} tenant(s) moved")
+    for slug, why in done.left.items():
+        click.echo(f"left tenant {slug}: {why}")
+    if done.left:
+        raise click.ClickException(f"{len(done.left)} tenant(s) could not be moved off {name}")

@@ -12,7 +12,7 @@ from services.core.errors import InvalidArgument, TenantNotFound
 from services.core.registry import queries as registry
 from services.core.registry.models import MoveStep, TenantStatus
 from services.core.registry.queries import TenantRecord
-from services.ops import backups, moves, tenants
+from services.ops import backups, moves, placements, tenants
 
 
 def _rows(records: list[TenantRecord]) -> list[tuple[object, ...]]:
@@ -45,7 +45,9 @@ def tenant() -> None:
 @click.argument("slug")
 @click.option("--name", help="A display name (defaults to the slug).")
 @click.option(
-    "--placement", help="Which PostgreSQL server holds its database (default: 'default')."
+    "--placement",
+    help="Which PostgreSQL server holds its database (default: the reachable placement with "
+    "the fewest tenants that is not being drained).",
 )
 @json_option
 @pass_app
@@ -53,7 +55,15 @@ def create(
     app: AppContext, slug: str, name: str | None, placement: str | None, as_json: bool
 ) -> None:
     """Provision a tenant; run it again to resume one that was interrupted."""
-    result = run(tenants.create_tenant(app.settings, slug, name=name, placement=placement))
+    result = run(
+        tenants.create_tenant(
+            app.settings,
+            slug,
+            name=name,
+            placement=placement,
+            choose=lambda: placements.for_new_tenant(app.settings),
+        )
+    )
     if as_json:
         print_json({**result.tenant.as_json(), "resumed": result.resumed})
         return

@@ -35,13 +35,13 @@ async def ensure_placement(conn: AsyncConnection, placement: Placement) -> None:
 async def get_placement(conn: AsyncConnection, name: str) -> Placement | None:
     """The placement of this name, if any."""
     row = (await conn.execute(select(placements).where(placements.c.name == name))).first()
-    return None if row is None else Placement(row.name, row.host, row.port, row.note)
+    return None if row is None else Placement(row.name, row.host, row.port, row.note, row.draining)
 
 
 async def list_placements(conn: AsyncConnection) -> list[Placement]:
     """Every placement, by name."""
     rows = await conn.execute(select(placements).order_by(placements.c.name))
-    return [Placement(r.name, r.host, r.port, r.note) for r in rows]
+    return [Placement(r.name, r.host, r.port, r.note, r.draining) for r in rows]
 
 
 async def insert_tenant(
@@ -164,3 +164,10 @@ async def unbind_host(conn: AsyncConnection, host_id: uuid.UUID) -> bool:
 async def delete_tenant(conn: AsyncConnection, tenant_id: uuid.UUID) -> None:
     """Remove the tenant's registry rows (bindings, tokens and schema rows cascade)."""
     await conn.execute(delete(tenants).where(tenants.c.id == tenant_id))
+
+
+async def set_draining(conn: AsyncConnection, name: str, draining: bool) -> None:
+    """Mark a placement as being drained (it takes no new tenant), or not."""
+    await conn.execute(
+        update(placements).where(placements.c.name == name).values(draining=draining)
+    )

@@ -4,7 +4,7 @@ the same command, run again, finishes from."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -76,10 +76,16 @@ def require_multitenant(settings: Settings, what: str) -> None:
 
 
 async def create_tenant(
-    settings: Settings, slug: str, *, name: str | None = None, placement: str | None = None
+    settings: Settings,
+    slug: str,
+    *,
+    name: str | None = None,
+    placement: str | None = None,
+    choose: Callable[[], Awaitable[str]] | None = None,
 ) -> CreateResult:
     """Provision a tenant: owner role, database, tenant chain, registry row; resumes a
-    half-finished one."""
+    half-finished one. A new tenant goes to `placement`, else where `choose` says (the CLI's
+    rule: `placements.for_new_tenant`), else to the default placement."""
     require_multitenant(settings, "tenant create")
     validate_slug(slug)
     names = Names(settings.namespace)
@@ -91,6 +97,8 @@ async def create_tenant(
             tenant_id = existing.id
             resumed = True
         else:
+            if placement is None and choose is not None:
+                placement = await choose()
             target = await records.get_placement(conn, placement or DEFAULT_PLACEMENT)
             if target is None:
                 known = [p.name for p in await records.list_placements(conn)]

@@ -625,3 +625,63 @@ async def test_an_older_backup_is_migrated_after_restoring(spread: Spread, tmp_p
     assert f"migrated {older} -> {head}" in restored.output
     shown = json.loads((await invoke_cli(["tenant", "show", "newer", "--json"], settings)).output)
     assert shown["schema_revision"] == head
+
+
+# -- placements as an operator sees them ----------------------------------------------------------
+
+
+async def test_placements_listed_chosen_and_drained(
+    fresh_namespace: Callable[..., Settings], second_server: Server
+) -> None:
+    settings = fresh_namespace()
+    namespace = settings.namespace
+    try:
+        await bootstrap(settings, ADMIN_DSN)
+        await migrate.migrate(settings)
+        where = ["--host", second_server.host, "--port", str(second_server.port)]
+        added = await invoke_cli(
+            ["placement", "add", "second", *where, "--admin-dsn", second_server.admin_dsn],
+            settings,
+        )
+        assert added.exit_code == 0, added.output
+
+        async def placed(slug: str) -> str:
+            made = await invoke_cli(["tenant", "create", slug, "--json"], settings)
+            assert made.exit_code == 0, made.output
+            return str(json.loads(made.output)["placement"]["name"])
+
+        # The fewest tenants wins; a tie goes to the first by name.
+        assert [await placed(s) for s in ("ta", "tb", "tc")] == ["default", "second", "default"]
+
+        async def listed() -> dict[str, dict[str, Any]]:
+            done = await invoke_cli(["placement", "list", "--json"], settings)
+            assert done.exit_code == 0, done.output
+            return {p["name"]: p for p in json.loads(done.output)}
+
+        views = await listed()
+        assert (views["default"]["tenants"], views["second"]["tenants"]) == (["ta", "tc"], ["tb"])
+        assert all(v["reachable"] and v["database_bytes"] > 0 for v in views.values())
+
+        drained = await invoke_cli(["placement", "drain", "default", "--json"], settings)
+        assert drained.exit_code == 0, drained.output
+        assert json.loads(drained.stdout)["moved"] == {"ta": "second", "tc": "second"}
+        views = await listed()
+        assert views["default"]["tenants"] == [] and views["default"]["draining"]
+        assert views["second"]["tenants"] == ["ta", "tb", "tc"]
+        assert await placed("td") == "second"  # a draining placement takes no tenant
+
+        await asyncio.to_thread(second_server.script, "down")
+        try:
+            views = await listed()
+            assert not views["second"]["reachable"] and views["default"]["reachable"]
+            assert f"{second_server.port}" in views["second"]["error"]
+            refused = await invoke_cli(["tenant", "create", "te"], settings)
+            assert refused.exit_code != 0 and "no placement can take a tenant" in refused.output
+            assert "default: draining" in refused.output
+            cancelled = await invoke_cli(["placement", "drain", "default", "--cancel"], settings)
+            assert cancelled.exit_code == 0, cancelled.output
+            assert await placed("te") == "default"  # the unreachable one is passed over
+        finally:
+            await asyncio.to_thread(second_server.script, "up")
+    finally:
+        await _drop_roles_and_databases(second_server, namespace)

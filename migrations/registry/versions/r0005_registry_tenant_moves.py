@@ -1,6 +1,7 @@
 """tenant moves: one row per tenant being moved to another placement, its step recorded so that
 `tenant move` resumes (or `--abort` rolls back) after a crash of anything; a change to it is a
-tenant change notice, so workers stop and resume consuming the tenant's queue at once
+tenant change notice, so workers stop and resume consuming the tenant's queue at once; and a
+placement being drained takes no new tenant
 
 Revision ID: r0005
 Revises: r0004
@@ -76,6 +77,10 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("source <> target", name="registry_tenant_moves_elsewhere"),
     )
+    op.add_column(
+        "registry_placements",
+        sa.Column("draining", sa.Boolean, nullable=False, server_default="false"),
+    )
     op.execute(_notify_function(with_moves=True))
     op.execute(
         "create trigger registry_tenant_moves_notify after insert or update or delete on "
@@ -87,3 +92,4 @@ def downgrade() -> None:
     op.execute("drop trigger registry_tenant_moves_notify on registry_tenant_moves")
     op.execute(_notify_function(with_moves=False))
     op.drop_table("registry_tenant_moves")
+    op.drop_column("registry_placements", "draining")

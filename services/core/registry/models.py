@@ -68,6 +68,8 @@ placements = Table(
     Column("port", Integer, nullable=False),
     Column("note", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # `placement drain` is emptying it: no new tenant is placed there.
+    Column("draining", Boolean, nullable=False, server_default="false"),
     CheckConstraint("port between 1 and 65535", name="registry_placements_port_range"),
 )
 

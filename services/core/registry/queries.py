@@ -30,6 +30,7 @@ class Placement:
     host: str
     port: int
     note: str | None = None
+    draining: bool = False
 
 
 @dataclass(frozen=True)
