@@ -207,6 +207,20 @@ class ProvisioningError(Permanent):
         self.tenant = tenant
 
 
+class MoveInterrupted(Transient):
+    """Raised when `tenant move` stops at a step (a server down, the copy cut short): the move
+    stays recorded at that step, to be resumed or rolled back."""
+
+    def __init__(self, tenant: str, step: str, why: str, *, abortable: bool) -> None:
+        undo = " (or roll it back with `--abort`)" if abortable else ""
+        super().__init__(
+            f"the move of tenant {tenant} stopped at step {step}: {why}; run `siloflow tenant "
+            f"move {tenant}` to resume it{undo}"
+        )
+        self.tenant = tenant
+        self.step = step
+
+
 class TenantExists(ProvisioningError):
     """Raised when `tenant create` names a slug that is already active or suspended."""
 

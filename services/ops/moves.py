@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.broker.users import BrokerRole, management_url
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
-from services.core.errors import InvalidArgument, ManagementError, ProvisioningError, TenantNotFound
+from services.core.diagnosis import explain
+from services.core.errors import (
+    InvalidArgument,
+    ManagementError,
+    MoveInterrupted,
+    ProvisioningError,
+    TenantNotFound,
+)
 from services.core.names import Names
 from services.core.pgadmin import (
     MAINTENANCE_DATABASE,
@@ -360,22 +367,28 @@ async def move_tenant(
     if resumed:
         say(None, f"resuming the move of {slug} to {target.name} at step {step}")
     move = _Move(settings, record, source, target, say)
-    if step is MoveStep.FENCING:
-        await move.fence()
-        step = MoveStep.COPYING
-        await move.record_step(step)
-    if step is MoveStep.COPYING:
-        await move.copy()
-        step = MoveStep.VERIFYING
-        await move.record_step(step, f"{move.copied_bytes} bytes copied")
-    if step is MoveStep.VERIFYING:
-        await move.verify()
-        step = MoveStep.SWITCHING
-        await move.record_step(step, f"{move.rows} rows verified")
-    if step is MoveStep.SWITCHING:
-        await move.switch()
-        step = MoveStep.SWITCHED
-    kept = await move.finish(keep_source)
+    try:
+        if step is MoveStep.FENCING:
+            await move.fence()
+            step = MoveStep.COPYING
+            await move.record_step(step)
+        if step is MoveStep.COPYING:
+            await move.copy()
+            step = MoveStep.VERIFYING
+            await move.record_step(step, f"{move.copied_bytes} bytes copied")
+        if step is MoveStep.VERIFYING:
+            await move.verify()
+            step = MoveStep.SWITCHING
+            await move.record_step(step, f"{move.rows} rows verified")
+        if step is MoveStep.SWITCHING:
+            await move.switch()
+            step = MoveStep.SWITCHED
+        kept = await move.finish(keep_source)
+    except Exception as exc:
+        # Whatever stopped it, the step is recorded: say where it stopped and how to go on.
+        why = explain(exc, settings) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("tenant.move_interrupted", tenant=slug, step=step, error=why)
+        raise MoveInterrupted(slug, step, why, abortable=step.paused) from exc
     log.info("tenant.moved", tenant=slug, source=source.name, target=target.name, kept=kept)
     return MoveResult(slug, source, target, kept, move.copied_bytes, move.rows)
 

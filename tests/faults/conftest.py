@@ -9,7 +9,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from services.ops import migrate
 from services.ops.bootstrap import bootstrap
 from services.ops.tenants import create_tenant
 from tests.faults.harness import Tally
-from tests.support import ADMIN_DSN, drop_namespace, new_namespace, settings_for
+from tests.support import ADMIN_DSN, drop_namespace, new_namespace, pg_base, settings_for
 
 if not os.environ.get("SILOFLOW_FAULTS_CLUSTER_DIR"):
     raise pytest.UsageError("run the fault suite with `make faults` (tests/faults/run)")
@@ -39,6 +39,14 @@ class Deployment:
     databases: dict[str, str]  # slug -> database
     fleet: dict[str, list[Identity]]  # slug -> its hosts' identities
     logdir: Path
+    servers: dict[str, str] = field(default_factory=dict)  # slug -> its server, if not the first
+
+    def dsns(self) -> dict[str, str]:
+        """Each tenant's silo, where it is now."""
+        return {
+            slug: f"{self.servers.get(slug, pg_base())}/{database}"
+            for slug, database in self.databases.items()
+        }
 
     async def add_tenant(self, slug: str, settings: Settings | None = None) -> None:
         """Provision a tenant (through `settings`, e.g. connected to another broker node) and

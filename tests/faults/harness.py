@@ -31,7 +31,7 @@ from services.core.outcomes import Reason
 from services.core.settings import Settings
 from services.ops import dlq
 from tests import reports
-from tests.support import env_for, pg_base
+from tests.support import env_for
 
 log = structlog.get_logger(__name__)
 
@@ -302,13 +302,14 @@ class Found:
 
 
 async def look(settings: Settings, tenants: dict[str, str]) -> Found:
+    # `tenants`: slug -> the DSN of its silo (Deployment.dsns: a moved tenant's is elsewhere).
     """Every silo's ledger of committed reports, and every letter in the dead-letter queues as
     operators see them (`siloflow dlq list`: copies of one letter, left by a service killed
     between its dead-letter publish and its ack, are one letter; dead-letter queues have no
     delivery limit, so reading them costs nothing)."""
     found = Found()
-    for slug, database in tenants.items():
-        conn = await asyncpg.connect(f"{pg_base()}/{database}")
+    for slug, dsn in tenants.items():
+        conn = await asyncpg.connect(dsn)
         try:
             rows = await conn.fetch("select message_id from agent_messages")
         finally:
@@ -427,7 +428,7 @@ async def committed_between(
     wanted = {m for m in load.published_between(start, end) if load.expected[m].tenant in slugs}
     got = 0
     for slug in slugs:
-        conn = await asyncpg.connect(f"{pg_base()}/{tenants[slug]}")
+        conn = await asyncpg.connect(tenants[slug])
         try:
             rows = await conn.fetch(
                 "select message_id from agent_messages where message_id = any($1::uuid[])",

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,7 @@ from tests.faults.harness import (
 )
 from tests.integration.pipeline import fetch, publish
 from tests.reports import packages, report, system_info
-from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH
+from tests.support import ADMIN_DSN, MANAGEMENT, MANAGEMENT_AUTH, pg_base
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -64,12 +65,12 @@ async def scenario(deployment: Deployment, name: str, fault: Fault) -> Tally:
         await asyncio.sleep(BEFORE_S)
         ended = await fault(load, services)
         recovering = asyncio.create_task(
-            recovery_time(deployment.settings, deployment.databases, load, ended)
+            recovery_time(deployment.settings, deployment.dsns(), load, ended)
         )
         await asyncio.sleep(AFTER_S)
         load.stopped.set()
         await publishing
-        found = await settle(deployment.settings, deployment.databases, load)
+        found = await settle(deployment.settings, deployment.dsns(), load)
         tally = account(name, load, found)
         tally.recovery_s = await recovering
         if load.resent:
@@ -260,7 +261,7 @@ async def test_sigkill_the_sweeper_during_a_reevaluation(
         await asyncio.sleep(AFTER_S)
         load.stopped.set()
         await publishing
-        found = await settle(settings, deployment.databases, load)
+        found = await settle(settings, deployment.dsns(), load)
         tally = account("SIGKILL the sweeper x2 mid re-evaluation", load, found)
         tally.recovery_s = ended - last_kill  # the restarted sweeper, to the last host
         tally.notes.append(
@@ -345,7 +346,7 @@ async def test_one_tenant_database_unavailable(deployment: Deployment) -> None:
         # Others' throughput during the outage: of what they were sent in the window (less the
         # last two seconds, still in flight), how much was committed by its end.
         window["others"] = await committed_between(
-            deployment.databases, others, start, time.monotonic() - 2.0, load
+            deployment.dsns(), others, start, time.monotonic() - 2.0, load
         )
         await close_database(deployment.databases[down], allow=True)
         return time.monotonic()
@@ -433,3 +434,147 @@ async def test_killing_the_node_that_leads_a_tenant_queue(deployment: Deployment
     tally.notes.append(f"delta's queue leader: {leader}, then {after['leader']} while it was down")
     assert_exact(tally)
     assert not after["leader"].startswith("sf-rabbit-2@")
+
+
+# -- a tenant moved between servers under load --------------------------------------------------
+
+SECOND_PORT = os.environ.get("SILOFLOW_FAULTS_PG2_PORT", "5442")
+SECOND = f"postgresql://postgres@127.0.0.1:{SECOND_PORT}"
+SECOND_ENV = {
+    "SILOFLOW_PG_PORT": SECOND_PORT,
+    "SILOFLOW_PG_DIR": os.environ.get("SILOFLOW_FAULTS_PG2_DIR", ""),
+}
+
+
+async def _second_placement(deployment: Deployment) -> None:
+    """The second server, prepared and recorded as placement `second` (once)."""
+    from tests.support import invoke_cli  # noqa: PLC0415
+
+    done = await invoke_cli(
+        [
+            *("placement", "add", "second", "--host", "127.0.0.1", "--port", SECOND_PORT),
+            *("--admin-dsn", f"{SECOND}/postgres"),
+        ],
+        deployment.settings,
+    )
+    assert done.exit_code == 0, done.output
+
+
+async def _move_step(deployment: Deployment, slug: str) -> str | None:
+    conn = await asyncpg.connect(deployment.settings.registry_url)
+    try:
+        return await conn.fetchval(
+            "select m.step from registry_tenant_moves m join registry_tenants t "
+            "on t.id = m.tenant_id where t.slug = $1",
+            slug,
+        )
+    finally:
+        await conn.close()
+
+
+async def _tenant_move(deployment: Deployment, *args: str) -> asyncio.subprocess.Process:
+    from tests.support import env_for  # noqa: PLC0415
+
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "services.cli", "tenant", "move", *args),
+        env=env_for(deployment.settings),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _resumed_until_done(deployment: Deployment, slug: str) -> int:
+    """Run `tenant move SLUG` again until it finishes (a server may still be recovering);
+    returns how many runs it took."""
+    for attempt in range(1, 31):
+        process = await _tenant_move(deployment, slug)
+        _, said = await process.communicate()
+        if process.returncode == 0:
+            return attempt
+        log_line = said.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        print(f"tenant move {slug}, run {attempt}: {log_line[0]}")
+        await asyncio.sleep(1.0)
+    raise AssertionError(f"tenant move {slug} never finished")
+
+
+async def _ledger(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {
+            str(r["message_id"]) for r in await conn.fetch("select message_id from agent_messages")
+        }
+    finally:
+        await conn.close()
+
+
+async def _moved_scenario(
+    deployment: Deployment, slug: str, name: str, interrupt: Callable[[], Awaitable[bool]]
+) -> Tally:
+    """Add tenant `slug` and move it to the second server while the load runs: once the move is
+    copying (its source fenced), `interrupt` is done to it (and the command SIGKILLed if it
+    says so); then `tenant move SLUG` is run again until it finishes. The kept source must be as
+    it was when fenced (nothing committed there since) and hold nothing the target lacks."""
+    await deployment.add_tenant(slug)
+    at_fence: list[set[str]] = []
+    notes: list[str] = []
+    source = f"{pg_base()}/{deployment.databases[slug]}"
+
+    async def fault(_load: Load, _services: Services) -> float:
+        process = await _tenant_move(deployment, slug, "--to", "second", "--keep-source")
+        while await _move_step(deployment, slug) != "copying":
+            assert process.returncode is None, "the move ended before it was copying"
+            await asyncio.sleep(0.005)
+        at_fence.append(await _ledger(source))
+        if await interrupt():
+            process.kill()
+            await process.wait()
+            notes.append(f"the move SIGKILLed at step {await _move_step(deployment, slug)}")
+        else:  # the move meets the interruption itself, and stops or rides it out
+            _, said = await asyncio.wait_for(process.communicate(), 120)
+            last = said.decode(errors="replace").strip().splitlines()[-1:] or ["-"]
+            notes.append(f"the move exited {process.returncode}: {last[0][:200]}")
+            if process.returncode != 0:  # one line that says where it stopped and what next
+                assert "to resume it" in last[0], said.decode(errors="replace")
+        runs = await _resumed_until_done(deployment, slug)
+        deployment.servers[slug] = SECOND
+        notes.append(f"`tenant move {slug}` run {runs} more time(s) to finish")
+        return time.monotonic()
+
+    tally = await scenario(deployment, name, fault)
+    tally.notes += notes
+    on_source = await _ledger(source)
+    on_target = await _ledger(f"{SECOND}/{deployment.databases[slug]}")
+    assert on_source == at_fence[0], "something was committed on the source after its fence"
+    assert on_source <= on_target, f"{len(on_source - on_target)} committed only on the source"
+    tally.notes.append(f"{len(on_source)} reports on the fenced source, all on the target")
+    return tally
+
+
+async def test_a_tenant_moved_under_load_with_the_move_sigkilled_mid_copy(
+    deployment: Deployment,
+) -> None:
+    await _second_placement(deployment)
+
+    async def sigkill() -> bool:
+        return True
+
+    tally = await _moved_scenario(
+        deployment, "moved-a", "tenant moved, the move SIGKILLed mid-copy", sigkill
+    )
+    assert_exact(tally)
+
+
+async def test_a_tenant_moved_under_load_with_the_target_server_crashed(
+    deployment: Deployment,
+) -> None:
+    await _second_placement(deployment)
+
+    async def crash_the_target() -> bool:
+        await asyncio.to_thread(script, "pg-instance.sh", "crash", env=SECOND_ENV)
+        return False
+
+    tally = await _moved_scenario(
+        deployment, "moved-b", "tenant moved, the target server crashed mid-move", crash_the_target
+    )
+    assert_exact(tally)
