@@ -18,7 +18,6 @@ import os
 import random
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,9 +33,11 @@ import httpx
 from services.agent.client import AgentPublisher, Identity, build_report
 from services.bench import workload
 from services.bench.processes import free_port
+from services.bench.servers import local_script
 from services.core.broker.users import agent_url
 from services.core.db import ServerAddress, at_server, provisioner_url
 from services.core.hostkeys import load_keyring
+from services.core.logs import configure_logging
 from services.core.names import Names
 from services.core.registry.queries import Placement
 from services.core.settings import Settings, load_settings
@@ -56,23 +57,6 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-PG_INSTANCE = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pg-instance.sh"
-
-
-def _pg_instance(action: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [str(PG_INSTANCE), action],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"pg-instance.sh {action}: {done.stderr.strip()[-500:]}")
-    return done.stdout.strip()
-
-
 @asynccontextmanager
 async def _server(label: str) -> AsyncIterator[str]:
     env = {
@@ -80,10 +64,10 @@ async def _server(label: str) -> AsyncIterator[str]:
         "SILOFLOW_PG_DIR": tempfile.mkdtemp(prefix=f"siloflow-bench-{label}-"),
     }
     try:
-        await asyncio.to_thread(_pg_instance, "start", env)
-        yield await asyncio.to_thread(_pg_instance, "env", env)
+        await asyncio.to_thread(local_script, "pg-instance.sh", "start", env=env)
+        yield await asyncio.to_thread(local_script, "pg-instance.sh", "env", env=env)
     finally:
-        await asyncio.to_thread(_pg_instance, "stop", env)
+        await asyncio.to_thread(local_script, "pg-instance.sh", "stop", env=env)
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -233,6 +217,7 @@ async def run(reports: int) -> None:
             registry_dsn=f"{first.rsplit('/', 1)[0]}/{namespace}_registry",
             log_level="warning",
         )
+        configure_logging(settings)  # the figures, not the provisioning's info lines
         async with httpx.AsyncClient(base_url=f"{base.management_api}/api", timeout=30) as api:
             (await api.put(f"/vhosts/{namespace}")).raise_for_status()
 
@@ -321,7 +306,7 @@ async def _measure(
     waits = [
         target[m] - at
         for m, (slug, at) in load.published.items()
-        if slug == "big" and m in target and m not in source
+        if slug == "big" and m in target and m not in source and move_started <= at <= move_ended
     ]
     copied = next((line for line in output.splitlines() if line.startswith("[copying]")), "")
     verified = next((line for line in output.splitlines() if line.startswith("[verifying]")), "")
@@ -335,8 +320,9 @@ async def _measure(
     )
     if waits:
         _say(
-            f"big's reports published during the move waited up to {max(waits):.1f} s "
-            f"(median {sorted(waits)[len(waits) // 2]:.1f} s) from publish to commit"
+            f"big's {len(waits)} reports published during the move waited up to "
+            f"{max(waits):.1f} s (median {sorted(waits)[len(waits) // 2]:.1f} s) from publish to "
+            "commit (publish wall clock to commit timestamp)"
         )
     _say(
         f"other tenants during the move: {len(others_in_time)} of {len(others)} reports published "

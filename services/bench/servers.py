@@ -55,7 +55,8 @@ def free_port_offset() -> int:
     raise ServerFailed("found no three free ports for a RabbitMQ node in 50 tries")
 
 
-def _script(name: str, *args: str, env: dict[str, str]) -> str:
+def local_script(name: str, *args: str, env: dict[str, str]) -> str:
+    """Run one of deploy/local's scripts; its output, or ServerFailed with the server's words."""
     result = subprocess.run(
         [str(LOCAL / name), *args],
         env={**os.environ, **env},
@@ -95,14 +96,14 @@ async def postgres(options: Options, progress: Callable[[str], None]) -> AsyncIt
     }
     progress(f"starting a PostgreSQL server of the bench's own on port {port}")
     try:
-        await asyncio.to_thread(_script, "pg-instance.sh", "start", env=env)
+        await asyncio.to_thread(local_script, "pg-instance.sh", "start", env=env)
     except ServerFailed:
-        await asyncio.to_thread(_script, "pg-instance.sh", "stop", env=env)
+        await asyncio.to_thread(local_script, "pg-instance.sh", "stop", env=env)
         raise
     try:
-        yield await asyncio.to_thread(_script, "pg-instance.sh", "env", env=env)
+        yield await asyncio.to_thread(local_script, "pg-instance.sh", "env", env=env)
     finally:
-        await asyncio.to_thread(_script, "pg-instance.sh", "stop", env=env)
+        await asyncio.to_thread(local_script, "pg-instance.sh", "stop", env=env)
 
 
 @asynccontextmanager
@@ -116,9 +117,9 @@ async def rabbitmq(progress: Callable[[str], None]) -> AsyncIterator[dict[str, s
     }
     progress("starting a RabbitMQ node of the bench's own (its file descriptors at the hard limit)")
     try:
-        await asyncio.to_thread(_script, "rabbit-cluster.sh", "start", "1", env=env)
-        lines = await asyncio.to_thread(_script, "rabbit-cluster.sh", "env", env=env)
+        await asyncio.to_thread(local_script, "rabbit-cluster.sh", "start", "1", env=env)
+        lines = await asyncio.to_thread(local_script, "rabbit-cluster.sh", "env", env=env)
         settings = dict(line.split("=", 1) for line in lines.splitlines() if "=" in line)
         yield settings
     finally:
-        await asyncio.to_thread(_script, "rabbit-cluster.sh", "stop", env=env)
+        await asyncio.to_thread(local_script, "rabbit-cluster.sh", "stop", env=env)
