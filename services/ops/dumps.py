@@ -73,7 +73,9 @@ async def _stderr(stream: asyncio.StreamReader | None) -> str:
 
 
 def _failed(tool: str, silo: Silo, code: int | None, said: str) -> ProvisioningError:
-    last = said.splitlines()[-1] if said else f"exit status {code}"
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    errors = [line.split("error:", 1)[1].strip() for line in lines if "error:" in line]
+    last = errors[0] if errors else lines[-1] if lines else f"exit status {code}"
     return ProvisioningError(silo.tenant, f"{tool} of {silo.where} failed: {last}")
 
 

@@ -23,12 +23,13 @@ import pytest
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
 from services.core.names import Names
 from services.core.pgadmin import set_role
+from services.core.registry.models import TenantStatus
 from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
-from services.ops import bindings, migrate
+from services.ops import bindings, migrate, records
 from services.ops import chains as migrator
 from services.ops.bootstrap import bootstrap
-from services.ops.tenants import create_tenant
+from services.ops.tenants import create_tenant, registry_connection
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.conftest import Server
@@ -435,6 +436,11 @@ async def test_a_move_is_refused_where_it_cannot_be_done_and_changes_nothing(
         ("near",): "not moving: say where to, with --to",
         ("near", "--abort"): "not moving: nothing to abort",
     }
+    going = (await create_tenant(settings, "going")).tenant
+    async with registry_connection(settings) as conn:
+        await records.set_status(conn, going.id, TenantStatus.DELETING)
+        await conn.commit()
+    cases[("going", "--to", "second")] = "tenant 'going' is deleting"
     for args, says in cases.items():
         refused = await invoke_cli(["tenant", "move", *args], settings)
         assert refused.exit_code != 0 and says in refused.output, (args, refused.output)
@@ -685,3 +691,43 @@ async def test_placements_listed_chosen_and_drained(
             await asyncio.to_thread(second_server.script, "up")
     finally:
         await _drop_roles_and_databases(second_server, namespace)
+
+
+async def test_a_move_whose_source_server_goes_down_stops_and_resumes(spread: Spread) -> None:
+    settings = spread.settings
+    record = (await create_tenant(settings, "back", placement="second")).tenant
+    host = await bound_host(spread.env, record)
+    first = [report("heartbeat", host) for _ in range(10)]
+    await publish(settings, first)
+    await drain(settings, {"back"})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "services.cli", "tenant", "move", "back", "--to", "default"),
+        env=env_for(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    while line := await asyncio.wait_for(process.stdout.readline(), DEADLINE_S):
+        if line.startswith(b"[fencing]"):
+            break
+    await asyncio.to_thread(spread.server.script, "down")  # the source, mid-move
+    try:
+        _, said = await asyncio.wait_for(process.communicate(), DEADLINE_S)
+        if process.returncode != 0:  # it met the outage (it may have been done copying)
+            assert b"stopped at step" in said and b"to resume it" in said, said
+        held = [report("heartbeat", host) for _ in range(5)]
+        await publish(settings, held)
+        await route(settings)
+        if process.returncode != 0:
+            # Rolling back needs the source, to reopen it: refused, saying which server.
+            cannot = await invoke_cli(["tenant", "move", "back", "--abort"], settings)
+            assert cannot.exit_code != 0, cannot.output
+            assert f"{spread.server.host}:{spread.server.port}" in cannot.output, cannot.output
+    finally:
+        await asyncio.to_thread(spread.server.script, "up")
+    resumed = await invoke_cli(["tenant", "move", "back"], settings)
+    assert resumed.exit_code == 0 or "not moving" in resumed.output, resumed.output
+    await drain(settings, {"back"})
+    on_first = await committed(f"postgresql://postgres@127.0.0.1:5432/{record.db_name}")
+    assert on_first == ids(first + held)
