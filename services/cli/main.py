@@ -26,6 +26,7 @@ from services.cli.dlq import dlq_group
 from services.cli.findings import findings
 from services.cli.host import host
 from services.cli.openbao import openbao
+from services.cli.operator import operator
 from services.cli.placement import placement
 from services.cli.run import run_group
 from services.cli.simulate import simulate
@@ -180,6 +181,7 @@ def migrate(app: AppContext, show_status: bool, dry_run: bool, as_json: bool) ->
 
 
 cli.add_command(tenant)
+cli.add_command(operator)
 cli.add_command(placement)
 cli.add_command(host)
 cli.add_command(run_group)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -19,6 +20,8 @@ from sqlalchemy import (
     Uuid,
     func,
 )
+
+from services.core.access import Role
 
 metadata = MetaData()
 
@@ -187,4 +190,64 @@ tenant_moves = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(one_of("step", MOVE_STEPS), name="registry_tenant_moves_step_known"),
     CheckConstraint("source <> target", name="registry_tenant_moves_elsewhere"),
+)
+
+
+class OperatorStatus(StrEnum):
+    """Whether an operator may act (a disabled one's tokens are refused)."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+operators = Table(
+    "registry_operators",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("status", Text, nullable=False, server_default="active"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_by", Text, nullable=False),
+    CheckConstraint(
+        one_of("status", tuple(OperatorStatus)), name="registry_operators_status_known"
+    ),
+    CheckConstraint("name ~ '^[a-z][a-z0-9._-]{1,62}$'", name="registry_operators_name_shape"),
+)
+
+operator_tokens = Table(
+    "registry_operator_tokens",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "operator_id", Uuid, ForeignKey("registry_operators.id", ondelete="cascade"), nullable=False
+    ),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),  # never the token itself
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+operator_grants = Table(
+    "registry_operator_grants",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "operator_id", Uuid, ForeignKey("registry_operators.id", ondelete="cascade"), nullable=False
+    ),
+    # Null: every tenant. A grant goes with its tenant.
+    Column("tenant_id", Uuid, ForeignKey("registry_tenants.id", ondelete="cascade"), nullable=True),
+    Column("role", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_by", Text, nullable=False),
+    CheckConstraint(one_of("role", tuple(Role)), name="registry_operator_grants_role_known"),
+    # One grant per operator and tenant (and one on all tenants): a second replaces the first.
+    Index(
+        "registry_operator_grants_one",
+        "operator_id",
+        "tenant_id",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
 )

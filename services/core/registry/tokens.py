@@ -27,11 +27,9 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def new_token() -> str:
-    """A new enrollment token: the prefix and 256 random bits."""
-    return TOKEN_PREFIX + base64.urlsafe_b64encode(
-        secrets.token_bytes(TOKEN_BYTES)
-    ).decode().rstrip("=")
+def new_token(prefix: str = TOKEN_PREFIX) -> str:
+    """A new token: the prefix (an enrollment token's by default) and 256 random bits."""
+    return prefix + base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).decode().rstrip("=")
 
 
 _SPEND = """
