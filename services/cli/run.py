@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from services.api import app as api_app
 from services.cli.common import AppContext, Misconfigured, pass_app
 from services.cli.common import run as run_coro
 from services.cli.supervisor import MISCONFIGURED, Child, supervise
@@ -49,6 +50,21 @@ def sweeper(app: AppContext, burst: bool) -> None:
     """Mark silent hosts down and prune old messages in every tenant database (one sweeper is
     active at a time; others wait as standbys). With --burst, one pass."""
     run_coro(sweeper_app.run(app.settings, burst=burst), event_loop=app.settings.event_loop)
+
+
+@run_group.command("api")
+@click.option("--host", help="The address to listen on (default: SILOFLOW_API_HOST).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="The port (default: SILOFLOW_API_PORT)."
+)
+@pass_app
+def api(app: AppContext, host: str | None, port: int | None) -> None:
+    """Serve the control-plane HTTP API (operators' tokens; each tenant's data from its silo)."""
+    settings = app.settings
+    run_coro(
+        api_app.run(settings, host=host or settings.api_host, port=port or settings.api_port),
+        event_loop=settings.event_loop,
+    )
 
 
 @run_group.command("router")

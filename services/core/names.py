@@ -32,7 +32,7 @@ PARTITION_PREFIXES = {"registry": "registry_", "shared": "shared_", "tenant": ""
 
 def validate_slug(slug: str) -> str:
     """Return the slug if it is acceptable, else raise `InvalidArgument` saying why."""
-    if not SLUG_RE.match(slug):
+    if not SLUG_RE.fullmatch(slug):  # match() would let a trailing newline through
         raise InvalidArgument(
             f"invalid tenant slug {slug!r}: use 2-39 characters of lower-case letters, digits "
             "and '-', starting with a letter (e.g. 'acme' or 'acme-eu')"

@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     # /metrics, /healthz and /readyz (None: not served). `run all` and the worker supervisor give
     # their children consecutive ports from here.
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # The control-plane HTTP API (`siloflow run api`): loopback unless told otherwise.
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8470
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

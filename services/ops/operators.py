@@ -24,11 +24,11 @@ from services.core.registry.models import (
     operators,
     tenants,
 )
+from services.core.registry.operators import OPERATOR_TOKEN_PREFIX
 from services.core.registry.tokens import hash_token, new_token
 from services.core.settings import Settings
 from services.ops.tenants import registry_connection
 
-OPERATOR_TOKEN_PREFIX = "sfo_"
 MAX_TOKEN_TTL = timedelta(days=365)
 _NAME = re.compile(r"^[a-z][a-z0-9._-]{1,62}$")
 ALL_TENANTS = "*"

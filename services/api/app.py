@@ -1,0 +1,81 @@
+"""The API's wiring and lifespan: the registry's pool opened at start and closed at the end,
+errors in one shape, routes under `/api/v1`, and uvicorn serving it until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import text
+
+from services.api import errors
+from services.api.deps import Registry
+from services.api.routes import tenants
+from services.core.db import registry_engine
+from services.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app for these settings."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.registry = registry_engine(settings, pool_size=5)
+        try:
+            yield
+        finally:
+            await app.state.registry.dispose()
+
+    app = FastAPI(
+        title="siloflow",
+        version="1",
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(engine: Registry) -> dict[str, str]:
+        """Alive, and the registry answers."""
+        async with engine.connect() as conn:
+            await conn.execute(text("select 1"))
+        return {"status": "ok"}
+
+    api = APIRouter(prefix=PREFIX)
+    api.include_router(tenants.router)
+    app.include_router(api)
+    return app
+
+
+async def run(
+    settings: Settings, *, host: str, port: int, stop: asyncio.Event | None = None
+) -> None:
+    """Serve the API until SIGTERM/SIGINT (uvicorn's own handling: in-flight requests finish)
+    or until `stop` is set."""
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    log.info("api.starting", host=host, port=port)
+
+    async def stop_when_told() -> None:
+        if stop is not None:
+            await stop.wait()
+            server.should_exit = True
+
+    watcher = asyncio.create_task(stop_when_told())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+    log.info("api.stopped")

@@ -1,0 +1,67 @@
+"""The seam: the one place a request becomes a caller (from its bearer token) and a tenant the
+caller may see (from the path and the caller's grants). A tenant the caller has no grant for is
+answered exactly as one that does not exist. Routes take these as dependencies and never look
+a caller or a tenant up themselves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.errors import forbidden, not_found, unauthenticated
+from services.core.access import Action, may, sees
+from services.core.names import SLUG_RE
+from services.core.registry import queries as registry
+from services.core.registry.operators import Caller, authenticate
+
+
+def registry_engine(request: Request) -> AsyncEngine:
+    """The registry's pool, opened by the app's lifespan."""
+    engine: AsyncEngine = request.app.state.registry
+    return engine
+
+
+Registry = Annotated[AsyncEngine, Depends(registry_engine)]
+
+
+async def caller(engine: Registry, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    """The operator whose token the request carries; 401 for none, or one not valid now."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthenticated()
+    async with engine.begin() as conn:
+        found = await authenticate(conn, token.strip())
+    if found is None:
+        raise unauthenticated()
+    return found
+
+
+Authenticated = Annotated[Caller, Depends(caller)]
+
+
+async def visible_tenant(slug: str, who: Authenticated, engine: Registry) -> registry.TenantRecord:
+    """The tenant of the path, if the caller has a grant on it; else 404, as for no tenant."""
+    if not SLUG_RE.fullmatch(slug):
+        raise not_found("such tenant")
+    async with engine.connect() as conn:
+        record = await registry.get_tenant(conn, slug)
+    if record is None or not sees(who.grants, record.id):
+        raise not_found("such tenant")
+    return record
+
+
+Visible = Annotated[registry.TenantRecord, Depends(visible_tenant)]
+
+
+def permitted(action: Action, what: str) -> Any:
+    """A dependency: the visible tenant, if the caller's role there permits `action` (403
+    otherwise: the tenant is theirs to see, the call is not theirs to make)."""
+
+    async def check(tenant: Visible, who: Authenticated) -> registry.TenantRecord:
+        if not may(who.grants, action, tenant.id):
+            raise forbidden(what)
+        return tenant
+
+    return Depends(check)

@@ -1,0 +1,192 @@
+"""The HTTP API as an attacker meets it: `siloflow run api` on loopback, a real HTTP client, the
+real registry. Every endpoint x every kind of token x granted, other and unknown tenants; a
+tenant the caller has no grant for answers exactly as one that does not exist; hostile paths are
+4xx, never 500, and never another tenant's data."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from services.ops import operators
+from tests.integration.pipeline import Env
+from tests.support import admin_fetch, env_for, invoke_cli
+
+READY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Api:
+    url: str
+    tokens: dict[str, str]  # who -> bearer token
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _token(env: Env, name: str) -> str:
+    done = await invoke_cli(["operator", "token", "issue", name, "--json"], env.settings)
+    assert done.exit_code == 0, done.output
+    import json  # noqa: PLC0415
+
+    return str(json.loads(done.output)["token"])
+
+
+@pytest.fixture(scope="module")
+async def api(env: Env) -> AsyncIterator[Api]:
+    settings = env.settings
+    people = {
+        "viewer": ("--tenant", env.a.slug, "viewer"),
+        "operator": ("--tenant", env.a.slug, "operator"),
+        "admin": ("--all", None, "admin"),
+    }
+    tokens: dict[str, str] = {}
+    for name, (scope, slug, role) in people.items():
+        await operators.add_operator(settings, f"api-{name}")
+        args = ["operator", "grant", f"api-{name}", scope, *([slug] if slug else [])]
+        granted = await invoke_cli([*args, "--role", role], settings)
+        assert granted.exit_code == 0, granted.output
+        tokens[name] = await _token(env, f"api-{name}")
+    await operators.add_operator(settings, "api-nobody")  # no grant at all
+    tokens["nobody"] = await _token(env, "api-nobody")
+    tokens["expired"] = await _token(env, "api-viewer")
+    await admin_fetch(
+        "update registry_operator_tokens set expires_at = now() - interval '1 second' "
+        "where last_used_at is null and created_at = (select max(created_at) from "
+        "registry_operator_tokens)",
+        database=settings.registry_database,
+    )
+    tokens["revoked"] = await _token(env, "api-viewer")
+    revoked_id = (
+        await admin_fetch(
+            "select id from registry_operator_tokens order by created_at desc limit 1",
+            database=settings.registry_database,
+        )
+    )[0]["id"]
+    assert await operators.revoke_token(settings, revoked_id)
+    await operators.add_operator(settings, "api-gone")
+    await invoke_cli(["operator", "grant", "api-gone", "--all", "--role", "admin"], settings)
+    tokens["disabled"] = await _token(env, "api-gone")
+    assert await operators.disable(settings, "api-gone")
+
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "services.cli", "run", "api", "--port", str(port)),
+        env=env_for(settings),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            deadline = asyncio.get_running_loop().time() + READY_S
+            while True:  # ready when /healthz answers
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.returncode is None, "siloflow run api exited"
+                assert asyncio.get_running_loop().time() < deadline, "the API never answered"
+                await asyncio.sleep(0.05)
+        yield Api(url, tokens)
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def get(api: Api, path: str, who: str | None) -> httpx.Response:
+    headers = {} if who is None else {"Authorization": f"Bearer {api.tokens[who]}"}
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        return await client.get(path, headers=headers)
+
+
+ENDPOINTS = ["/api/v1/tenants", "/api/v1/tenants/{a}", "/api/v1/tenants/{b}"]
+
+
+@pytest.mark.parametrize("who", ["expired", "revoked", "disabled", None])
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_no_valid_token_is_401_alike_everywhere(
+    api: Api, env: Env, who: str | None, endpoint: str
+) -> None:
+    answer = await get(api, endpoint.format(a=env.a.slug, b=env.b.slug), who)
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "unauthenticated"
+    assert answer.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer", "Basic YWxpY2U6cHc=", "bearer sfo_" + "A" * 43, "Bearer " + "x" * 10_000],
+)
+async def test_malformed_tokens_are_401(api: Api, authorization: str) -> None:
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        answer = await client.get("/api/v1/tenants", headers={"Authorization": authorization})
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize(
+    ("who", "sees"),
+    [("viewer", "a"), ("operator", "a"), ("admin", "ab"), ("nobody", "")],
+)
+async def test_each_caller_lists_only_the_tenants_granted(
+    api: Api, env: Env, who: str, sees: str
+) -> None:
+    answer = await get(api, "/api/v1/tenants", who)
+    assert answer.status_code == 200, answer.text
+    listed = {t["slug"] for t in answer.json()}
+    expected = {getattr(env, letter).slug for letter in sees}
+    # The admin sees every tenant of the deployment, others created by other tests included.
+    assert expected <= listed if who == "admin" else listed == expected
+
+
+@pytest.mark.parametrize("who", ["viewer", "operator", "admin", "nobody"])
+async def test_a_tenant_without_a_grant_answers_as_one_that_does_not_exist(
+    api: Api, env: Env, who: str
+) -> None:
+    granted = await get(api, f"/api/v1/tenants/{env.a.slug}", who)
+    other = await get(api, f"/api/v1/tenants/{env.b.slug}", who)
+    missing = await get(api, "/api/v1/tenants/no-such-tenant", who)
+    assert missing.status_code == 404
+    if who == "admin":
+        assert (granted.status_code, other.status_code) == (200, 200)
+        assert other.json()["slug"] == env.b.slug
+    elif who == "nobody":
+        assert (granted.status_code, granted.content) == (404, missing.content)
+        assert (other.status_code, other.content) == (404, missing.content)
+    else:
+        assert granted.status_code == 200 and granted.json()["slug"] == env.a.slug
+        assert (other.status_code, other.content) == (404, missing.content)
+
+
+@pytest.mark.parametrize(
+    "slug",
+    ["a'b", "a%00b", "..%2F..%2Fetc", "acme%0A", "x" * 5000, "%E2%80%AE", "a;select 1"],
+)
+async def test_hostile_paths_are_4xx_never_500_nor_another_tenants_data(
+    api: Api, env: Env, slug: str
+) -> None:
+    for who in ("viewer", "admin"):
+        answer = await get(api, f"/api/v1/tenants/{slug}", who)
+        assert 400 <= answer.status_code < 500, (slug, answer.status_code, answer.text)
+        assert env.b.slug not in answer.text and env.a.slug not in answer.text
+        assert set(answer.json()) == {"error"}
+
+
+async def test_health_openapi_and_unknown_routes(api: Api) -> None:
+    assert (await get(api, "/healthz", None)).json() == {"status": "ok"}
+    schema = await get(api, "/api/v1/openapi.json", None)
+    assert schema.status_code == 200 and "/api/v1/tenants/{slug}" in schema.json()["paths"]
+    unknown = await get(api, "/api/v1/nothing-here", "admin")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not-found"
