@@ -14,9 +14,11 @@ from sqlalchemy import text
 
 from services.api import errors
 from services.api.deps import Registry
-from services.api.routes import tenants
+from services.api.routes import hosts, tenants
 from services.core.db import registry_engine
 from services.core.settings import Settings
+from services.core.silo.credentials.issuers import credential_source
+from services.core.silo.databases import RegistryDirectory, TenantDatabases
 
 log = structlog.get_logger(__name__)
 
@@ -29,9 +31,18 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.registry = registry_engine(settings, pool_size=5)
+        # Tenant data through read-only logins of each tenant's reader role, issued by the same
+        # broker as the workers' (built-in or OpenBao); and read-only sessions besides.
+        app.state.silos = TenantDatabases(
+            settings,
+            RegistryDirectory(app.state.registry),
+            credential_source(settings, reader=True),
+            server_settings={"default_transaction_read_only": "on"},
+        )
         try:
             yield
         finally:
+            await app.state.silos.close()
             await app.state.registry.dispose()
 
     app = FastAPI(
@@ -53,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     api = APIRouter(prefix=PREFIX)
     api.include_router(tenants.router)
+    api.include_router(hosts.router)
     app.include_router(api)
     return app
 

@@ -5,16 +5,20 @@ a caller or a tenant up themselves."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.errors import forbidden, not_found, unauthenticated
+from services.api.errors import ApiError, forbidden, not_found, unauthenticated
 from services.core.access import Action, may, sees
+from services.core.errors import DatabaseUnavailable, ResolutionError
 from services.core.names import SLUG_RE
 from services.core.registry import queries as registry
 from services.core.registry.operators import Caller, authenticate
+from services.core.silo.databases import TenantDatabases
 
 
 def registry_engine(request: Request) -> AsyncEngine:
@@ -65,3 +69,26 @@ def permitted(action: Action, what: str) -> Any:
         return tenant
 
     return Depends(check)
+
+
+def unavailable() -> ApiError:
+    """The tenant's database cannot be reached now (its server down, or the tenant moving)."""
+    return ApiError(503, "unavailable", "this tenant's data cannot be read now; try again")
+
+
+async def tenant_silo(
+    request: Request,
+    tenant: registry.TenantRecord = permitted(Action.READ, "read this tenant's data"),  # noqa: B008
+) -> AsyncIterator[AsyncConnection]:
+    """A read-only connection to the tenant's own database, with a short-lived login of its
+    reader role (the one way a route reaches managed data)."""
+    databases: TenantDatabases = request.app.state.silos
+    async with AsyncExitStack() as stack:
+        try:
+            conn = await stack.enter_async_context(databases.session(tenant))
+        except (DatabaseUnavailable, ResolutionError) as exc:
+            raise unavailable() from exc
+        yield conn
+
+
+Silo = Annotated[AsyncConnection, Depends(tenant_silo)]

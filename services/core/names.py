@@ -86,6 +86,15 @@ class Names:
         nothing about whose it is."""
         return f"{self.namespace}_login_"
 
+    def tenant_reader_role(self, slug: str) -> str:
+        """The NOLOGIN role that may read a tenant's tables and nothing else (the API's logins
+        are members of it)."""
+        return f"{self.namespace}_reader_{slug.replace('-', '_')}"
+
+    def openbao_reader_name(self, slug: str) -> str:
+        """A tenant's read-only role in OpenBao ('.' is in no slug: it names no other tenant)."""
+        return f"{self.namespace}-{slug}.read"
+
     def tenant_broker_role(self, slug: str) -> str:
         """The login OpenBao manages a tenant's logins with (its password rotated so that only
         OpenBao knows it)."""

@@ -38,6 +38,7 @@ from services.ops import chains as migrator
 from services.ops import dumps, records
 from services.ops.credentials import credential_admin
 from services.ops.tenants import (
+    ensure_reader,
     migrate_tenant_database,
     registry_connection,
     require_multitenant,
@@ -217,6 +218,7 @@ async def restore(
     assert record.placement is not None
     server = ServerAddress(record.placement.host, record.placement.port)
     revision = await migrate_tenant_database(settings, server, record.db_name, silo.owner)
+    await ensure_reader(settings, server, record.db_name, slug)
     await credential_admin(settings).register(slug, server, record.db_name)
     await tenant_queue(settings, slug, declare=True)
     async with registry_connection(settings) as conn:

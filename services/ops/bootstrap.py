@@ -260,10 +260,12 @@ async def _remove_roles(conn: AsyncConnection, names: Names, where: str) -> list
         await conn.execute(
             text(
                 "select rolname from pg_roles where starts_with(rolname, :owner) "
-                "or starts_with(rolname, :login) or starts_with(rolname, :bao)"
+                "or starts_with(rolname, :login) or starts_with(rolname, :bao) "
+                "or starts_with(rolname, :reader)"
             ),
             {
                 "owner": names.tenant_owner_role(""),
+                "reader": names.tenant_reader_role(""),
                 "login": names.login_prefix,
                 "bao": names.tenant_broker_role(""),
             },

@@ -4,6 +4,7 @@ tenant. The issuing itself, which services do, is `services.core.silo.credential
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Protocol
 
@@ -56,15 +57,23 @@ class BuiltinAdmin:
     async def unregister(self, slug: str, server: ServerAddress, database: str) -> list[str]:
         """Drop every login of the tenant, ending their sessions first."""
         admin = at_server(provisioner_url(self._settings), server, MAINTENANCE_DATABASE)
-        owner = self._names.tenant_owner_role(slug)
+        dropped = []
         async with one_connection(admin, self._settings, autocommit=True) as conn:
-            return await drop_logins(conn, self._names, owner, expired_only=False)
+            for group in (
+                self._names.tenant_owner_role(slug),
+                self._names.tenant_reader_role(slug),
+            ):
+                dropped += await drop_logins(conn, self._names, group, expired_only=False)
+        return dropped
 
 
-def role_statements(names: Names, slug: str, login_group: str | None) -> dict[str, list[str]]:
-    """What OpenBao runs to create, renew and revoke one tenant's logins. The broker role is made
-    a member of each login so it may end the login's sessions when it revokes it."""
-    owner = ident(names.tenant_owner_role(slug))
+def role_statements(
+    names: Names, slug: str, login_group: str | None, *, group: str | None = None
+) -> dict[str, list[str]]:
+    """What OpenBao runs to create, renew and revoke one tenant's logins (members of its owner
+    role, or of `group`: its reader role). The broker role is made a member of each login so it
+    may end the login's sessions when it revokes it."""
+    owner = ident(group or names.tenant_owner_role(slug))
     broker = ident(names.tenant_broker_role(slug))
     groups = owner + (f", {ident(login_group)}" if login_group else "")
     return {
@@ -113,6 +122,10 @@ class OpenBaoAdmin:
         )
         template = f'{{{{ printf "{names.login_prefix}%s" (random 16) | lowercase }}}}'
         statements = role_statements(names, slug, settings.credential_login_group)
+        reader_name = names.openbao_reader_name(slug)
+        reader_statements = role_statements(
+            names, slug, settings.credential_login_group, group=names.tenant_reader_role(slug)
+        )
 
         def configure(c: hvac.Client) -> None:
             c.secrets.database.configure(
@@ -121,7 +134,7 @@ class OpenBaoAdmin:
                 connection_url=connection_url,
                 username=broker,
                 password=password,
-                allowed_roles=[name],
+                allowed_roles=[name, reader_name],
                 username_template=template,
                 verify_connection=True,
                 mount_point=self._mount,
@@ -133,6 +146,14 @@ class OpenBaoAdmin:
                 max_ttl=int(settings.credential_max_ttl_s),
                 mount_point=self._mount,
                 **statements,
+            )
+            c.secrets.database.create_role(
+                name=reader_name,
+                db_name=name,
+                default_ttl=int(settings.credential_ttl_s),
+                max_ttl=int(settings.credential_max_ttl_s),
+                mount_point=self._mount,
+                **reader_statements,
             )
             c.secrets.database.rotate_root_credentials(name=name, mount_point=self._mount)
 
@@ -156,9 +177,14 @@ class OpenBaoAdmin:
         async with one_connection(admin, settings, autocommit=True) as conn:
             held = await member_logins(conn, owner, names.login_prefix)
 
+        reader_name = names.openbao_reader_name(slug)
+
         def revoke(c: hvac.Client) -> None:
-            c.sys.revoke_prefix(prefix=f"{self._mount}/creds/{name}")
-            c.secrets.database.delete_role(name=name, mount_point=self._mount)
+            # The trailing '/': the prefix of `<ns>-acme` must not reach `<ns>-acme-eu`'s leases.
+            for role in (name, reader_name):
+                c.sys.revoke_prefix(prefix=f"{self._mount}/creds/{role}/")
+                with contextlib.suppress(hvac.exceptions.InvalidPath):
+                    c.secrets.database.delete_role(name=role, mount_point=self._mount)
             c.secrets.database.delete_connection(name=name, mount_point=self._mount)
 
         bao = OpenBao(settings)
@@ -171,6 +197,7 @@ class OpenBaoAdmin:
         async with one_connection(admin, settings, autocommit=True) as conn:
             # Whatever OpenBao could not revoke (a lease it lost) goes the same way.
             await drop_logins(conn, names, owner, expired_only=False)
+            await drop_logins(conn, names, names.tenant_reader_role(slug), expired_only=False)
             broker = names.tenant_broker_role(slug)
             if await role_exists(conn, broker):
                 await conn.exec_driver_sql(

@@ -20,7 +20,7 @@ from services.core.registry.models import TenantStatus
 from services.core.settings import Settings
 from services.ops import chains as migrator
 from services.ops import records, topology
-from services.ops.tenants import ensure_default_tenant, registry_connection
+from services.ops.tenants import ensure_default_tenant, ensure_reader, registry_connection
 
 log = structlog.get_logger(__name__)
 
@@ -180,6 +180,9 @@ async def _run(settings: Settings, *, apply: bool) -> MigrationReport:
             url = at_server(prov, server, tenant.db_name)
             role = names.tenant_owner_role(tenant.slug)
             await _migrate_one(target, url, settings, role=role, apply=apply)
+            if apply and target.error is None:
+                # Tenants made before the reader role existed get it; new tables get its grant.
+                await ensure_reader(settings, server, tenant.db_name, tenant.slug)
         if apply:
             async with registry_connection(settings) as conn:
                 await records.record_migration(

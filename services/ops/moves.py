@@ -44,7 +44,7 @@ from services.core.settings import Settings
 from services.ops import dumps, records
 from services.ops.credentials import credential_admin
 from services.ops.management import Management
-from services.ops.tenants import registry_connection, require_multitenant
+from services.ops.tenants import ensure_reader, registry_connection, require_multitenant
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +91,7 @@ class _Move:
         self.say = say
         names = Names(settings.namespace)
         self.owner = names.tenant_owner_role(record.slug)
+        self.reader = names.tenant_reader_role(record.slug)
         self.queue = names.tenant_queue(record.slug)
         self.database = record.db_name
         self.copied_bytes: int | None = None
@@ -163,6 +164,13 @@ class _Move:
         self.copied_bytes = await dumps.copy(
             self.silo(self.source), self.silo(self.target), progress
         )
+        # A dump is restored without its grants: the reader's, again.
+        await ensure_reader(
+            settings=self.settings,
+            server=_server(self.target),
+            database=self.database,
+            slug=self.record.slug,
+        )
         self.say(
             MoveStep.COPYING,
             f"{self.copied_bytes / 2**20:,.1f} MiB copied to {self.target.host}:"
@@ -226,6 +234,7 @@ class _Move:
             async with one_connection(url, self.settings, autocommit=True) as conn:
                 await drop_database(conn, self.database)
                 await drop_role(conn, self.owner)
+                await drop_role(conn, self.reader)
         async with registry_connection(self.settings) as conn:
             await conn.execute(
                 delete(tenant_moves).where(tenant_moves.c.tenant_id == self.record.id)
@@ -245,6 +254,7 @@ class _Move:
         async with one_connection(url, self.settings, autocommit=True) as conn:
             await drop_database(conn, self.database)
             await drop_role(conn, self.owner)
+            await drop_role(conn, self.reader)
         url = at_server(provisioner_url(self.settings), _server(self.source), MAINTENANCE_DATABASE)
         async with one_connection(url, self.settings, autocommit=True) as conn:
             if await database_exists(conn, self.database):

@@ -128,6 +128,7 @@ async def create_tenant(
         owner = names.tenant_owner_role(slug)
         await _ensure_role_and_database(settings, server, database, owner)
         revision = await migrate_tenant_database(settings, server, database, owner)
+        await ensure_reader(settings, server, database, slug)
         await credential_admin(settings).register(slug, server, database)
         # The queue exists before the tenant is active: the router never routes to a tenant
         # whose queue is missing.
@@ -195,6 +196,38 @@ async def _ensure_role_and_database(
     async with one_connection(url, settings, autocommit=True) as conn:
         await ensure_owner_role(conn, owner)
         await ensure_database(conn, database, owner)
+
+
+async def ensure_reader(
+    settings: Settings, server: ServerAddress, database: str, slug: str
+) -> None:
+    """The tenant's reader role: CONNECT to its database and SELECT on the tables its owner
+    owns (now and later), nothing else. Idempotent; run after every migration, copy and restore
+    (a dump is restored without its grants)."""
+    names = Names(settings.namespace)
+    owner, reader = names.tenant_owner_role(slug), names.tenant_reader_role(slug)
+    url = at_server(provisioner_url(settings), server, MAINTENANCE_DATABASE)
+    async with one_connection(url, settings, autocommit=True) as conn:
+        if not await role_exists(conn, reader):
+            await conn.exec_driver_sql(f"create role {ident(reader)} nologin")
+        await conn.exec_driver_sql(
+            f"grant connect on database {ident(database)} to {ident(reader)}"
+        )
+    url = at_server(provisioner_url(settings), server, database)
+    async with one_connection(url, settings) as conn:
+        await set_role(conn, owner)
+        # Only the owner's tables: in single-tenant mode the registry's share the schema.
+        owned = await conn.exec_driver_sql(
+            "select tablename from pg_tables where schemaname = 'public' "
+            "and tableowner = current_user"
+        )
+        await conn.exec_driver_sql(f"grant usage on schema public to {ident(reader)}")
+        for (table,) in owned.all():
+            await conn.exec_driver_sql(f"grant select on {ident(table)} to {ident(reader)}")
+        await conn.exec_driver_sql(
+            f"alter default privileges in schema public grant select on tables to {ident(reader)}"
+        )
+        await conn.commit()
 
 
 async def migrate_tenant_database(
@@ -309,6 +342,7 @@ async def delete_tenant(settings: Settings, slug: str) -> registry.TenantRecord:
             async with one_connection(url, settings, autocommit=True) as admin:
                 await drop_database(admin, record.db_name)
                 await drop_role(admin, names.tenant_owner_role(slug))
+                await drop_role(admin, names.tenant_reader_role(slug))
         await tenant_queue(settings, slug, declare=False)
         await records.delete_tenant(conn, record.id)
         await conn.commit()

@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 import pytest
 
+from services.core.names import Names
 from services.ops import operators
-from tests.integration.pipeline import Env
+from tests.integration.pipeline import Env, bound_host, drain, publish
+from tests.reports import report
 from tests.support import admin_fetch, env_for, invoke_cli
 
 READY_S = 30.0
@@ -25,6 +29,7 @@ READY_S = 30.0
 class Api:
     url: str
     tokens: dict[str, str]  # who -> bearer token
+    canaries: dict[str, uuid.UUID]  # tenant slug -> a host that must appear in no other's answer
 
 
 def _free_port() -> int:
@@ -79,6 +84,12 @@ async def api(env: Env) -> AsyncIterator[Api]:
     tokens["disabled"] = await _token(env, "api-gone")
     assert await operators.disable(settings, "api-gone")
 
+    canaries = {}
+    for record in (env.a, env.b):
+        canaries[record.slug] = await bound_host(env, record)
+        await publish(settings, [report("system_info", canaries[record.slug])])
+    await drain(settings, {env.a.slug, env.b.slug})
+
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -100,7 +111,7 @@ async def api(env: Env) -> AsyncIterator[Api]:
                 assert process.returncode is None, "siloflow run api exited"
                 assert asyncio.get_running_loop().time() < deadline, "the API never answered"
                 await asyncio.sleep(0.05)
-        yield Api(url, tokens)
+        yield Api(url, tokens, canaries)
     finally:
         process.terminate()
         await process.wait()
@@ -112,7 +123,13 @@ async def get(api: Api, path: str, who: str | None) -> httpx.Response:
         return await client.get(path, headers=headers)
 
 
-ENDPOINTS = ["/api/v1/tenants", "/api/v1/tenants/{a}", "/api/v1/tenants/{b}"]
+ENDPOINTS = [
+    "/api/v1/tenants",
+    "/api/v1/tenants/{a}",
+    "/api/v1/tenants/{b}",
+    "/api/v1/tenants/{a}/hosts",
+    "/api/v1/tenants/{b}/hosts",
+]
 
 
 @pytest.mark.parametrize("who", ["expired", "revoked", "disabled", None])
@@ -190,3 +207,80 @@ async def test_health_openapi_and_unknown_routes(api: Api) -> None:
     assert schema.status_code == 200 and "/api/v1/tenants/{slug}" in schema.json()["paths"]
     unknown = await get(api, "/api/v1/nothing-here", "admin")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not-found"
+
+
+@pytest.mark.parametrize("who", ["viewer", "operator", "admin", "nobody"])
+async def test_hosts_come_from_the_callers_tenants_silo_only(api: Api, env: Env, who: str) -> None:
+    mine, theirs = api.canaries[env.a.slug], api.canaries[env.b.slug]
+    missing = await get(api, "/api/v1/tenants/no-such-tenant/hosts", who)
+    assert missing.status_code == 404
+    listed = await get(api, f"/api/v1/tenants/{env.a.slug}/hosts", who)
+    other = await get(api, f"/api/v1/tenants/{env.b.slug}/hosts", who)
+    if who == "nobody":
+        assert (listed.status_code, listed.content) == (404, missing.content)
+        return
+    assert listed.status_code == 200, listed.text
+    ids = {h["host_id"] for h in listed.json()["hosts"]}
+    assert str(mine) in ids and str(theirs) not in ids  # the canary of the other tenant: never
+    one = await get(api, f"/api/v1/tenants/{env.a.slug}/hosts/{mine}", who)
+    assert one.status_code == 200 and one.json()["hostname"], one.text
+    # Another tenant's host through this tenant's path: as a host of no tenant.
+    crossed = await get(api, f"/api/v1/tenants/{env.a.slug}/hosts/{theirs}", who)
+    nowhere = await get(api, f"/api/v1/tenants/{env.a.slug}/hosts/{uuid.uuid4()}", who)
+    assert (crossed.status_code, crossed.content) == (404, nowhere.content)
+    if who == "admin":
+        assert other.status_code == 200
+        assert str(mine) not in {h["host_id"] for h in other.json()["hosts"]}
+    else:
+        assert (other.status_code, other.content) == (404, missing.content)
+
+
+async def test_hosts_page_by_host_id(api: Api, env: Env) -> None:
+    for _ in range(3):
+        await bound_host(env, env.a)
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = await get(api, f"/api/v1/tenants/{env.a.slug}/hosts?limit=1{after}", "viewer")
+        assert page.status_code == 200, page.text
+        body = page.json()
+        seen += [h["host_id"] for h in body["hosts"]]
+        if body["next"] is None:
+            break
+        after = f"&after={body['next']}"
+    assert (
+        seen == sorted(seen)
+        and len(seen) == len(set(seen))
+        and str(api.canaries[env.a.slug]) in seen
+    )
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=100000", "limit=x", "after=not-a-uuid", "after=%00"]
+)
+async def test_bad_queries_are_422_in_the_one_shape(api: Api, env: Env, query: str) -> None:
+    answer = await get(api, f"/api/v1/tenants/{env.a.slug}/hosts?{query}", "viewer")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "invalid-request"
+
+
+async def test_the_reader_login_can_write_nothing(env: Env) -> None:
+    from services.core.silo.credentials.issuers import credential_source  # noqa: PLC0415
+
+    source = credential_source(env.settings, reader=True)
+    login = await source.login_for(env.a)
+    conn = await asyncpg.connect(login.url.set(drivername="postgresql").render_as_string(False))
+    try:
+        assert await conn.fetchval("select count(*) from hosts") >= 1  # it may read
+        for statement in (
+            "insert into hosts (id) values (gen_random_uuid())",
+            "update hosts set hostname = 'x'",
+            "delete from agent_messages",
+            "create table stolen (x int)",
+            f'set role "{Names(env.settings.namespace).tenant_owner_role(env.a.slug)}"',
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+    finally:
+        await conn.close()
+        await source.close()

@@ -28,13 +28,19 @@ class BuiltinCredentials(LeasedCredentials):
 
     broker = "builtin"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, reader: bool = False) -> None:
+        """`reader`: logins that may only read (members of the tenant's reader role)."""
         super().__init__(settings)
+        self._reader = reader
         self._servers: dict[str, ServerAddress] = {}  # login -> where it lives, for revoking
 
     async def _issue(self, tenant: TenantRecord) -> TenantLogin:
         server = _server(tenant)
-        owner = self._names.tenant_owner_role(tenant.slug)
+        owner = (
+            self._names.tenant_reader_role(tenant.slug)
+            if self._reader
+            else self._names.tenant_owner_role(tenant.slug)
+        )
         login = new_login_name(self._names)
         password = secrets.token_urlsafe(32)
         ttl_s = self._settings.credential_ttl_s

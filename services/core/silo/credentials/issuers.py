@@ -9,8 +9,8 @@ from services.core.silo.credentials.openbao import OpenBaoCredentials
 from services.core.silo.credentials.seam import CredentialSource
 
 
-def credential_source(settings: Settings) -> CredentialSource:
-    """The issuer the settings name."""
+def credential_source(settings: Settings, *, reader: bool = False) -> CredentialSource:
+    """The issuer the settings name (of read-only logins, with `reader`)."""
     if settings.credentials == "openbao":
-        return OpenBaoCredentials(settings)
-    return BuiltinCredentials(settings)
+        return OpenBaoCredentials(settings, reader=reader)
+    return BuiltinCredentials(settings, reader=reader)

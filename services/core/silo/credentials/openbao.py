@@ -94,14 +94,20 @@ class OpenBaoCredentials(LeasedCredentials):
 
     broker = "openbao"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, reader: bool = False) -> None:
+        """`reader`: logins that may only read (OpenBao's reader role of the tenant)."""
         super().__init__(settings)
         self._bao = OpenBao(settings)
         self._mount = settings.openbao_mount
+        self._reader = reader
 
     async def _issue(self, tenant: TenantRecord) -> TenantLogin:
         assert tenant.placement is not None
-        name = self._names.openbao_name(tenant.slug)
+        name = (
+            self._names.openbao_reader_name(tenant.slug)
+            if self._reader
+            else self._names.openbao_name(tenant.slug)
+        )
         response = await self._bao.call(
             lambda c: c.secrets.database.generate_credentials(name=name, mount_point=self._mount)
         )
@@ -113,7 +119,9 @@ class OpenBaoCredentials(LeasedCredentials):
         lease = self._lease(float(response["lease_duration"]), renewable=response["renewable"])
         return TenantLogin(
             url=url,
-            role=self._names.tenant_owner_role(tenant.slug),
+            role=self._names.tenant_reader_role(tenant.slug)
+            if self._reader
+            else self._names.tenant_owner_role(tenant.slug),
             lease=lease,
             lease_id=response["lease_id"],
         )
