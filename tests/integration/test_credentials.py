@@ -332,3 +332,26 @@ async def test_openbao_outage_holds_reports_then_recovers(issuer_env: Env) -> No
     # impossible by the ledger's primary key).
     sent = {uuid.UUID(r.message_id) for r in [*first, *during, *held]}
     assert set(await committed_ids(env.b.db_name)) == sent
+
+
+async def test_deleting_a_tenant_spares_a_tenant_whose_slug_it_prefixes(issuer_env: Env) -> None:
+    """`acme`'s logins are revoked by a prefix: it must not reach `acme-eu`'s (or readers')."""
+    settings = issuer_env.settings
+    base = f"pre-{uuid.uuid4().hex[:6]}"
+    short = (await create_tenant(settings, base)).tenant
+    longer = (await create_tenant(settings, f"{base}-eu")).tenant
+    writer, reader = credential_source(settings), credential_source(settings, reader=True)
+    kept = [await writer.login_for(longer), await reader.login_for(longer)]
+    gone = await reader.login_for(short)
+    try:
+        await delete_tenant(settings, short.slug)
+        assert await admin_fetch("select 1 from pg_roles where rolname = $1", gone.username) == []
+        for login in kept:
+            session = await connect_as(login, longer.db_name)
+            try:
+                assert await session.fetchval("select 1") == 1
+            finally:
+                await session.close()
+    finally:
+        await writer.close()
+        await reader.close()
