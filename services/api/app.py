@@ -16,6 +16,8 @@ from services.api import errors
 from services.api.deps import Registry
 from services.api.routes import hosts, tenants
 from services.core.db import registry_engine
+from services.core.errors import ServiceStopped
+from services.core.lifespan import registry_answers, stop_on_signals
 from services.core.settings import Settings
 from services.core.silo.credentials.issuers import credential_source
 from services.core.silo.databases import RegistryDirectory, TenantDatabases
@@ -72,8 +74,17 @@ def create_app(settings: Settings) -> FastAPI:
 async def run(
     settings: Settings, *, host: str, port: int, stop: asyncio.Event | None = None
 ) -> None:
-    """Serve the API until SIGTERM/SIGINT (uvicorn's own handling: in-flight requests finish)
-    or until `stop` is set."""
+    """Wait for the registry (saying so once, as every service does), then serve the API until
+    SIGTERM/SIGINT (uvicorn's own handling: in-flight requests finish) or until `stop`."""
+    stop = stop or asyncio.Event()
+    stop_on_signals(stop)
+    engine = registry_engine(settings, pool_size=1)
+    try:
+        await registry_answers(settings, engine, "api", stop)
+    except ServiceStopped:
+        return
+    finally:
+        await engine.dispose()
     config = uvicorn.Config(
         create_app(settings), host=host, port=port, log_config=None, access_log=False
     )
@@ -81,9 +92,8 @@ async def run(
     log.info("api.starting", host=host, port=port)
 
     async def stop_when_told() -> None:
-        if stop is not None:
-            await stop.wait()
-            server.should_exit = True
+        await stop.wait()
+        server.should_exit = True
 
     watcher = asyncio.create_task(stop_when_told())
     try:

@@ -157,9 +157,18 @@ COMMANDS: dict[str, Command] = {
     "hostkeys rotate": Command((), ("nothing bootstrapped",)),
     "migrate": Command((), DB),
     "openbao setup": Command(("--token", "nope"), ("OpenBao unreachable",)),
+    "operator add": Command(("walker",), DB),
+    "operator disable": Command(("nobody",), DB),
+    "operator grant": Command(("nobody", "--all", "--role", "viewer"), DB),
+    "operator list": Command((), DB),
+    "operator revoke-grant": Command(("nobody", "--all"), DB),
+    "operator token issue": Command(("nobody",), DB),
+    "operator token revoke": Command((str(uuid.UUID(int=12)),), DB),
     "placement add": Command(("spare", "--host", "127.0.0.1", "--port", "1"), DB),
+    "placement drain": Command(("spare",), DB),
     "placement list": Command((), DB),
     "run all": Command((), (*DB, *AMQP), service=True),
+    "run api": Command(("--port", "{free}"), DB, service=True),
     "run ingest": Command((), (*DB, *AMQP), service=True),
     "run router": Command((), (*DB, *AMQP), service=True),
     "run sweeper": Command((), DB, service=True),
@@ -169,7 +178,10 @@ COMMANDS: dict[str, Command] = {
     "teardown": Command(("--admin-dsn", "{admin_closed}", "--yes"), ("PostgreSQL unreachable",)),
     "tenant create": Command(("acme",), DB),
     "tenant delete": Command(("nobody", "--yes"), DB),
+    "tenant backup": Command(("acme", "--out", "{tmp}/walk.backup"), DB),
     "tenant list": Command((), DB),
+    "tenant move": Command(("nobody", "--to", "default"), DB),
+    "tenant restore": Command(("walked", "--from", "{backup}"), DB),
     "tenant resume": Command(("nobody",), DB),
     "tenant show": Command(("acme",), DB),
     "tenant suspend": Command(("nobody",), DB),
@@ -276,6 +288,35 @@ async def say_waiting(args: list[str], env: dict[str, str]) -> Said:
     return Said(process.returncode, "", "\n".join(lines))
 
 
+def _backup_file(tmp: Path) -> Path:
+    """A file `tenant restore` reads as a backup (its manifest; the dump is never reached)."""
+    import io  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    from services.ops import backups  # noqa: PLC0415
+
+    path = tmp / "restore.backup"
+    manifest = json.dumps(
+        {
+            "format": backups.FORMAT,
+            "tenant": "acme",
+            "revision": None,
+            "created_at": "2026-12-06T00:00:00+00:00",
+            "dump_sha256": "0" * 64,
+            "dump_bytes": 0,
+            "rows": {},
+            "ledger_ids": 0,
+            "ledger_digest": "",
+        }
+    ).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, body in ((backups.MANIFEST, manifest), (backups.DUMP, b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return path
+
+
 @pytest.fixture(scope="module")
 async def walked(
     tmp_path_factory: pytest.TempPathFactory,
@@ -288,7 +329,13 @@ async def walked(
         env: Env = await deploy_env(settings)
         identity = await _identity(env, tmp)
         base = env_for(settings)
-        fills = {"tmp": str(tmp), "identity": str(identity), "feed": str(FEED)}
+        fills = {
+            "tmp": str(tmp),
+            "identity": str(identity),
+            "feed": str(FEED),
+            "backup": str(_backup_file(tmp)),
+            "free": str(free_port()),
+        }
         results: dict[tuple[str, str], Said] = {}
         for name, command in sorted(COMMANDS.items()):
             for failure in command.needs:
