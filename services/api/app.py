@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from services.api import errors
 from services.api.deps import Registry
-from services.api.routes import hosts, tenants
+from services.api.routes import findings, hosts, tenants
 from services.core.db import registry_engine
 from services.core.errors import ServiceStopped
 from services.core.lifespan import registry_answers, stop_on_signals
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     api = APIRouter(prefix=PREFIX)
     api.include_router(tenants.router)
     api.include_router(hosts.router)
+    api.include_router(findings.router)
     app.include_router(api)
     return app
 

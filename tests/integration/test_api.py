@@ -87,7 +87,9 @@ async def api(env: Env) -> AsyncIterator[Api]:
     canaries = {}
     for record in (env.a, env.b):
         canaries[record.slug] = await bound_host(env, record)
-        await publish(settings, [report("system_info", canaries[record.slug])])
+        host = canaries[record.slug]
+        kinds = ("system_info", "hardware", "packages", "compliance")
+        await publish(settings, [report(kind, host) for kind in kinds])
     await drain(settings, {env.a.slug, env.b.slug})
 
     port = _free_port()
@@ -284,3 +286,47 @@ async def test_the_reader_login_can_write_nothing(env: Env) -> None:
     finally:
         await conn.close()
         await source.close()
+
+
+@pytest.mark.parametrize("who", ["viewer", "admin"])
+async def test_a_hosts_packages_hardware_and_compliance_from_its_tenant_only(
+    api: Api, env: Env, who: str
+) -> None:
+    mine, theirs = api.canaries[env.a.slug], api.canaries[env.b.slug]
+    base = f"/api/v1/tenants/{env.a.slug}"
+    packages = await get(api, f"{base}/hosts/{mine}/packages", who)
+    assert packages.status_code == 200, packages.text
+    assert packages.json()["packages"] and packages.json()["manager"]
+    crossed = await get(api, f"{base}/hosts/{theirs}/packages", who)
+    assert crossed.status_code == 404
+    detail = await get(api, f"{base}/hosts/{mine}", who)
+    assert detail.json()["hardware"]["cpu_cores"] >= 1
+    results = await get(api, f"{base}/compliance", who)
+    assert results.status_code == 200 and results.json()
+    assert {r["host_id"] for r in results.json()} <= {
+        h["host_id"] for h in (await get(api, f"{base}/hosts?limit=500", who)).json()["hosts"]
+    }
+    assert str(theirs) not in results.text
+    # Asking this tenant's path about the other tenant's host finds nothing, and says nothing.
+    other = await get(api, f"{base}/compliance?host_id={theirs}", who)
+    assert other.status_code == 200 and other.json() == []
+    found = await get(api, f"{base}/findings?host_id={mine}", who)
+    assert found.status_code == 200 and found.json()["next"] is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "findings?cve=%27%3B%20drop",
+        "findings?cve=CVE-1",
+        "findings?limit=0",
+        "findings?after=-1",
+        "compliance?host_id=..%2F",
+        "compliance?limit=99999",
+        "findings?urgency=" + "x" * 100,
+    ],
+)
+async def test_hostile_filters_are_422(api: Api, env: Env, query: str) -> None:
+    answer = await get(api, f"/api/v1/tenants/{env.a.slug}/{query}", "viewer")
+    assert answer.status_code == 422, (query, answer.text)
+    assert answer.json()["error"]["code"] == "invalid-request"

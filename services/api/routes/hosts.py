@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
@@ -36,6 +36,38 @@ class HostPage(BaseModel):
     next: uuid.UUID | None
 
 
+class Hardware(BaseModel):
+    """A host's latest hardware report."""
+
+    cpu_vendor: str
+    cpu_model: str
+    cpu_cores: int
+    cpu_threads: int
+    memory_mb: int
+    disks: list[dict[str, Any]]
+    nics: list[dict[str, Any]]
+    sent_at: datetime
+
+
+class Package(BaseModel):
+    """One installed package."""
+
+    name: str
+    arch: str
+    version: str
+    source: str | None
+    source_version: str | None
+
+
+class Packages(BaseModel):
+    """A host's latest packages snapshot."""
+
+    host_id: uuid.UUID
+    manager: str | None
+    sent_at: datetime | None
+    packages: list[Package]
+
+
 class HostDetail(Host):
     """A host with what its latest reports said of it."""
 
@@ -46,6 +78,7 @@ class HostDetail(Host):
     arch: str | None
     agent_version: str | None
     first_seen_at: datetime
+    hardware: Hardware | None
 
 
 @router.get("")
@@ -69,6 +102,7 @@ async def show_host(conn: Silo, host_id: uuid.UUID) -> HostDetail:
     row = await reads.host(conn, host_id)
     if row is None:
         raise not_found("such host")
+    hw = await reads.hardware(conn, host_id)
     return HostDetail(
         host_id=row.id,
         hostname=row.hostname,
@@ -81,4 +115,39 @@ async def show_host(conn: Silo, host_id: uuid.UUID) -> HostDetail:
         arch=row.arch,
         agent_version=row.agent_version,
         first_seen_at=row.first_seen_at,
+        hardware=None
+        if hw is None
+        else Hardware(
+            cpu_vendor=hw.cpu_vendor,
+            cpu_model=hw.cpu_model,
+            cpu_cores=hw.cpu_cores,
+            cpu_threads=hw.cpu_threads,
+            memory_mb=hw.memory_mb,
+            disks=hw.disks,
+            nics=hw.nics,
+            sent_at=hw.sent_at,
+        ),
+    )
+
+
+@router.get("/{host_id}/packages")
+async def host_packages(conn: Silo, host_id: uuid.UUID) -> Packages:
+    """The host's latest packages snapshot (empty before its first)."""
+    if await reads.host(conn, host_id) is None:
+        raise not_found("such host")
+    rows = await reads.packages(conn, host_id)
+    return Packages(
+        host_id=host_id,
+        manager=rows[0].manager if rows else None,
+        sent_at=rows[0].sent_at if rows else None,
+        packages=[
+            Package(
+                name=r.name,
+                arch=r.arch,
+                version=r.version,
+                source=r.source,
+                source_version=r.source_version,
+            )
+            for r in rows
+        ],
     )

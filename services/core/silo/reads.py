@@ -9,7 +9,13 @@ from typing import Any
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.silo.models import hosts
+from services.core.silo.models import (
+    compliance_results,
+    findings,
+    host_hardware,
+    host_packages,
+    hosts,
+)
 
 
 async def host_page(
@@ -27,3 +33,59 @@ async def host_page(
 async def host(conn: AsyncConnection, host_id: uuid.UUID) -> Row[Any] | None:
     """One host's row, if the tenant has it."""
     return (await conn.execute(select(hosts).where(hosts.c.id == host_id))).first()
+
+
+async def hardware(conn: AsyncConnection, host_id: uuid.UUID) -> Row[Any] | None:
+    """The host's latest hardware report, if any."""
+    return (
+        await conn.execute(select(host_hardware).where(host_hardware.c.host_id == host_id))
+    ).first()
+
+
+async def packages(conn: AsyncConnection, host_id: uuid.UUID) -> list[Row[Any]]:
+    """The host's latest packages snapshot, by name and arch."""
+    query = (
+        select(host_packages)
+        .where(host_packages.c.host_id == host_id)
+        .order_by(host_packages.c.name, host_packages.c.arch)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def open_findings(
+    conn: AsyncConnection,
+    *,
+    host_id: uuid.UUID | None,
+    cve_id: str | None,
+    urgency: str | None,
+    limit: int,
+    after: int | None,
+) -> list[Row[Any]]:
+    """Open findings (unresolved), filtered, in id order after `after`, at most `limit`."""
+    query = select(findings).where(findings.c.resolved_at.is_(None))
+    if host_id is not None:
+        query = query.where(findings.c.host_id == host_id)
+    if cve_id is not None:
+        query = query.where(findings.c.cve_id == cve_id)
+    if urgency is not None:
+        query = query.where(findings.c.urgency == urgency)
+    if after is not None:
+        query = query.where(findings.c.id > after)
+    return list((await conn.execute(query.order_by(findings.c.id).limit(limit))).all())
+
+
+async def compliance(
+    conn: AsyncConnection, *, host_id: uuid.UUID | None, status: str | None, limit: int
+) -> list[Row[Any]]:
+    """The latest compliance results, filtered, at most `limit`."""
+    query = select(compliance_results)
+    if host_id is not None:
+        query = query.where(compliance_results.c.host_id == host_id)
+    if status is not None:
+        query = query.where(compliance_results.c.status == status)
+    order = (
+        compliance_results.c.host_id,
+        compliance_results.c.benchmark_id,
+        compliance_results.c.rule_id,
+    )
+    return list((await conn.execute(query.order_by(*order).limit(limit))).all())
