@@ -4,6 +4,7 @@ errors in one shape, routes under `/api/v1`, and uvicorn serving it until SIGTER
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,7 @@ from services.core.lifespan import registry_answers, stop_on_signals
 from services.core.settings import Settings
 from services.core.silo.credentials.issuers import credential_source
 from services.core.silo.databases import RegistryDirectory, TenantDatabases
+from services.core.throttle import Throttle, ThrottleLimits
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +35,11 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.registry = registry_engine(settings, pool_size=5)
+        # Bad API tokens slowed down as registration's enrollment tokens are (one rule, core).
+        limits = ThrottleLimits(
+            free_failures=settings.api_free_failures, failures_per_s=settings.api_failures_per_s
+        )
+        app.state.throttle = Throttle(limits, time.monotonic())
         # Tenant data through read-only logins of each tenant's reader role, issued by the same
         # broker as the workers' (built-in or OpenBao); and read-only sessions besides.
         app.state.silos = TenantDatabases(

@@ -5,20 +5,31 @@ a caller or a tenant up themselves."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
+import structlog
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.api.errors import ApiError, forbidden, not_found, unauthenticated
+from services.api.errors import (
+    ApiError,
+    forbidden,
+    not_found,
+    rate_limited,
+    unauthenticated,
+)
 from services.core.access import Action, may, sees
 from services.core.errors import DatabaseUnavailable, ResolutionError
 from services.core.names import SLUG_RE
 from services.core.registry import queries as registry
 from services.core.registry.operators import Caller, authenticate
 from services.core.silo.databases import TenantDatabases
+from services.core.throttle import Throttle
+
+log = structlog.get_logger(__name__)
 
 
 def registry_engine(request: Request) -> AsyncEngine:
@@ -30,15 +41,27 @@ def registry_engine(request: Request) -> AsyncEngine:
 Registry = Annotated[AsyncEngine, Depends(registry_engine)]
 
 
-async def caller(engine: Registry, authorization: Annotated[str | None, Header()] = None) -> Caller:
-    """The operator whose token the request carries; 401 for none, or one not valid now."""
+async def caller(
+    request: Request, engine: Registry, authorization: Annotated[str | None, Header()] = None
+) -> Caller:
+    """The operator whose token the request carries; 401 for none, or one not valid now; 429
+    (the token not even looked at) for a source that keeps presenting bad ones."""
+    throttle: Throttle = request.app.state.throttle
+    source = request.client.host if request.client else "-"
+    now = time.monotonic()
+    wait_s = throttle.wait_s(source, now)
+    if wait_s > 0:
+        raise rate_limited(wait_s)
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise unauthenticated()
-    async with engine.begin() as conn:
-        found = await authenticate(conn, token.strip())
+    found = None
+    if scheme.lower() == "bearer" and token.strip():
+        async with engine.begin() as conn:
+            found = await authenticate(conn, token.strip())
     if found is None:
+        failures = throttle.failed(source, now)
+        log.warning("api.unauthenticated", source=source, failures=failures)
         raise unauthenticated()
+    throttle.succeeded(source)
     return found
 
 

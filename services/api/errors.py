@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,6 +21,19 @@ class ApiError(Exception):
 def unauthenticated() -> ApiError:
     """No token, or one that is unknown, expired, revoked or of a disabled operator: all alike."""
     return ApiError(401, "unauthenticated", "a valid API token is required (Authorization: Bearer)")
+
+
+class RateLimited(ApiError):
+    """Too many bad tokens from this source: wait before trying again."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(429, "rate-limited", "too many bad tokens from here; wait and retry")
+        self.wait_s = wait_s
+
+
+def rate_limited(wait_s: float) -> ApiError:
+    """Answered without looking at the token, for as long as the source must wait."""
+    return RateLimited(wait_s)
 
 
 def not_found(what: str) -> ApiError:
@@ -41,6 +56,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.wait_s)))}
         return JSONResponse(_body(exc.code, exc.message), exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)

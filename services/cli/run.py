@@ -131,15 +131,15 @@ def workers(
 @burst_option
 @pass_app
 def all_(app: AppContext, burst: bool) -> None:
-    """Ingest, router, the worker supervisor and the sweeper, each as its own process. With
-    --burst, each stage drains in turn (ingest, router, workers, one sweep) and it exits."""
+    """Ingest, router, the worker supervisor, the sweeper and the API, each as its own process.
+    With --burst, each stage drains in turn (ingest, router, workers, one sweep) and it exits."""
     try:  # what waiting cannot mend, said once before anything starts
         load_keyring(app.settings)
         run_coro(_logins_accepted(app))
     except SettingsError as exc:
         raise Misconfigured(str(exc)) from None
     # The worker supervisor goes last: its shards take consecutive metrics ports from its own.
-    stages = ("ingest", "router", "sweeper", "workers")
+    stages = ("ingest", "router", "sweeper", "api", "workers")
     base = app.settings.metrics_port
     if burst:
         # Draining is ordered: a stage that finds its queue empty before the stage upstream has

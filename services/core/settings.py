@@ -102,9 +102,12 @@ class Settings(BaseSettings):
     # ... and one older than this is refused as stale (30 days).
     max_report_age_s: Annotated[float, Field(gt=0)] = 30 * 24 * 3600.0
     # Registration: bad tokens one source may present before it must wait (doubling each time),
-    # and failed guesses per second from all sources together (see services/ingest/throttle.py).
+    # and failed guesses per second from all sources together (see services/core/throttle.py).
     registration_free_failures: Annotated[int, Field(ge=1, le=1000)] = 5
     registration_failures_per_s: Annotated[float, Field(gt=0, le=10_000)] = 20.0
+    # The same, for the API's bearer tokens (`siloflow run api`).
+    api_free_failures: Annotated[int, Field(ge=1, le=100_000)] = 5
+    api_failures_per_s: Annotated[float, Field(gt=0, le=10_000)] = 20.0
     # Unacknowledged deliveries per consumer: the window of pipelined confirms.
     prefetch: Annotated[int, Field(ge=1, le=65_535)] = 256
     # Workers commit up to this many reports per transaction. A busy tenant's batch waits up to

@@ -28,9 +28,9 @@ from services.core.names import Names
 from services.core.outcomes import Stage
 from services.core.settings import Settings
 from services.core.silo.databases import RegistryDirectory, TenantDatabases
+from services.core.throttle import ThrottleLimits
 from services.ingest.consumer import RegistrationConsumer
 from services.ingest.registrar import Registrar
-from services.ingest.throttle import ThrottleLimits
 
 log = structlog.get_logger(__name__)
 

@@ -27,9 +27,9 @@ from services.core.failures import classify
 from services.core.lifespan import InFlight, stopped_within
 from services.core.logs import bounded
 from services.core.outcomes import Failure, Reason
+from services.core.throttle import Throttle, ThrottleLimits
 from services.ingest.handlers import reply_source
 from services.ingest.registrar import Registrar
-from services.ingest.throttle import Throttle, ThrottleLimits
 
 log = structlog.get_logger(__name__)
 

@@ -6,6 +6,7 @@ tenant the caller has no grant for answers exactly as one that does not exist; h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 import uuid
@@ -92,11 +93,20 @@ async def api(env: Env) -> AsyncIterator[Api]:
         await publish(settings, [report(kind, host) for kind in kinds])
     await drain(settings, {env.a.slug, env.b.slug})
 
+    # Every request of this module comes from 127.0.0.1: the throttle of bad tokens is tested
+    # on an API of its own, below.
+    async with serving(env, {"SILOFLOW_API_FREE_FAILURES": "100000"}) as url:
+        yield Api(url, tokens, canaries)
+
+
+@contextlib.asynccontextmanager
+async def serving(env: Env, extra: dict[str, str]) -> AsyncIterator[str]:
+    """`siloflow run api` on a free loopback port, until the block ends; its base URL."""
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "services.cli", "run", "api", "--port", str(port)),
-        env=env_for(settings),
+        env=env_for(env.settings) | extra,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -113,7 +123,7 @@ async def api(env: Env) -> AsyncIterator[Api]:
                 assert process.returncode is None, "siloflow run api exited"
                 assert asyncio.get_running_loop().time() < deadline, "the API never answered"
                 await asyncio.sleep(0.05)
-        yield Api(url, tokens, canaries)
+        yield url
     finally:
         process.terminate()
         await process.wait()
@@ -330,3 +340,18 @@ async def test_hostile_filters_are_422(api: Api, env: Env, query: str) -> None:
     answer = await get(api, f"/api/v1/tenants/{env.a.slug}/{query}", "viewer")
     assert answer.status_code == 422, (query, answer.text)
     assert answer.json()["error"]["code"] == "invalid-request"
+
+
+async def test_a_source_guessing_tokens_is_slowed_down(api: Api, env: Env) -> None:
+    async with (
+        serving(env, {"SILOFLOW_API_FREE_FAILURES": "2"}) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        bad = {"Authorization": "Bearer sfo_" + "B" * 43}
+        answers = [(await client.get("/api/v1/tenants", headers=bad)).status_code for _ in range(3)]
+        assert answers == [401, 401, 429]
+        # While it waits, its tokens are not even looked at: a good one too.
+        good = {"Authorization": f"Bearer {api.tokens['viewer']}"}
+        slowed = await client.get("/api/v1/tenants", headers=good)
+        assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) >= 1
+        assert slowed.json()["error"]["code"] == "rate-limited"

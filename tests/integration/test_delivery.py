@@ -20,6 +20,7 @@ import httpx
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from services.bench.processes import free_port
 from services.core.names import Names
 from services.core.settings import Settings
 from services.ops import bindings as hosts
@@ -288,12 +289,14 @@ def test_run_all_stops_cleanly_on_sigterm(env: Env, tmp_path: Path) -> None:
         '"event": "ingest.started"',
         '"event": "router.started"',
         '"event": "worker.consuming"',
+        '"event": "api.starting"',
     )
     with (
         log_path.open("w") as log_file,
         subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run", "all"],
-            env=env_for(env.settings) | {"SILOFLOW_WORKER_PROCESSES": "2"},
+            env=env_for(env.settings)
+            | {"SILOFLOW_WORKER_PROCESSES": "2", "SILOFLOW_API_PORT": str(free_port())},
             stdout=subprocess.DEVNULL,
             stderr=log_file,
         ) as process,
@@ -313,7 +316,7 @@ def test_run_all_stops_cleanly_on_sigterm(env: Env, tmp_path: Path) -> None:
                 os.kill(process.pid, signal.SIGKILL)
     log = log_path.read_text()
     assert code == 0, log
-    for service in ("ingest", "router", "workers"):
+    for service in ("ingest", "router", "workers", "api"):
         assert f'"event": "{service}.stopped"' in log, f"{service} did not stop cleanly:\n{log}"
 
 

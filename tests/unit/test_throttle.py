@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.throttle import Throttle, ThrottleLimits
+from services.core.throttle import Throttle, ThrottleLimits
 
 LIMITS = ThrottleLimits(
     free_failures=3,

@@ -1,5 +1,6 @@
-"""Registration throttling, with no I/O. A source that keeps presenting bad enrollment tokens is
-answered `rate-limited` (its tokens are not even looked at) for a while that doubles with each
+"""Throttling token guesses, with no I/O: enrollment tokens at registration (ingest) and API
+tokens (the API). A source that keeps presenting bad tokens is answered `rate-limited` (its
+tokens are not even looked at) for a while that doubles with each
 further failure; and all sources together get a bounded number of failed guesses per second, so
 the token space cannot be searched by rotating sources either. Time is passed in (monotonic
 seconds), so every rule is a table-driven unit test."""
