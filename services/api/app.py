@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from services.api import errors
 from services.api.deps import Registry
-from services.api.routes import findings, hosts, tenants
+from services.api.routes import findings, hosts, tenants, tokens
 from services.core.db import registry_engine
 from services.core.errors import ServiceStopped
 from services.core.lifespan import registry_answers, stop_on_signals
@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     api.include_router(tenants.router)
     api.include_router(hosts.router)
     api.include_router(findings.router)
+    api.include_router(tokens.router)
     app.include_router(api)
     return app
 

@@ -355,3 +355,45 @@ async def test_a_source_guessing_tokens_is_slowed_down(api: Api, env: Env) -> No
         slowed = await client.get("/api/v1/tenants", headers=good)
         assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) >= 1
         assert slowed.json()["error"]["code"] == "rate-limited"
+
+
+async def call(api: Api, method: str, path: str, who: str, **kwargs: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {api.tokens[who]}"}
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        return await client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_enrollment_tokens_by_role(api: Api, env: Env) -> None:
+    mine, theirs = f"/api/v1/tenants/{env.a.slug}/tokens", f"/api/v1/tenants/{env.b.slug}/tokens"
+    viewer = await call(api, "POST", mine, "viewer", json={})
+    assert viewer.status_code == 403 and viewer.json()["error"]["code"] == "forbidden"
+    assert (await call(api, "GET", mine, "viewer")).status_code == 403
+    nobody = await call(api, "POST", mine, "nobody", json={})
+    missing = await call(api, "POST", "/api/v1/tenants/no-such-tenant/tokens", "nobody", json={})
+    assert (nobody.status_code, nobody.content) == (404, missing.content)
+
+    issued = await call(api, "POST", mine, "operator", json={"uses": 3, "note": "rack 4"})
+    assert issued.status_code == 201, issued.text
+    token = issued.json()
+    assert token["token"].startswith("sfe_") and token["uses_left"] == 3
+    listed = await call(api, "GET", mine, "operator")
+    assert token["id"] in {t["id"] for t in listed.json()}
+    assert token["token"] not in listed.text  # shown once
+    # The operator of A reaches no token of B, even by its id.
+    other = await call(api, "POST", theirs, "admin", json={})
+    assert other.status_code == 201
+    crossed = await call(api, "DELETE", f"{mine}/{other.json()['id']}", "operator")
+    assert crossed.status_code == 404
+    assert (await call(api, "GET", theirs, "operator")).status_code == 404
+    revoked = await call(api, "DELETE", f"{mine}/{token['id']}", "operator")
+    assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"uses": 0}, {"ttl_s": 10**9}, {"ttl_s": 1}, {"uses": 1, "admin": True}, {"note": "x" * 501}],
+)
+async def test_bad_token_requests_are_422(api: Api, env: Env, body: dict[str, object]) -> None:
+    answer = await call(api, "POST", f"/api/v1/tenants/{env.a.slug}/tokens", "operator", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "invalid-request"
