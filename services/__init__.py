@@ -6,7 +6,8 @@ with import-linter, `.importlinter`):
 - `agent`: the reference agent client, enrolment at fleet scale, the fleet simulator.
 - `ops`: what operator commands do (bootstrap, migrate, tenants, tokens, host bindings, dead
   letters, status, the broker's topology and users); no service imports it.
-- `ingest`, `router`, `workers`, `sweeper`: the services, each independent of the others.
+- `ingest`, `router`, `workers`, `sweeper`, `catalog`, `api`: the services, each independent
+  of the others.
 - `core`: what the services share.
 - `schemas` (a package of its own): the wire messages.
 """
