@@ -139,7 +139,7 @@ def all_(app: AppContext, burst: bool) -> None:
     except SettingsError as exc:
         raise Misconfigured(str(exc)) from None
     # The worker supervisor goes last: its shards take consecutive metrics ports from its own.
-    stages = ("ingest", "router", "sweeper", "api", "workers")
+    stages = ("ingest", "router", "sweeper", "workers")
     base = app.settings.metrics_port
     if burst:
         # Draining is ordered: a stage that finds its queue empty before the stage upstream has
@@ -148,6 +148,9 @@ def all_(app: AppContext, burst: bool) -> None:
             _supervise(app, [Child(name, ["run", name, "--burst"])], burst=True)
         return
     children = [Child(name, ["run", name], env=_port_env(base, i)) for i, name in enumerate(stages)]
+    # The API serves no metrics port of its own (its /healthz is on its API port): the
+    # services keep their consecutive metrics ports.
+    children.append(Child("api", ["run", "api"]))
     _supervise(app, children, burst=False)
 
 
