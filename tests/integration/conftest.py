@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from services.bench.processes import free_port
 from services.core.settings import Settings
 from services.ops import migrate
 from services.ops.bootstrap import bootstrap
@@ -113,18 +113,11 @@ class Server:
         subprocess.run([str(PG_INSTANCE), action], env=environment, check=True, capture_output=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def second_server() -> Iterator[Server]:
     """A second PostgreSQL server on a free port, for tenants placed off the registry's server;
     stopped and its data directory removed at the end of the session."""
-    server = Server("127.0.0.1", _free_port(), tempfile.mkdtemp(prefix="sf-pg2-"))
+    server = Server("127.0.0.1", free_port(), tempfile.mkdtemp(prefix="sf-pg2-"))
     server.script("start")
     try:
         yield server

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.bench.processes import free_port
 from services.core.names import Names
 from services.ops import operators
 from tests.integration.pipeline import Env, bound_host, drain, publish
@@ -31,13 +31,6 @@ class Api:
     url: str
     tokens: dict[str, str]  # who -> bearer token
     canaries: dict[str, uuid.UUID]  # tenant slug -> a host that must appear in no other's answer
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def _token(env: Env, name: str) -> str:
@@ -102,7 +95,7 @@ async def api(env: Env) -> AsyncIterator[Api]:
 @contextlib.asynccontextmanager
 async def serving(env: Env, extra: dict[str, str]) -> AsyncIterator[str]:
     """`siloflow run api` on a free loopback port, until the block ends; its base URL."""
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "services.cli", "run", "api", "--port", str(port)),

@@ -98,21 +98,24 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
     raise AssertionError(f"timed out waiting until {what}")
 
 
+async def deployed_with_second(settings: Settings, server: Server) -> None:
+    """Bootstrap and migrate the deployment, and prepare `server` as placement `second`, as
+    docs/scaling.md tells an operator to."""
+    await bootstrap(settings, ADMIN_DSN)
+    await migrate.migrate(settings)
+    where = ["--host", server.host, "--port", str(server.port)]
+    added = await invoke_cli(
+        ["placement", "add", "second", *where, "--admin-dsn", server.admin_dsn], settings
+    )
+    assert added.exit_code == 0, added.output
+
+
 @pytest.fixture(scope="module")
 async def spread(second_server: Server) -> AsyncIterator[Spread]:
     namespace = new_namespace()
     settings = settings_for(namespace)
     try:
-        await bootstrap(settings, ADMIN_DSN)
-        await migrate.migrate(settings)
-        added = await invoke_cli(
-            [
-                *("placement", "add", "second", "--host", second_server.host),
-                *("--port", str(second_server.port), "--admin-dsn", second_server.admin_dsn),
-            ],
-            settings,
-        )
-        assert added.exit_code == 0, added.output
+        await deployed_with_second(settings, second_server)
         near = (await create_tenant(settings, "near")).tenant
         far = (await create_tenant(settings, "far", placement="second")).tenant
         yield Spread(settings, second_server, near, far)
@@ -288,14 +291,7 @@ async def test_tenant_delete_and_teardown_leave_nothing_on_either_server(
     settings = fresh_namespace()
     namespace = settings.namespace
     try:
-        await bootstrap(settings, ADMIN_DSN)
-        await migrate.migrate(settings)
-        where = ["--host", second_server.host, "--port", str(second_server.port)]
-        added = await invoke_cli(
-            ["placement", "add", "second", *where, "--admin-dsn", second_server.admin_dsn],
-            settings,
-        )
-        assert added.exit_code == 0, added.output
+        await deployed_with_second(settings, second_server)
         far = (await create_tenant(settings, "far", placement="second")).tenant
         away = (await create_tenant(settings, "away", placement="second")).tenant
         env = Env(settings, far, away)
@@ -642,14 +638,7 @@ async def test_placements_listed_chosen_and_drained(
     settings = fresh_namespace()
     namespace = settings.namespace
     try:
-        await bootstrap(settings, ADMIN_DSN)
-        await migrate.migrate(settings)
-        where = ["--host", second_server.host, "--port", str(second_server.port)]
-        added = await invoke_cli(
-            ["placement", "add", "second", *where, "--admin-dsn", second_server.admin_dsn],
-            settings,
-        )
-        assert added.exit_code == 0, added.output
+        await deployed_with_second(settings, second_server)
 
         async def placed(slug: str) -> str:
             made = await invoke_cli(["tenant", "create", slug, "--json"], settings)
