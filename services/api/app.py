@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from services.api import errors
 from services.api.deps import Registry
-from services.api.routes import findings, hosts, tenants, tokens
+from services.api.routes import audit, dead_letters, findings, hosts, tenants, tokens
 from services.core.db import registry_engine
 from services.core.errors import ServiceStopped
 from services.core.lifespan import registry_answers, stop_on_signals
@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
         app.state.registry = registry_engine(settings, pool_size=5)
         # Bad API tokens slowed down as registration's enrollment tokens are (one rule, core).
         limits = ThrottleLimits(
@@ -76,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
     api.include_router(hosts.router)
     api.include_router(findings.router)
     api.include_router(tokens.router)
+    api.include_router(audit.router)
+    api.include_router(dead_letters.router)
     app.include_router(api)
     return app
 

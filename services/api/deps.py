@@ -14,6 +14,7 @@ import structlog
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.api.audit import Recorder
 from services.api.errors import (
     ApiError,
     forbidden,
@@ -22,14 +23,25 @@ from services.api.errors import (
     unauthenticated,
 )
 from services.core.access import Action, may, sees
+from services.core.audit import Outcome
 from services.core.errors import DatabaseUnavailable, ResolutionError
 from services.core.names import SLUG_RE
 from services.core.registry import queries as registry
 from services.core.registry.operators import Caller, authenticate
+from services.core.settings import Settings
 from services.core.silo.databases import TenantDatabases
 from services.core.throttle import Throttle
 
 log = structlog.get_logger(__name__)
+
+
+def configured(request: Request) -> Settings:
+    """The settings the API was started with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+Configured = Annotated[Settings, Depends(configured)]
 
 
 def registry_engine(request: Request) -> AsyncEngine:
@@ -82,12 +94,29 @@ async def visible_tenant(slug: str, who: Authenticated, engine: Registry) -> reg
 Visible = Annotated[registry.TenantRecord, Depends(visible_tenant)]
 
 
+def recorder(request: Request, who: Authenticated, engine: Registry) -> Recorder:
+    """The caller's audit recorder (routes say what they did with it)."""
+    return Recorder(who, engine, request.app.state.silos)
+
+
+Audit = Annotated[Recorder, Depends(recorder)]
+
+# Calls that change nothing: a refusal of one is an answer, not an act to keep.
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def permitted(action: Action, what: str) -> Any:
     """A dependency: the visible tenant, if the caller's role there permits `action` (403
-    otherwise: the tenant is theirs to see, the call is not theirs to make)."""
+    otherwise: the tenant is theirs to see, the call is not theirs to make; a refused change
+    is kept in the tenant's audit trail as denied)."""
 
-    async def check(tenant: Visible, who: Authenticated) -> registry.TenantRecord:
+    async def check(
+        request: Request, tenant: Visible, who: Authenticated, audit: Audit
+    ) -> registry.TenantRecord:
         if not may(who.grants, action, tenant.id):
+            if request.method not in _READS:
+                detail = {"call": f"{request.method} {request.url.path}"}
+                await audit.keep(f"api.{action}", Outcome.DENIED, tenant, detail)
             raise forbidden(what)
         return tenant
 
@@ -99,19 +128,25 @@ def unavailable() -> ApiError:
     return ApiError(503, "unavailable", "this tenant's data cannot be read now; try again")
 
 
-async def tenant_silo(
-    request: Request,
-    tenant: registry.TenantRecord = permitted(Action.READ, "read this tenant's data"),  # noqa: B008
-) -> AsyncIterator[AsyncConnection]:
-    """A read-only connection to the tenant's own database, with a short-lived login of its
-    reader role (the one way a route reaches managed data)."""
-    databases: TenantDatabases = request.app.state.silos
-    async with AsyncExitStack() as stack:
-        try:
-            conn = await stack.enter_async_context(databases.session(tenant))
-        except (DatabaseUnavailable, ResolutionError) as exc:
-            raise unavailable() from exc
-        yield conn
+def silo(action: Action, what: str) -> Any:
+    """A dependency: a read-only connection to the tenant's own database, with a short-lived
+    login of its reader role, if the caller may do `action` there (the one way a route reaches
+    managed data)."""
+
+    allowed = permitted(action, what)
+
+    async def connection(
+        request: Request, tenant: registry.TenantRecord = allowed
+    ) -> AsyncIterator[AsyncConnection]:
+        databases: TenantDatabases = request.app.state.silos
+        async with AsyncExitStack() as stack:
+            try:
+                conn = await stack.enter_async_context(databases.session(tenant))
+            except (DatabaseUnavailable, ResolutionError) as exc:
+                raise unavailable() from exc
+            yield conn
+
+    return Depends(connection)
 
 
-Silo = Annotated[AsyncConnection, Depends(tenant_silo)]
+Silo = Annotated[AsyncConnection, silo(Action.READ, "read this tenant's data")]

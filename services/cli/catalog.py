@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from services.catalog import build, feed, store
+from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.catalog.matcher import RELEASES
 
@@ -87,6 +88,7 @@ def _revision_fields(done: store.Imported) -> dict[str, object]:
 )
 @json_option
 @pass_app
+@audited("catalog.import")
 def import_(
     app: AppContext, where: str, format_: str, releases: tuple[str, ...], as_json: bool
 ) -> None:
@@ -156,6 +158,7 @@ def import_(
 )
 @json_option
 @pass_app
+@audited("catalog.build")
 def build_(
     app: AppContext,
     release: str,

@@ -11,11 +11,12 @@ from typing import Any
 import click
 from rich.progress import Progress
 
+from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.core import dead_letters as dlq
 from services.core.durations import parse_duration
 from services.core.errors import InvalidArgument
 from services.core.names import DLQS, Names
-from services.ops import dlq
 
 
 def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -164,6 +165,7 @@ def _confirm(what: str, count: int, yes: bool) -> None:
 @click.option("--rate", type=click.FloatRange(min=0.1), help="At most this many per second.")
 @click.option("--yes", is_flag=True, help="Do not ask.")
 @pass_app
+@audited("dlq.replay", tenant="tenant", unless=("dry_run",))
 def replay(
     app: AppContext, /, dry_run: bool, rate: float | None, yes: bool, **options: Any
 ) -> None:
@@ -215,6 +217,7 @@ def replay(
 @filter_options
 @click.option("--yes", is_flag=True, help="Really drop them.")
 @pass_app
+@audited("dlq.purge", tenant="tenant")
 def purge(app: AppContext, /, yes: bool, **options: Any) -> None:
     """Drop matching letters for good (for what is truly garbage)."""
     filters = _filters(**options)

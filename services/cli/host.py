@@ -7,6 +7,7 @@ import uuid
 
 import click
 
+from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.errors import SettingsError
 from services.core.hostkeys import load_keyring
@@ -24,6 +25,7 @@ def host() -> None:
 @click.option("--move", is_flag=True, help="Move a host bound to another tenant.")
 @pass_app
 @json_option
+@audited("host.bind", tenant="slug")
 def bind(app: AppContext, host_id: uuid.UUID, slug: str, move: bool, as_json: bool) -> None:
     """Bind HOST_ID (a UUID) to a tenant, and print the key the host signs its reports with
     (what enrollment hands an agent; give it to the host over a channel you trust)."""
@@ -51,6 +53,7 @@ def bind(app: AppContext, host_id: uuid.UUID, slug: str, move: bool, as_json: bo
 @host.command("revoke")
 @click.argument("host_id", type=click.UUID)
 @pass_app
+@audited("host.revoke")
 def revoke(app: AppContext, host_id: uuid.UUID) -> None:
     """Revoke a host: its reports are dead-lettered as host-revoked from now on."""
     run(hosts.revoke(app.settings, host_id))
@@ -60,6 +63,7 @@ def revoke(app: AppContext, host_id: uuid.UUID) -> None:
 @host.command("unbind")
 @click.argument("host_id", type=click.UUID)
 @pass_app
+@audited("host.unbind")
 def unbind(app: AppContext, host_id: uuid.UUID) -> None:
     """Remove a host's binding: its reports are dead-lettered as unrouted from then on."""
     run(hosts.unbind(app.settings, host_id))

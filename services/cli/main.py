@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from services.cli.agent import agent
+from services.cli.audit import audit, audited
 from services.cli.bench import bench
 from services.cli.broker import broker
 from services.cli.catalog import catalog
@@ -122,6 +123,7 @@ def hostkeys() -> None:
 
 @hostkeys.command("rotate")
 @pass_app
+@audited("hostkeys.rotate")
 def rotate(app: AppContext) -> None:
     """Add a new secret version to the key file: hosts registered from now on get keys of it;
     hosts registered before keep theirs. Restart ingest to pick it up."""
@@ -147,6 +149,7 @@ def rotate(app: AppContext) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be applied; change nothing.")
 @json_option
 @pass_app
+@audited("migrate", unless=("show_status", "dry_run"))
 def migrate(app: AppContext, show_status: bool, dry_run: bool, as_json: bool) -> None:
     """Upgrade the registry and shared chains, then every tenant database.
 
@@ -196,6 +199,7 @@ cli.add_command(bench)
 cli.add_command(broker)
 cli.add_command(catalog)
 cli.add_command(findings)
+cli.add_command(audit)
 
 
 def main() -> None:

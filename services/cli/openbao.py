@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, run
 from services.ops import openbao as openbao_mod
 
@@ -23,6 +24,7 @@ def openbao() -> None:
 )
 @json_option
 @pass_app
+@audited("openbao.setup")
 def setup(app: AppContext, token: str, as_json: bool) -> None:
     """Mount the database secrets engine (SILOFLOW_OPENBAO_MOUNT), enable AppRole, and write this
     deployment's two policies and AppRoles: the provisioner's (registers and revokes tenants) and

@@ -6,6 +6,7 @@ import uuid
 
 import click
 
+from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.access import Role
 from services.core.durations import parse_duration
@@ -35,6 +36,7 @@ def _check_name(name: str) -> None:
 @click.argument("name")
 @json_option
 @pass_app
+@audited("operator.add")
 def add(app: AppContext, name: str, as_json: bool) -> None:
     """Record an operator (with no grant yet: they may do nothing)."""
     _check_name(name)
@@ -55,6 +57,7 @@ _ALL = click.option("--all", "all_tenants", is_flag=True, help="Every tenant (an
 @_ALL
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @pass_app
+@audited("operator.grant")
 def grant(app: AppContext, name: str, slug: str | None, all_tenants: bool, role: str) -> None:
     """Give an operator a role on one tenant, or on all of them (replacing the role they had
     there)."""
@@ -68,6 +71,7 @@ def grant(app: AppContext, name: str, slug: str | None, all_tenants: bool, role:
 @_TENANT
 @_ALL
 @pass_app
+@audited("operator.revoke-grant")
 def revoke_grant(app: AppContext, name: str, slug: str | None, all_tenants: bool) -> None:
     """Take an operator's grant on a tenant (or on all tenants) away."""
     scope = _scope(slug, all_tenants)
@@ -87,6 +91,7 @@ def token() -> None:
 @click.option("--note", help="Free text (where it is used).")
 @json_option
 @pass_app
+@audited("operator.token.issue")
 def issue(app: AppContext, name: str, ttl: str, note: str | None, as_json: bool) -> None:
     """Issue an API token. It is printed once and only its hash is kept: copy it now."""
     try:
@@ -115,6 +120,7 @@ def issue(app: AppContext, name: str, ttl: str, note: str | None, as_json: bool)
 @token.command("revoke")
 @click.argument("token_id", type=click.UUID)
 @pass_app
+@audited("operator.token.revoke")
 def revoke(app: AppContext, token_id: uuid.UUID) -> None:
     """Revoke one API token (by the id `operator list` shows)."""
     if not run(operators.revoke_token(app.settings, token_id)):
@@ -125,6 +131,7 @@ def revoke(app: AppContext, token_id: uuid.UUID) -> None:
 @operator.command("disable")
 @click.argument("name")
 @pass_app
+@audited("operator.disable")
 def disable(app: AppContext, name: str) -> None:
     """Disable an operator: every token of theirs is revoked and refused."""
     if not run(operators.disable(app.settings, name)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.errors import InvalidArgument
 from services.core.registry import queries as registry
@@ -28,6 +29,7 @@ def placement() -> None:
     "Used once, never stored.",
 )
 @pass_app
+@audited("placement.add")
 def add(
     app: AppContext, name: str, host: str, port: int, note: str | None, admin_dsn: str | None
 ) -> None:
@@ -97,6 +99,7 @@ def list_(app: AppContext, as_json: bool) -> None:
 @click.option("--cancel", is_flag=True, help="Stop treating the placement as being drained.")
 @json_option
 @pass_app
+@audited("placement.drain")
 def drain(app: AppContext, name: str, to: str | None, cancel: bool, as_json: bool) -> None:
     """Move every tenant off a placement, one at a time (run it again to resume); it takes no
     new tenant meanwhile."""

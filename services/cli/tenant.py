@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.errors import InvalidArgument, TenantNotFound
 from services.core.registry import queries as registry
@@ -51,6 +52,7 @@ def tenant() -> None:
 )
 @json_option
 @pass_app
+@audited("tenant.create", tenant="slug")
 def create(
     app: AppContext, slug: str, name: str | None, placement: str | None, as_json: bool
 ) -> None:
@@ -117,6 +119,7 @@ def show(app: AppContext, slug: str, as_json: bool) -> None:
 @click.argument("slug")
 @json_option
 @pass_app
+@audited("tenant.suspend", tenant="slug")
 def suspend(app: AppContext, slug: str, as_json: bool) -> None:
     """Stop committing this tenant's reports (they are held back, not lost)."""
     record = run(tenants.set_tenant_status(app.settings, slug, TenantStatus.SUSPENDED))
@@ -127,6 +130,7 @@ def suspend(app: AppContext, slug: str, as_json: bool) -> None:
 @click.argument("slug")
 @json_option
 @pass_app
+@audited("tenant.resume", tenant="slug")
 def resume(app: AppContext, slug: str, as_json: bool) -> None:
     """Make a suspended tenant active again."""
     record = run(tenants.set_tenant_status(app.settings, slug, TenantStatus.ACTIVE))
@@ -144,6 +148,7 @@ def resume(app: AppContext, slug: str, as_json: bool) -> None:
 @click.option("--abort", is_flag=True, help="Roll back a move that has not switched yet.")
 @json_option
 @pass_app
+@audited("tenant.move", tenant="slug")
 def move(
     app: AppContext, slug: str, to: str | None, keep_source: bool, abort: bool, as_json: bool
 ) -> None:
@@ -186,6 +191,7 @@ def move(
 )
 @json_option
 @pass_app
+@audited("tenant.backup", tenant="slug")
 def backup(app: AppContext, slug: str, out: Path, as_json: bool) -> None:
     """Write a consistent dump of the tenant's silo, and nothing else, to a file (the tenant
     keeps committing meanwhile)."""
@@ -218,6 +224,7 @@ def backup(app: AppContext, slug: str, out: Path, as_json: bool) -> None:
 )
 @json_option
 @pass_app
+@audited("tenant.restore", tenant="slug")
 def restore(
     app: AppContext,
     slug: str,
@@ -246,6 +253,7 @@ def restore(
 @click.argument("slug")
 @click.option("--yes", is_flag=True, help="Really drop the tenant's database and roles.")
 @pass_app
+@audited("tenant.delete", tenant="slug")
 def delete(app: AppContext, slug: str, yes: bool) -> None:
     """Drop a tenant's database and roles, then its registry rows. Needs --yes."""
     if not yes:

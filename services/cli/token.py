@@ -6,6 +6,7 @@ import uuid
 
 import click
 
+from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
 from services.core.durations import parse_duration
 from services.core.errors import InvalidArgument
@@ -32,6 +33,7 @@ def token() -> None:
 @click.option("--note", help="Free text for operators (where it went, for what).")
 @json_option
 @pass_app
+@audited("token.issue", tenant="slug")
 def issue(app: AppContext, slug: str, ttl: str, uses: int, note: str | None, as_json: bool) -> None:
     """Issue a token. It is printed once and only its hash is stored: copy it now."""
     try:
@@ -80,6 +82,7 @@ def list_(app: AppContext, slug: str | None, as_json: bool) -> None:
 @token.command("revoke")
 @click.argument("token_id", type=click.UUID)
 @pass_app
+@audited("token.revoke")
 def revoke(app: AppContext, token_id: uuid.UUID) -> None:
     """Revoke a token: registrations with it are rejected from now on."""
     info = run(tokens.revoke(app.settings, token_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from services.cli.audit import audited
 from services.cli.common import AppContext, pass_app, print_json, run
 from services.core.broker.connection import connect
 from services.core.broker.users import BrokerRole
@@ -33,6 +34,7 @@ def export(app: AppContext, tenants: tuple[str, ...]) -> None:
     help="Reset the policies to the settings' values (operators' changes are lost).",
 )
 @pass_app
+@audited("topology.apply")
 def apply(app: AppContext, overwrite_policies: bool) -> None:
     """Declare the exchanges, the fixed queues and every active tenant's queue (with their
     bindings), and create missing policies."""

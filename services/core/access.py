@@ -3,8 +3,8 @@ cover a tenant. Pure: the registry holds the grants, the API and the CLI ask her
 
 A grant names one tenant or all of them, and one role from a closed set:
 - `admin`: everything, server-wide things included (operators, placements, every tenant);
-- `operator`: a granted tenant's lifecycle, its enrollment tokens and its dead letters, and
-  reading its data;
+- `operator`: a granted tenant's lifecycle, its enrollment tokens and its dead letters, reading
+  its data and its audit trail;
 - `viewer`: reading a granted tenant's data."""
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ class Action(StrEnum):
     TOKENS = "tokens"  # issue, list and revoke a tenant's enrollment tokens
     DEAD_LETTERS = "dead-letters"  # list, show and replay letters that carry a granted tenant
     LIFECYCLE = "lifecycle"  # suspend, resume, move a tenant
+    AUDIT = "audit"  # read who did what to a tenant (its audit trail)
     SERVER = "server"  # operators and grants, placements, tenants not yet granted to anyone
 
 
 PERMITS: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset(Action),
-    Role.OPERATOR: frozenset({Action.READ, Action.TOKENS, Action.DEAD_LETTERS, Action.LIFECYCLE}),
+    Role.OPERATOR: frozenset(
+        {Action.READ, Action.TOKENS, Action.DEAD_LETTERS, Action.LIFECYCLE, Action.AUDIT}
+    ),
     Role.VIEWER: frozenset({Action.READ}),
 }
 

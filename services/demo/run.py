@@ -25,12 +25,13 @@ from rich.live import Live
 
 from services.agent.simulate import Outcome, enroll_fleet, simulate
 from services.catalog import store as catalog_store
+from services.core import dead_letters as dlq
 from services.core.broker.users import BrokerRole, management_url
 from services.core.names import Names
 from services.core.registry import queries as registry
 from services.core.settings import Settings
 from services.demo.view import Snapshot, render
-from services.ops import dlq, migrate
+from services.ops import migrate
 from services.ops.bootstrap import bootstrap, teardown
 from services.ops.management import Management
 from services.ops.tenants import create_tenant, registry_connection

@@ -37,6 +37,7 @@ from services.core.pgadmin import (
 from services.core.registry import queries as registry
 from services.core.registry.models import TenantStatus
 from services.core.settings import Settings
+from services.core.silo.models import audit_log
 from services.ops import chains as migrator
 from services.ops import records, topology
 from services.ops.credentials import credential_admin
@@ -201,9 +202,9 @@ async def _ensure_role_and_database(
 async def ensure_reader(
     settings: Settings, server: ServerAddress, database: str, slug: str
 ) -> None:
-    """The tenant's reader role: CONNECT to its database and SELECT on the tables its owner
-    owns (now and later), nothing else. Idempotent; run after every migration, copy and restore
-    (a dump is restored without its grants)."""
+    """The tenant's reader role: CONNECT to its database, SELECT on the tables its owner owns
+    (now and later) and INSERT on its audit log, nothing else. Idempotent; run after every
+    migration, copy and restore (a dump is restored without its grants)."""
     names = Names(settings.namespace)
     owner, reader = names.tenant_owner_role(slug), names.tenant_reader_role(slug)
     url = at_server(provisioner_url(settings), server, MAINTENANCE_DATABASE)
@@ -224,6 +225,10 @@ async def ensure_reader(
         await conn.exec_driver_sql(f"grant usage on schema public to {ident(reader)}")
         for (table,) in owned.all():
             await conn.exec_driver_sql(f"grant select on {ident(table)} to {ident(reader)}")
+            if table == audit_log.name:
+                # The API records what its callers do to the tenant here, and writes nowhere
+                # else: append only (no UPDATE, DELETE or TRUNCATE for anyone but the owner).
+                await conn.exec_driver_sql(f"grant insert on {ident(table)} to {ident(reader)}")
         await conn.exec_driver_sql(
             f"alter default privileges in schema public grant select on tables to {ident(reader)}"
         )

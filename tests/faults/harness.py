@@ -24,12 +24,12 @@ import asyncpg
 import structlog
 
 from services.agent.client import AgentPublisher, Identity, OutgoingReport, build_report
+from services.core import dead_letters as dlq
 from services.core import wire
 from services.core.broker.users import agent_url
 from services.core.hostkeys import load_keyring, sign
 from services.core.outcomes import Reason
 from services.core.settings import Settings
-from services.ops import dlq
 from tests import reports
 from tests.support import env_for
 

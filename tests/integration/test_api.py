@@ -5,147 +5,106 @@ tenant the caller has no grant for answers exactly as one that does not exist; h
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import asyncpg
 import httpx
 import pytest
 
-from services.bench.processes import free_port
+from services.core.access import Action, Grant, Role, may
 from services.core.names import Names
-from services.ops import operators
-from tests.integration.pipeline import Env, bound_host, drain, publish
-from tests.reports import report
-from tests.support import admin_fetch, env_for, invoke_cli
-
-READY_S = 30.0
-
-
-@dataclass(frozen=True)
-class Api:
-    url: str
-    tokens: dict[str, str]  # who -> bearer token
-    canaries: dict[str, uuid.UUID]  # tenant slug -> a host that must appear in no other's answer
-
-
-async def _token(env: Env, name: str) -> str:
-    done = await invoke_cli(["operator", "token", "issue", name, "--json"], env.settings)
-    assert done.exit_code == 0, done.output
-    import json  # noqa: PLC0415
-
-    return str(json.loads(done.output)["token"])
+from tests.integration.apis import Api, api_for, call, get, serving
+from tests.integration.pipeline import Env, bound_host
 
 
 @pytest.fixture(scope="module")
 async def api(env: Env) -> AsyncIterator[Api]:
-    settings = env.settings
-    people = {
-        "viewer": ("--tenant", env.a.slug, "viewer"),
-        "operator": ("--tenant", env.a.slug, "operator"),
-        "admin": ("--all", None, "admin"),
-    }
-    tokens: dict[str, str] = {}
-    for name, (scope, slug, role) in people.items():
-        await operators.add_operator(settings, f"api-{name}")
-        args = ["operator", "grant", f"api-{name}", scope, *([slug] if slug else [])]
-        granted = await invoke_cli([*args, "--role", role], settings)
-        assert granted.exit_code == 0, granted.output
-        tokens[name] = await _token(env, f"api-{name}")
-    await operators.add_operator(settings, "api-nobody")  # no grant at all
-    tokens["nobody"] = await _token(env, "api-nobody")
-    tokens["expired"] = await _token(env, "api-viewer")
-    await admin_fetch(
-        "update registry_operator_tokens set expires_at = now() - interval '1 second' "
-        "where last_used_at is null and created_at = (select max(created_at) from "
-        "registry_operator_tokens)",
-        database=settings.registry_database,
-    )
-    tokens["revoked"] = await _token(env, "api-viewer")
-    revoked_id = (
-        await admin_fetch(
-            "select id from registry_operator_tokens order by created_at desc limit 1",
-            database=settings.registry_database,
-        )
-    )[0]["id"]
-    assert await operators.revoke_token(settings, revoked_id)
-    await operators.add_operator(settings, "api-gone")
-    await invoke_cli(["operator", "grant", "api-gone", "--all", "--role", "admin"], settings)
-    tokens["disabled"] = await _token(env, "api-gone")
-    assert await operators.disable(settings, "api-gone")
-
-    canaries = {}
-    for record in (env.a, env.b):
-        canaries[record.slug] = await bound_host(env, record)
-        host = canaries[record.slug]
-        kinds = ("system_info", "hardware", "packages", "compliance")
-        await publish(settings, [report(kind, host) for kind in kinds])
-    await drain(settings, {env.a.slug, env.b.slug})
-
-    # Every request of this module comes from 127.0.0.1: the throttle of bad tokens is tested
-    # on an API of its own, below.
-    async with serving(env, {"SILOFLOW_API_FREE_FAILURES": "100000"}) as url:
-        yield Api(url, tokens, canaries)
+    async with api_for(env) as running:
+        yield running
 
 
-@contextlib.asynccontextmanager
-async def serving(env: Env, extra: dict[str, str]) -> AsyncIterator[str]:
-    """`siloflow run api` on a free loopback port, until the block ends; its base URL."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "services.cli", "run", "api", "--port", str(port)),
-        env=env_for(env.settings) | extra,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-            deadline = asyncio.get_running_loop().time() + READY_S
-            while True:  # ready when /healthz answers
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.returncode is None, "siloflow run api exited"
-                assert asyncio.get_running_loop().time() < deadline, "the API never answered"
-                await asyncio.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        await process.wait()
+# What each endpoint needs: an action on the path's tenant, the server-wide action, or only a
+# valid token. Every path of the OpenAPI document must be here (a new one fails the matrix).
+NEEDS: dict[tuple[str, str], Action | None] = {
+    ("GET", "/api/v1/tenants"): None,
+    ("GET", "/api/v1/tenants/{slug}"): Action.READ,
+    ("GET", "/api/v1/tenants/{slug}/hosts"): Action.READ,
+    ("GET", "/api/v1/tenants/{slug}/hosts/{host_id}"): Action.READ,
+    ("GET", "/api/v1/tenants/{slug}/hosts/{host_id}/packages"): Action.READ,
+    ("GET", "/api/v1/tenants/{slug}/findings"): Action.READ,
+    ("GET", "/api/v1/tenants/{slug}/compliance"): Action.READ,
+    ("GET", "/api/v1/tenants/{slug}/tokens"): Action.TOKENS,
+    ("POST", "/api/v1/tenants/{slug}/tokens"): Action.TOKENS,
+    ("DELETE", "/api/v1/tenants/{slug}/tokens/{token_id}"): Action.TOKENS,
+    ("GET", "/api/v1/tenants/{slug}/audit"): Action.AUDIT,
+    ("GET", "/api/v1/tenants/{slug}/dead-letters"): Action.DEAD_LETTERS,
+    ("GET", "/api/v1/tenants/{slug}/dead-letters/{letter}"): Action.DEAD_LETTERS,
+    ("POST", "/api/v1/tenants/{slug}/dead-letters/replay"): Action.DEAD_LETTERS,
+    ("GET", "/api/v1/audit"): Action.SERVER,
+    ("GET", "/api/v1/dead-letters"): Action.SERVER,
+    ("GET", "/api/v1/dead-letters/{letter}"): Action.SERVER,
+    ("POST", "/api/v1/dead-letters/replay"): Action.SERVER,
+}
+BODIES = {"tokens": {}, "replay": {"letters": ["no-such-letter"]}}
+GRANTS = {
+    # Their grants are on tenant A (or all, for the admin): only A is theirs to see.
+    "viewer": [Grant(None, Role.VIEWER)],
+    "operator": [Grant(None, Role.OPERATOR)],
+    "admin": [Grant(None, Role.ADMIN)],
+    "nobody": [],
+}
+INVALID = ["expired", "revoked", "disabled", "absent"]
 
 
-async def get(api: Api, path: str, who: str | None) -> httpx.Response:
+@pytest.mark.parametrize("who", [*GRANTS, *INVALID])
+async def test_every_endpoint_by_caller_and_tenant(api: Api, env: Env, who: str) -> None:
+    """The matrix: every endpoint x this caller x (granted tenant, other tenant, no tenant)."""
+    schema = (await get(api, "/api/v1/openapi.json", None)).json()
+    operations = {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
+    assert operations == set(NEEDS), "classify each endpoint in NEEDS"
+    missing_tenant = (await get(api, "/api/v1/tenants/no-such-tenant", "admin")).content
+    tenants = {"a": env.a.slug, "b": env.b.slug, "missing": "no-such-tenant"}
+    for (method, path), action in sorted(NEEDS.items(), key=str):
+        for which, slug in tenants.items() if "{slug}" in path else [("-", "")]:
+            host = api.canaries.get(slug, uuid.uuid4())
+            url = path.format(slug=slug, host_id=host, token_id=uuid.uuid4(), letter="x")
+            body = next((b for k, b in BODIES.items() if path.endswith(k)), None)
+            caller = None if who == "absent" else who
+            answer = await send(api, method, url, caller, body)
+            case = f"{who} {method} {url}: {answer.status_code} {answer.text[:200]}"
+            if who in INVALID:
+                assert answer.status_code == 401, case
+                continue
+            grants = GRANTS[who]
+            sees_it = which == "-" or (which == "a" and grants) or (which == "b" and who == "admin")
+            if not sees_it:
+                assert (answer.status_code, answer.content) == (404, missing_tenant), case
+                continue
+            server_wide = action is Action.SERVER or which == "-"
+            allowed = (
+                action is None
+                or (who == "admin")
+                or (not server_wide and may(grants, action, env.a.id))
+            )
+            if not allowed:
+                assert answer.status_code == 403, case
+                assert answer.json()["error"]["code"] == "forbidden", case
+                continue
+            assert answer.status_code < 500 and answer.status_code not in (401, 403), case
+            assert answer.content != missing_tenant, case
+            # Never the other tenant's canary in an answer about this one.
+            if which in ("a", "b"):
+                other = api.canaries[tenants["b" if which == "a" else "a"]]
+                assert str(other) not in answer.text, case
+
+
+async def send(
+    api: Api, method: str, path: str, who: str | None, body: object | None
+) -> httpx.Response:
     headers = {} if who is None else {"Authorization": f"Bearer {api.tokens[who]}"}
-    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
-        return await client.get(path, headers=headers)
-
-
-ENDPOINTS = [
-    "/api/v1/tenants",
-    "/api/v1/tenants/{a}",
-    "/api/v1/tenants/{b}",
-    "/api/v1/tenants/{a}/hosts",
-    "/api/v1/tenants/{b}/hosts",
-]
-
-
-@pytest.mark.parametrize("who", ["expired", "revoked", "disabled", None])
-@pytest.mark.parametrize("endpoint", ENDPOINTS)
-async def test_no_valid_token_is_401_alike_everywhere(
-    api: Api, env: Env, who: str | None, endpoint: str
-) -> None:
-    answer = await get(api, endpoint.format(a=env.a.slug, b=env.b.slug), who)
-    assert answer.status_code == 401
-    assert answer.json()["error"]["code"] == "unauthenticated"
-    assert answer.headers["www-authenticate"] == "Bearer"
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        return await client.request(method, path, headers=headers, json=body)
 
 
 @pytest.mark.parametrize(
@@ -269,7 +228,7 @@ async def test_bad_queries_are_422_in_the_one_shape(api: Api, env: Env, query: s
     assert answer.json()["error"]["code"] == "invalid-request"
 
 
-async def test_the_reader_login_can_write_nothing(env: Env) -> None:
+async def test_the_reader_login_can_write_nothing_but_an_audit_entry(env: Env) -> None:
     from services.core.silo.credentials.issuers import credential_source  # noqa: PLC0415
 
     source = credential_source(env.settings, reader=True)
@@ -277,11 +236,19 @@ async def test_the_reader_login_can_write_nothing(env: Env) -> None:
     conn = await asyncpg.connect(login.url.set(drivername="postgresql").render_as_string(False))
     try:
         assert await conn.fetchval("select count(*) from hosts") >= 1  # it may read
+        # ... and append to the audit log (what the API's callers did), only in a transaction
+        # it opens read-write: its sessions are read-only by default.
+        entry = "insert into audit_log (id, actor, action, outcome) values ($1, 'x', 'y', 'ok')"
+        async with conn.transaction(readonly=False):
+            await conn.execute(entry, uuid.uuid4())
         for statement in (
             "insert into hosts (id) values (gen_random_uuid())",
             "update hosts set hostname = 'x'",
             "delete from agent_messages",
             "create table stolen (x int)",
+            "update audit_log set actor = 'someone else'",
+            "delete from audit_log",
+            "truncate audit_log",
             f'set role "{Names(env.settings.namespace).tenant_owner_role(env.a.slug)}"',
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -348,12 +315,6 @@ async def test_a_source_guessing_tokens_is_slowed_down(api: Api, env: Env) -> No
         slowed = await client.get("/api/v1/tenants", headers=good)
         assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) >= 1
         assert slowed.json()["error"]["code"] == "rate-limited"
-
-
-async def call(api: Api, method: str, path: str, who: str, **kwargs: object) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {api.tokens[who]}"}
-    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
-        return await client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
 
 
 async def test_enrollment_tokens_by_role(api: Api, env: Env) -> None:

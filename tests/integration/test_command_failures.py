@@ -128,6 +128,7 @@ class Command:
 
 
 HOST = str(uuid.UUID(int=7))
+WALKERS = 3
 COMMANDS: dict[str, Command] = {
     "agent register": Command(("--token", "sf_nope", "--state", "{tmp}/a.json"), AMQP),
     "agent report": Command(("heartbeat", "--data", "{{}}", "--state", "{identity}"), AMQP),
@@ -145,6 +146,7 @@ COMMANDS: dict[str, Command] = {
     "catalog import": Command(("{feed}",), ("PostgreSQL unreachable", "nothing bootstrapped")),
     "catalog status": Command((), ("PostgreSQL unreachable", "nothing bootstrapped")),
     "findings": Command(("--tenant", "acme"), DB),
+    "audit": Command(("--tenant", "acme"), DB),
     "demo": Command(("--admin-dsn", "{admin_closed}"), ("PostgreSQL unreachable",)),
     "dlq list": Command((), (*DB, *AMQP)),
     "dlq purge": Command(("--yes",), (*DB, *AMQP)),
@@ -337,15 +339,27 @@ async def walked(
             "free": str(free_port()),
         }
         results: dict[tuple[str, str], Said] = {}
-        for name, command in sorted(COMMANDS.items()):
-            for failure in command.needs:
-                port = closed_port()  # the server the failure points at, --admin-dsn too
-                broken = {**base, **BY_NAME[failure].env(settings, port)}
-                if failure == "nothing bootstrapped":  # the keys bootstrap would have written
-                    broken.pop("SILOFLOW_HOST_KEY_SECRETS", None)
-                fills["admin_closed"] = _url_with(ADMIN_DSN, port=port)
-                args = [*name.split(), *(a.format(**fills) for a in command.args)]
+        # A few at a time: each is a process that mostly waits on a refused connection, and
+        # the walk is one of the suite's longest parts.
+        turns = asyncio.Semaphore(WALKERS)
+
+        async def walk(name: str, command: Command, failure: str) -> None:
+            port = closed_port()  # the server the failure points at, --admin-dsn too
+            broken = {**base, **BY_NAME[failure].env(settings, port)}
+            if failure == "nothing bootstrapped":  # the keys bootstrap would have written
+                broken.pop("SILOFLOW_HOST_KEY_SECRETS", None)
+            filled = fills | {"admin_closed": _url_with(ADMIN_DSN, port=port)}
+            args = [*name.split(), *(a.format(**filled) for a in command.args)]
+            async with turns:
                 results[(name, failure)] = await say(args, broken, command.service)
+
+        await asyncio.gather(
+            *(
+                walk(name, command, failure)
+                for name, command in sorted(COMMANDS.items())
+                for failure in command.needs
+            )
+        )
         yield results
     finally:
         await drop_namespace(namespace)

@@ -20,11 +20,11 @@ import httpx
 from prometheus_client import REGISTRY
 
 from services.agent.client import AgentPublisher
+from services.core import dead_letters as dlq
 from services.core.broker.users import BrokerRole, agent_url, amqp_url
 from services.core.lifespan import ready_count
 from services.core.names import Names
 from services.ops import bindings as hosts
-from services.ops import dlq
 from services.ops.tenants import create_tenant, delete_tenant
 from services.router import app as router_app
 from services.workers import app as workers_app

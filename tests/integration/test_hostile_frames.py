@@ -23,12 +23,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.core import dead_letters as dlq
 from services.core import wire
 from services.core.broker.transport import CoalescingRobustConnection
 from services.core.broker.users import agent_url
 from services.core.names import Names
 from services.core.settings import Settings
-from services.ops import dlq
 from services.router import app as router_app
 from services.workers import app as workers_app
 from tests.integration.pipeline import (

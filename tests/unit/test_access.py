@@ -13,7 +13,13 @@ GRANTED, OTHER = uuid.uuid4(), uuid.uuid4()
 
 EXPECTED = {
     Role.ADMIN: set(Action),
-    Role.OPERATOR: {Action.READ, Action.TOKENS, Action.DEAD_LETTERS, Action.LIFECYCLE},
+    Role.OPERATOR: {
+        Action.READ,
+        Action.TOKENS,
+        Action.DEAD_LETTERS,
+        Action.LIFECYCLE,
+        Action.AUDIT,
+    },
     Role.VIEWER: {Action.READ},
 }
 

@@ -3,13 +3,14 @@ back where it can succeed (never through the default exchange)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from services.core import wire
+from services.core.dead_letters import DeadLetter, Filters, copies_of, destination, read_letter
 from services.core.names import Names
-from services.ops.dlq import DeadLetter, copies_of, destination, read_letter
 
 NAMES = Names("blue")
 
@@ -100,3 +101,32 @@ def test_where_a_letter_goes_back(
     exchange, key = destination(found, NAMES)
     assert (exchange, key) == expected
     assert exchange, "never the default exchange: it reaches every queue of the vhost"
+
+
+@pytest.mark.parametrize(
+    ("within", "letters", "expected"),
+    [
+        # An API caller's letters: those carrying one of their tenants, and no tenantless one.
+        (frozenset({"acme"}), None, ["a1", "a2"]),
+        (frozenset({"globex"}), None, ["g1"]),
+        (frozenset(), None, []),
+        # Named letters, within the caller's tenants only.
+        (frozenset({"acme"}), frozenset({"a2", "g1"}), ["a2"]),
+        # An admin's: every letter, tenantless ones included; named ones by label.
+        (None, None, ["a1", "a2", "g1", "n1", "sha256:"]),
+        (None, frozenset({"n1"}), ["n1"]),
+    ],
+)
+def test_filters_keep_a_callers_letters_to_their_tenants(
+    within: frozenset[str] | None, letters: frozenset[str] | None, expected: list[str]
+) -> None:
+    now = datetime.now(UTC)
+    found = [
+        letter("failed", "a1", **{wire.TENANT: "acme"}),
+        letter("failed", "a2", **{wire.TENANT: "acme"}),
+        letter("failed", "g1", **{wire.TENANT: "globex"}),
+        letter("unrouted", "n1"),
+        letter("invalid", None, b"no id"),
+    ]
+    kept = [x for x in found if Filters(within=within, letters=letters).matches(x, now)]
+    assert [x.label[:7] if x.message_id is None else x.label for x in kept] == expected

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.deps import Registry, permitted
+from services.api.deps import Audit, Registry, permitted
 from services.api.errors import ApiError, not_found
 from services.core.access import Action
 from services.core.errors import InvalidArgument
@@ -65,21 +65,25 @@ class IssuedToken(Token):
 
 
 @router.post("", status_code=201)
-async def issue(request: TokenRequest, engine: Registry, tenant: TenantRecord = MAY) -> IssuedToken:
+async def issue(
+    request: TokenRequest, engine: Registry, audit: Audit, tenant: TenantRecord = MAY
+) -> IssuedToken:
     """Issue an enrollment token for the tenant."""
-    if tenant.status not in ("active", "suspended"):
-        raise ApiError(409, "conflict", f"the tenant is {tenant.status}")
-    try:
-        async with engine.begin() as conn:
-            issued = await tokens.issue_for(
-                conn,
-                tenant.id,
-                ttl=timedelta(seconds=request.ttl_s),
-                uses=request.uses,
-                note=request.note,
-            )
-    except InvalidArgument as exc:
-        raise ApiError(422, "invalid-request", str(exc)) from None
+    async with audit.act("token.issue", tenant, **request.model_dump()) as detail:
+        if tenant.status not in ("active", "suspended"):
+            raise ApiError(409, "conflict", f"the tenant is {tenant.status}")
+        try:
+            async with engine.begin() as conn:
+                issued = await tokens.issue_for(
+                    conn,
+                    tenant.id,
+                    ttl=timedelta(seconds=request.ttl_s),
+                    uses=request.uses,
+                    note=request.note,
+                )
+        except InvalidArgument as exc:
+            raise ApiError(422, "invalid-request", str(exc)) from None
+        detail["token_id"] = str(issued.info.id)
     return IssuedToken(token=issued.token, **Token.of(issued.info).model_dump())
 
 
@@ -91,10 +95,13 @@ async def list_tokens(engine: Registry, tenant: TenantRecord = MAY) -> list[Toke
 
 
 @router.delete("/{token_id}")
-async def revoke(token_id: uuid.UUID, engine: Registry, tenant: TenantRecord = MAY) -> Token:
+async def revoke(
+    token_id: uuid.UUID, engine: Registry, audit: Audit, tenant: TenantRecord = MAY
+) -> Token:
     """Revoke one of the tenant's tokens (a token of another tenant is no token here)."""
-    async with engine.begin() as conn:
-        info = await tokens.revoke_token(conn, token_id, tenant_id=tenant.id)
-    if info is None:
-        raise not_found("such token")
+    async with audit.act("token.revoke", tenant, token_id=str(token_id)):
+        async with engine.begin() as conn:
+            info = await tokens.revoke_token(conn, token_id, tenant_id=tenant.id)
+        if info is None:
+            raise not_found("such token")
     return Token.of(info)

@@ -19,9 +19,12 @@ from sqlalchemy import (
     Text,
     Uuid,
     func,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from services.core.access import Role
+from services.core.audit import Outcome
 
 metadata = MetaData()
 
@@ -250,4 +253,21 @@ operator_grants = Table(
         unique=True,
         postgresql_nulls_not_distinct=True,
     ),
+)
+
+# Server-wide acts (operators, grants, placements, bootstrap-level commands), and tenant acts
+# whose silo is gone (a deleted tenant) or could not take the entry (services.core.audit).
+# `tenant` is a slug, a soft reference: the entry outlives its tenant.
+audit = Table(
+    "registry_audit",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("tenant", Text, nullable=True),
+    Column("outcome", Text, nullable=False),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    CheckConstraint(one_of("outcome", tuple(Outcome)), name="registry_audit_outcome_known"),
+    Index("registry_audit_tenant_at", "tenant", "at"),
 )

@@ -24,6 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from services.core.audit import Outcome
+from services.core.registry.models import one_of
+
 metadata = MetaData()
 TS = DateTime(timezone=True)
 
@@ -167,4 +170,20 @@ host_findings_state = Table(
     Column("unparsed_versions", Integer, nullable=False, server_default="0"),
     Column("evaluated_at", TS, nullable=False),
     Column("packages_digest", LargeBinary, nullable=True),
+)
+
+# Who did what to this tenant, and how it ended (services.core.audit): written by the CLI as
+# the tenant's owner and by the API as its reader (which may INSERT here and nowhere else;
+# no role is granted UPDATE or DELETE). It moves, is backed up and is deleted with the tenant.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("at", TS, nullable=False, server_default=func.now()),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    CheckConstraint(one_of("outcome", tuple(Outcome)), name="audit_log_outcome_known"),
+    Index("audit_log_at", "at"),
 )

@@ -1,6 +1,7 @@
-"""Dead-letter queues for operators: read them without losing anything, and replay what can now
-succeed to where it can succeed. Pure decisions (what a letter is, whether it matches, where it
-goes back to, which deliveries are copies of one letter) are apart from the broker work below.
+"""Dead-letter queues for operators (`siloflow dlq` and the API): read them without losing
+anything, and replay what can now succeed to where it can succeed. Pure decisions (what a
+letter is, whether it matches, where it goes back to, which deliveries are copies of one
+letter) are apart from the broker work below.
 
 Exactly once, as operators see it: a service killed after its dead-letter publish was confirmed
 and before it acked the original dead-letters that original again when it is redelivered, so a
@@ -179,9 +180,18 @@ class Filters:
     tenant: str | None = None
     since: timedelta | None = None
     limit: int | None = None
+    # Only these letters (a message_id, or `sha256:<12 digits>` for one that has none).
+    letters: frozenset[str] | None = None
+    # Only letters carrying one of these tenants (an API caller's: letters of no tenant and of
+    # other tenants are not theirs).
+    within: frozenset[str] | None = None
 
     def matches(self, letter: DeadLetter, now: datetime) -> bool:
         """Whether the letter is one of them."""
+        if self.within is not None and letter.tenant not in self.within:
+            return False
+        if self.letters is not None and letter.label not in self.letters:
+            return False
         if self.reason is not None and letter.reason != self.reason:
             return False
         if self.host is not None and letter.host_id != self.host:
