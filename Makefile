@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ADMIN_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 DEMO_TENANTS ?= acme globex initech
 
-.PHONY: install services demo demo-down test test-openbao bench bench-commits bench-move bench-matching bench-matching-cost bench-reevaluation unit lint format faults clean
+.PHONY: install services demo demo-down test test-openbao bench bench-api bench-commits bench-move bench-matching bench-matching-cost bench-reevaluation unit lint format faults clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ bench: install services
 
 bench-commits: install services
 	$(BIN)/python -m services.bench.commits
+
+# The API's reads under load (docs/performance.md, "The API under load"); needs npm (loadtest).
+bench-api: install services
+	$(BIN)/python -m services.bench.reads $(BENCH_ARGS)
 
 # A tenant of 100,000 reports moved between two PostgreSQL servers of its own under load, then
 # backed up and restored (docs/scaling.md).

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from services.api import errors
 from services.api.deps import Registry
+from services.api.known import Known
 from services.api.routes import audit, dead_letters, findings, hosts, tenants, tokens
 from services.core.db import registry_engine
 from services.core.errors import ServiceStopped
@@ -35,7 +36,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.registry = registry_engine(settings, pool_size=5)
+        # No pre-ping (three round trips a checkout, two checkouts a request): a connection
+        # found dead fails its request with 503 and is dropped from the pool.
+        app.state.registry = registry_engine(settings, pool_size=5, pre_ping=False)
         # Bad API tokens slowed down as registration's enrollment tokens are (one rule, core).
         limits = ThrottleLimits(
             free_failures=settings.api_free_failures, failures_per_s=settings.api_failures_per_s
@@ -49,9 +52,13 @@ def create_app(settings: Settings) -> FastAPI:
             credential_source(settings, reader=True),
             server_settings={"default_transaction_read_only": "on"},
         )
+        # Callers and tenants remembered while the registry's notices say nothing changed.
+        app.state.known = Known(settings, app.state.registry)
+        app.state.known.start()
         try:
             yield
         finally:
+            await app.state.known.close()
             await app.state.silos.close()
             await app.state.registry.dispose()
 
@@ -98,7 +105,12 @@ async def run(
     finally:
         await engine.dispose()
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_config=None, access_log=False
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        http="httptools",
     )
     server = uvicorn.Server(config)
     log.info("api.starting", host=host, port=port)

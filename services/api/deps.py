@@ -22,12 +22,13 @@ from services.api.errors import (
     rate_limited,
     unauthenticated,
 )
+from services.api.known import Known
 from services.core.access import Action, may, sees
 from services.core.audit import Outcome
 from services.core.errors import DatabaseUnavailable, ResolutionError
 from services.core.names import SLUG_RE
 from services.core.registry import queries as registry
-from services.core.registry.operators import Caller, authenticate
+from services.core.registry.operators import Caller
 from services.core.settings import Settings
 from services.core.silo.databases import TenantDatabases
 from services.core.throttle import Throttle
@@ -35,7 +36,11 @@ from services.core.throttle import Throttle
 log = structlog.get_logger(__name__)
 
 
-def configured(request: Request) -> Settings:
+# Every dependency is `async def`, even those that await nothing: FastAPI runs a plain `def`
+# one in its thread pool, a thread hop per request that cost more than the request's own work.
+
+
+async def configured(request: Request) -> Settings:
     """The settings the API was started with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -44,7 +49,7 @@ def configured(request: Request) -> Settings:
 Configured = Annotated[Settings, Depends(configured)]
 
 
-def registry_engine(request: Request) -> AsyncEngine:
+async def registry_engine(request: Request) -> AsyncEngine:
     """The registry's pool, opened by the app's lifespan."""
     engine: AsyncEngine = request.app.state.registry
     return engine
@@ -67,8 +72,8 @@ async def caller(
     scheme, _, token = (authorization or "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and token.strip():
-        async with engine.begin() as conn:
-            found = await authenticate(conn, token.strip())
+        known: Known = request.app.state.known
+        found = await known.caller(token.strip())
     if found is None:
         failures = throttle.failed(source, now)
         log.warning("api.unauthenticated", source=source, failures=failures)
@@ -80,12 +85,12 @@ async def caller(
 Authenticated = Annotated[Caller, Depends(caller)]
 
 
-async def visible_tenant(slug: str, who: Authenticated, engine: Registry) -> registry.TenantRecord:
+async def visible_tenant(request: Request, slug: str, who: Authenticated) -> registry.TenantRecord:
     """The tenant of the path, if the caller has a grant on it; else 404, as for no tenant."""
     if not SLUG_RE.fullmatch(slug):
         raise not_found("such tenant")
-    async with engine.connect() as conn:
-        record = await registry.get_tenant(conn, slug)
+    known: Known = request.app.state.known
+    record = await known.tenant(slug)
     if record is None or not sees(who.grants, record.id):
         raise not_found("such tenant")
     return record
@@ -94,7 +99,7 @@ async def visible_tenant(slug: str, who: Authenticated, engine: Registry) -> reg
 Visible = Annotated[registry.TenantRecord, Depends(visible_tenant)]
 
 
-def recorder(request: Request, who: Authenticated, engine: Registry) -> Recorder:
+async def recorder(request: Request, who: Authenticated, engine: Registry) -> Recorder:
     """The caller's audit recorder (routes say what they did with it)."""
     return Recorder(who, engine, request.app.state.silos)
 

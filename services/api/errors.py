@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger(__name__)
 
 
 class ApiError(Exception):
@@ -72,6 +76,18 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             _body("invalid-request", f"{where}: {first.get('msg', 'invalid')}"), 422
         )
+
+    @app.exception_handler(DBAPIError)
+    async def database(_: Request, exc: DBAPIError) -> JSONResponse:
+        # A registry connection that died in the pool (no pre-ping) or a server out of reach:
+        # the pool drops it, and the next request gets a new one.
+        if exc.connection_invalidated or isinstance(exc.orig, OSError):
+            log.warning("api.database_unavailable", error=str(exc.orig or exc)[:300])
+            return JSONResponse(
+                _body("unavailable", "the registry cannot be reached now; try again"), 503
+            )
+        log.error("api.database_error", error=str(exc.orig or exc)[:300])
+        return JSONResponse(_body("internal-error", "the server failed; see its log"), 500)
 
     @app.exception_handler(Exception)
     async def bug(_: Request, exc: Exception) -> JSONResponse:

@@ -13,36 +13,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
 import random
-import secrets
-import signal
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import httpx
 
 from services.agent.client import AgentPublisher, Identity, build_report
 from services.bench import workload
-from services.bench.processes import free_port
-from services.bench.servers import local_script
+from services.bench.stage import (
+    commit_times,
+    host_port,
+    namespace,
+    pg_server,
+    say,
+    services,
+    siloflow,
+)
 from services.core.broker.users import agent_url
 from services.core.db import ServerAddress, at_server, provisioner_url
 from services.core.hostkeys import load_keyring
-from services.core.logs import configure_logging
 from services.core.names import Names
 from services.core.registry.queries import Placement
-from services.core.settings import Settings, load_settings
-from services.ops import bindings, migrate, records
-from services.ops.bootstrap import bootstrap, prepare_server, teardown
+from services.core.settings import Settings
+from services.ops import bindings, records
+from services.ops.bootstrap import prepare_server
 from services.ops.tenants import create_tenant, registry_connection
 from services.workers import store
 from services.workers.handlers import Report
@@ -53,84 +52,12 @@ RATE_PER_S = 60.0  # reports a second across every tenant while the move runs
 STEADY_S = 8.0  # load before and after the move
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
-@asynccontextmanager
-async def _server(label: str) -> AsyncIterator[str]:
-    env = {
-        "SILOFLOW_PG_PORT": str(free_port()),
-        "SILOFLOW_PG_DIR": tempfile.mkdtemp(prefix=f"siloflow-bench-{label}-"),
-    }
-    try:
-        await asyncio.to_thread(local_script, "pg-instance.sh", "start", env=env)
-        yield await asyncio.to_thread(local_script, "pg-instance.sh", "env", env=env)
-    finally:
-        await asyncio.to_thread(local_script, "pg-instance.sh", "stop", env=env)
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    assert settings.host_key_secrets is not None
-    return {
-        **os.environ,
-        "SILOFLOW_NAMESPACE": settings.namespace,
-        "SILOFLOW_AMQP_URL": settings.amqp_url,
-        "SILOFLOW_REGISTRY_DSN": settings.registry_url,
-        "SILOFLOW_MANAGEMENT_URL": settings.management_api,
-        "SILOFLOW_HOST_KEY_SECRETS": settings.host_key_secrets.get_secret_value(),
-        "SILOFLOW_LOG_LEVEL": "warning",
-        "SILOFLOW_LOG_FORMAT": "json",
-    }
-
-
-async def _siloflow(settings: Settings, *args: str) -> tuple[float, str]:
-    """Run a `siloflow` command to its end: its wall time and its output."""
-    started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        *args,
-        env=_env(settings),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await process.communicate()
-    text = out.decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"siloflow {' '.join(args)} failed:\n{text}")
-    return time.perf_counter() - started, text
-
-
-@asynccontextmanager
-async def _services(settings: Settings) -> AsyncIterator[None]:
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "services.cli", "run", name),
-            env=_env(settings),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        for name in ("router", "workers")
-    ]
-    try:
-        yield
-    finally:
-        for process in processes:
-            with suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            await process.wait()
-
-
 async def _seed(
     settings: Settings, server: str, database: str, hosts: list[uuid.UUID], count: int
 ) -> float:
     """`count` reports of the bench's mix committed into the tenant's database as its workers
     would (store.commit_batch, batches of 500); returns the seconds it took."""
-    address = ServerAddress(*_host_port(server))
+    address = ServerAddress(*host_port(server))
     url = at_server(provisioner_url(settings), address, database).set(drivername="postgresql")
     conn = await asyncpg.connect(url.render_as_string(hide_password=False))
     rng = random.Random(1)
@@ -157,12 +84,6 @@ async def _seed(
     return time.perf_counter() - started
 
 
-def _host_port(dsn: str) -> tuple[str, int]:
-    netloc = dsn.split("@", 1)[1].split("/", 1)[0]
-    host, port = netloc.rsplit(":", 1)
-    return host, int(port)
-
-
 class Load:
     """Heartbeats from every tenant's hosts at a steady rate, each publish time kept."""
 
@@ -187,50 +108,14 @@ class Load:
                 await asyncio.sleep(max(next_at - time.monotonic(), 0))
 
 
-async def _commit_times(dsn: str) -> dict[str, float]:
-    """Each committed report's commit time (epoch seconds), by message id."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "select message_id::text as id, "
-            "extract(epoch from pg_xact_commit_timestamp(xmin))::float8 as at from agent_messages"
-        )
-    finally:
-        await conn.close()
-    return {r["id"]: r["at"] for r in rows}
-
-
 async def run(reports: int) -> None:
     """Set up, seed, measure, remove."""
-    base = load_settings()
-    namespace = f"benchmv{secrets.token_hex(3)}"
     async with AsyncExitStack() as stack:
-        first = await stack.enter_async_context(_server("first"))
-        second = await stack.enter_async_context(_server("second"))
-        _say(f"servers: {first} (default), {second} (second)")
-        amqp = base.amqp_url.rstrip("/").rsplit("/", 1)[0] if base.vhost != "/" else base.amqp_url
-        settings = load_settings(
-            namespace=namespace,
-            amqp_url=f"{amqp.rstrip('/')}/{namespace}",
-            management_url=base.management_api,
-            host_key_secrets="1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
-            registry_dsn=f"{first.rsplit('/', 1)[0]}/{namespace}_registry",
-            log_level="warning",
-        )
-        configure_logging(settings)  # the figures, not the provisioning's info lines
-        async with httpx.AsyncClient(base_url=f"{base.management_api}/api", timeout=30) as api:
-            (await api.put(f"/vhosts/{namespace}")).raise_for_status()
-
-        async def remove() -> None:
-            with suppress(Exception):
-                await teardown(settings, first, second)
-            async with httpx.AsyncClient(base_url=f"{base.management_api}/api", timeout=30) as api:
-                await api.delete(f"/vhosts/{namespace}")
-
-        stack.push_async_callback(remove)
-        await bootstrap(settings, first)
-        await migrate.migrate(settings)
-        host, port = _host_port(second)
+        first = await stack.enter_async_context(pg_server("first"))
+        second = await stack.enter_async_context(pg_server("second"))
+        say(f"servers: {first} (default), {second} (second)")
+        settings = await namespace(stack, "benchmv", first, second)
+        host, port = host_port(second)
         await prepare_server(settings, second, host, port)
         async with registry_connection(settings) as conn:
             await records.ensure_placement(conn, Placement("second", host, port))
@@ -254,7 +139,7 @@ async def run(reports: int) -> None:
         seeded_s = await _seed(
             settings, first, databases["big"], [i.host_id for i in fleet["big"]], reports
         )
-        _say(f"seeded big with {reports:,} reports in {seeded_s:.1f} s")
+        say(f"seeded big with {reports:,} reports in {seeded_s:.1f} s")
         await _measure(settings, first, second, databases, fleet)
 
 
@@ -268,11 +153,11 @@ async def _measure(
     pg_first, pg_second = first.rsplit("/", 1)[0], second.rsplit("/", 1)[0]
     where = {slug: pg_first for slug in databases} | {OTHERS[2]: pg_second}
     load = Load(settings, fleet)
-    async with _services(settings):
+    async with services(settings, ("router",), ("workers",)):
         publishing = asyncio.create_task(load.run())
         await asyncio.sleep(STEADY_S)
         move_started = time.time()
-        move_s, output = await _siloflow(
+        move_s, output = await siloflow(
             settings, "tenant", "move", "big", "--to", "second", "--keep-source"
         )
         move_ended = time.time()
@@ -283,13 +168,13 @@ async def _measure(
         deadline = time.monotonic() + 120
         while True:
             committed: dict[str, dict[str, float]] = {
-                slug: await _commit_times(f"{where[slug]}/{db}") for slug, db in databases.items()
+                slug: await commit_times(f"{where[slug]}/{db}") for slug, db in databases.items()
             }
             missing = [m for m, (slug, _) in load.published.items() if m not in committed[slug]]
             if not missing or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
-    source = await _commit_times(f"{pg_first}/{databases['big']}")
+    source = await commit_times(f"{pg_first}/{databases['big']}")
     target = committed["big"]
     after_switch = [t for m, t in target.items() if m not in source]
     paused_s = min(after_switch) - max(source.values()) if after_switch else float("nan")
@@ -310,32 +195,32 @@ async def _measure(
     ]
     copied = next((line for line in output.splitlines() if line.startswith("[copying]")), "")
     verified = next((line for line in output.splitlines() if line.startswith("[verifying]")), "")
-    _say("")
-    _say(f"tenant move big --to second: {move_s:.1f} s wall, the command's own clock")
-    _say(f"  {copied}")
-    _say(f"  {verified}")
-    _say(
+    say("")
+    say(f"tenant move big --to second: {move_s:.1f} s wall, the command's own clock")
+    say(f"  {copied}")
+    say(f"  {verified}")
+    say(
         f"big's consumption paused {paused_s:.1f} s: from its last commit on the source to its "
         "first on the target (PostgreSQL commit timestamps, one clock)"
     )
     if waits:
-        _say(
+        say(
             f"big's {len(waits)} reports published during the move waited up to "
             f"{max(waits):.1f} s (median {sorted(waits)[len(waits) // 2]:.1f} s) from publish to "
             "commit (publish wall clock to commit timestamp)"
         )
-    _say(
+    say(
         f"other tenants during the move: {len(others_in_time)} of {len(others)} reports published "
         f"in it committed within 1 s of its end ({RATE_PER_S:.0f}/s offered across all tenants)"
     )
     lost = [m for m, (slug, _) in load.published.items() if m not in committed[slug]]
-    _say(f"lost: {len(lost)} of {len(load.published)} published")
+    say(f"lost: {len(lost)} of {len(load.published)} published")
 
     backup = Path(tempfile.mkdtemp(prefix="siloflow-bench-backup-")) / "big.backup"
     try:
-        backup_s, _ = await _siloflow(settings, "tenant", "backup", "big", "--out", str(backup))
+        backup_s, _ = await siloflow(settings, "tenant", "backup", "big", "--out", str(backup))
         size = backup.stat().st_size
-        restore_s, _ = await _siloflow(
+        restore_s, _ = await siloflow(
             settings,
             "tenant",
             "restore",
@@ -348,8 +233,8 @@ async def _measure(
     finally:
         backup.unlink(missing_ok=True)
         backup.parent.rmdir()
-    _say(f"tenant backup big: {backup_s:.1f} s, {size / 2**20:,.1f} MiB file")
-    _say(f"tenant restore big-copy (a new tenant on the other server): {restore_s:.1f} s")
+    say(f"tenant backup big: {backup_s:.1f} s, {size / 2**20:,.1f} MiB file")
+    say(f"tenant restore big-copy (a new tenant on the other server): {restore_s:.1f} s")
 
 
 def main() -> None:

@@ -122,6 +122,10 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def registry_engine(settings: Settings, *, pool_size: int = 2) -> AsyncEngine:
+def registry_engine(
+    settings: Settings, *, pool_size: int = 2, pre_ping: bool = True
+) -> AsyncEngine:
     """A small pool on the registry database, as the services read it."""
-    return make_engine(asyncpg_url(settings.registry_url), settings, pool_size=pool_size)
+    return make_engine(
+        asyncpg_url(settings.registry_url), settings, pool_size=pool_size, pre_ping=pre_ping
+    )

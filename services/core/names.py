@@ -200,6 +200,12 @@ class Names:
         return "siloflow_registry_changes"
 
     @property
+    def operators_channel(self) -> str:
+        """Registry triggers NOTIFY here when an operator, their tokens or grants change: the
+        API forgets who its callers are (per database, as `registry_channel`)."""
+        return "siloflow_operator_changes"
+
+    @property
     def catalog_channel(self) -> str:
         """A catalog import NOTIFYs here, in the shared database, as it commits a new revision:
         workers swap their index, the re-evaluation runner starts."""

@@ -4,6 +4,8 @@ listed, shown and replayed by a tenant's operator only when they carry that tena
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,10 +14,12 @@ import pytest
 
 from services.core import dead_letters as dlq
 from services.core.registry.queries import TenantRecord
+from services.ops import operators
 from services.workers import app as workers_app
 from tests.integration.apis import Api, api_for, call
 from tests.integration.pipeline import Env, bound_host, fetch, queue_with_router_rights, route
 from tests.reports import compliance, heartbeat, report
+from tests.support import invoke_cli
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +122,39 @@ async def test_dead_letters_by_tenant_and_role(api: Api, env: Env) -> None:
     trail = await _trail(api, env, "operator")
     [act] = [e for e in trail if e["action"] == "dlq.replay" and e["detail"].get("replayed")]
     assert act["detail"]["letters"] == [mine] and act["kept_in"] == "silo"
+
+
+async def _until(api: Api, path: str, who: str, status: int, timeout_s: float = 10) -> int:
+    """Call until the answer is `status` (the registry's notice has reached the API) or the
+    time is up; the last status seen."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        seen = (await call(api, "GET", path, who)).status_code
+        if seen == status or asyncio.get_running_loop().time() > deadline:
+            return seen
+        await asyncio.sleep(0.05)
+
+
+async def test_a_remembered_caller_is_forgotten_when_revoked(api: Api, env: Env) -> None:
+    """The API remembers callers between requests: revoking a token, or a grant, still takes
+    effect on the next requests (a registry notice), never after the cache's own lifetime."""
+    await operators.add_operator(env.settings, "api-short")
+    granted = await invoke_cli(
+        ["operator", "grant", "api-short", "--tenant", env.a.slug, "--role", "viewer"],
+        env.settings,
+    )
+    assert granted.exit_code == 0, granted.output
+    issued = await invoke_cli(["operator", "token", "issue", "api-short", "--json"], env.settings)
+    token = json.loads(issued.stdout)
+    api.tokens["short"] = token["token"]
+    mine = f"/api/v1/tenants/{env.a.slug}"
+    for _ in range(3):  # remembered now
+        assert (await call(api, "GET", mine, "short")).status_code == 200
+    revoked = await invoke_cli(
+        ["operator", "revoke-grant", "api-short", "--tenant", env.a.slug], env.settings
+    )
+    assert revoked.exit_code == 0, revoked.output
+    assert await _until(api, mine, "short", 404) == 404
+    done = await invoke_cli(["operator", "token", "revoke", token["id"]], env.settings)
+    assert done.exit_code == 0, done.output
+    assert await _until(api, "/api/v1/tenants", "short", 401) == 401

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +22,7 @@ from services.core.registry.tokens import hash_token
 
 OPERATOR_TOKEN_PREFIX = "sfo_"
 MAX_TOKEN_CHARS = 100  # a real one is 47: anything longer is not looked up
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Caller:
     name: str
     token_id: uuid.UUID
     grants: tuple[Grant, ...]
+    expires_at: float  # the token's expiry, epoch seconds (a caller remembered is checked again)
 
 
 async def authenticate(conn: AsyncConnection, token: str) -> Caller | None:
@@ -40,7 +43,13 @@ async def authenticate(conn: AsyncConnection, token: str) -> Caller | None:
         return None
     found = (
         await conn.execute(
-            select(operator_tokens.c.id, operators.c.id.label("operator_id"), operators.c.name)
+            select(
+                operator_tokens.c.id,
+                operator_tokens.c.last_used_at,
+                operator_tokens.c.expires_at,
+                operators.c.id.label("operator_id"),
+                operators.c.name,
+            )
             .select_from(operator_tokens)
             .join(operators, operators.c.id == operator_tokens.c.operator_id)
             .where(
@@ -53,9 +62,14 @@ async def authenticate(conn: AsyncConnection, token: str) -> Caller | None:
     ).first()
     if found is None:
         return None
-    await conn.execute(
-        update(operator_tokens).where(operator_tokens.c.id == found.id).values(last_used_at=now())
-    )
+    # Marked used at most once a minute: a write (and its WAL flush) on every call would be
+    # most of a read's cost, and a minute is as precise as "last used" needs to be.
+    if found.last_used_at is None or found.last_used_at < datetime.now(UTC) - LAST_USED_EVERY:
+        await conn.execute(
+            update(operator_tokens)
+            .where(operator_tokens.c.id == found.id)
+            .values(last_used_at=now())
+        )
     grants = await conn.execute(
         select(operator_grants.c.tenant_id, operator_grants.c.role).where(
             operator_grants.c.operator_id == found.operator_id
@@ -66,4 +80,5 @@ async def authenticate(conn: AsyncConnection, token: str) -> Caller | None:
         found.name,
         found.id,
         tuple(Grant(row.tenant_id, Role(row.role)) for row in grants),
+        found.expires_at.timestamp(),
     )
