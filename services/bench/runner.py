@@ -333,7 +333,8 @@ class Bench(Deployment):
         await baseline.declare(self.settings.amqp_url, self.namespace, self.options.tenants)
 
     async def run_baseline(self, progress: Callable[[str], None]) -> SystemResult:
-        """One run of the baseline, at siloflow's latency rate of the same run."""
+        """One run of the baseline, at siloflow's latency rate of the same pair (of the pair
+        before, when the baseline goes first)."""
         slug_index = {f"t{i:04d}": i for i in range(self.options.tenants)}
         routes = await self.host_routes(slug_index)
         job = {
@@ -377,6 +378,13 @@ class Bench(Deployment):
         return SystemResult("baseline", peak, steady, rss, dead_letters=0)
 
 
+def first_in(index: int) -> str:
+    """Which system runs first in pair `index`: siloflow, then the baseline, in turn, so
+    neither always meets the machine warm (or tired) from the other. The first pair starts with
+    siloflow: the baseline's latency phase runs at siloflow's half load, known from then on."""
+    return "siloflow" if index % 2 == 0 else "baseline"
+
+
 async def run(base: Settings, options: Options, progress: Callable[[str], None]) -> dict[str, Any]:
     """The whole benchmark; returns the figures (see `results.summarise`)."""
     await check_broker(base, options.tenants)  # before anything exists to remove
@@ -390,9 +398,18 @@ async def run(base: Settings, options: Options, progress: Callable[[str], None])
             if options.baseline:
                 await bench.set_up_baseline()
             for index in range(options.runs):
-                progress(f"run {index + 1} of {options.runs}")
-                silo = await bench.run_siloflow(progress)
-                base_result = await bench.run_baseline(progress) if options.baseline else None
+                first = first_in(index) if options.baseline else "siloflow"
+                progress(f"run {index + 1} of {options.runs}, {first} first")
+                if first == "baseline":
+                    # At the latency rate of siloflow's run before: the pair's own is not known yet.
+                    base_result: SystemResult | None = await bench.run_baseline(progress)
+                    silo = await bench.run_siloflow(progress)
+                else:
+                    silo = await bench.run_siloflow(progress)
+                    base_result = await bench.run_baseline(progress) if options.baseline else None
+                silo.extra["ran_first"] = first == "siloflow"
+                if base_result is not None:
+                    base_result.extra["ran_first"] = first == "baseline"
                 runs.append((silo, base_result))
         finally:
             progress("removing the bench's databases, roles and vhost")

@@ -16,7 +16,7 @@ from services.bench.results import render
 from services.bench.runner import run as run_bench
 from services.bench.scale import SMALL_TENANTS, cost_table, run_scale, table_markdown
 from services.bench.scale import render as render_scale
-from services.cli.common import AppContext, console, pass_app, run
+from services.cli.common import AppContext, console, pass_app, run, undone_on_signals
 from services.core.logs import configure_logging
 
 SCALE_TENANTS = 1000
@@ -166,7 +166,7 @@ def bench(
         shown.print(f"[dim]{line}[/dim]")
 
     if scale:
-        found = run(run_scale(app.settings, options, progress))
+        found = run(undone_on_signals(run_scale(app.settings, options, progress)))
         out.write_text(json.dumps(found, indent=2, default=str))
         tables = [render_scale(found), cost_table(found)]
         if markdown is not None:
@@ -178,7 +178,7 @@ def bench(
             raise click.ClickException("a report was lost, doubled or dead-lettered: no score")
         return
     if matching_cost:
-        found = run(run_matching_cost(app.settings, options, progress))
+        found = run(undone_on_signals(run_matching_cost(app.settings, options, progress)))
         out.write_text(json.dumps(found, indent=2, default=str))
         for line in render_matching_cost(found):
             shown.print(line)
@@ -186,7 +186,7 @@ def bench(
         if not found["valid"]:
             raise click.ClickException("a pair lost, doubled or did not match a report: no ratio")
         return
-    document = run(run_bench(app.settings, options, progress))
+    document = run(undone_on_signals(run_bench(app.settings, options, progress)))
     out.write_text(json.dumps(document, indent=2, default=str))
     if markdown is not None:
         markdown.write_text(to_markdown(document))

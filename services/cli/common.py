@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -118,6 +119,44 @@ def run(coro: Coroutine[Any, Any, T], *, event_loop: str = "asyncio") -> T:
         if line is None:
             raise
         raise click.ClickException(line) from None
+
+
+class Stopped(click.ClickException):
+    """A command told to stop (SIGTERM, SIGINT) that undid what it had made first. Exit code
+    143, a process ended by SIGTERM's."""
+
+    exit_code = 143
+
+
+async def undone_on_signals(
+    coro: Coroutine[Any, Any, T], *, after: str = "what it had made is removed"
+) -> T:
+    """Run `coro`; SIGTERM or SIGINT (`timeout`, a CI's cancel, ^C) cancel it, so its `finally`
+    blocks undo what it made (a bench's servers, vhost, users and processes; a demo's services)
+    as its own end does, and `after` says so. A second signal while it cleans up is ignored:
+    the cleanup is the point."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    got: list[signal.Signals] = []
+
+    def stop(which: signal.Signals) -> None:
+        if not got:
+            got.append(which)
+            click.echo(f"{which.name}: stopping", err=True)
+            task.cancel()
+
+    for which in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(which, stop, which)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if got:
+            raise Stopped(f"stopped by {got[0].name}; {after}") from None
+        raise
+    finally:
+        for which in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(which)
 
 
 class Misconfigured(click.ClickException):

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import click
 from rich.console import Console
 
-from services.cli.common import AppContext, pass_app, run
+from services.cli.common import AppContext, pass_app, run, undone_on_signals
 from services.demo import run as demo_run
 
 
@@ -64,7 +64,12 @@ def demo(
         rate_per_s=rate,
     )
     env = dict(os.environ)  # with SILOFLOW_CONFIG when --config was given (see `cli`)
-    result = run(demo_run.demo(app.settings, options, env, console))
+    result = run(
+        undone_on_signals(
+            demo_run.demo(app.settings, options, env, console),
+            after="its services are stopped; `siloflow demo --down` removes the rest",
+        )
+    )
     summarise(console, app, result)
     if not result.settled:
         raise click.ClickException(

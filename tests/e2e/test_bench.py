@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.bench.procstat import listening_inodes
 from tests.e2e.conftest import SILOFLOW
-from tests.support import admin_fetch
+from tests.support import MANAGEMENT, MANAGEMENT_AUTH, admin_fetch
 
 
 @pytest.mark.timeout(420)
@@ -177,3 +179,60 @@ def test_the_scale_bench_refuses_what_it_cannot_do(args: list[str], says: str) -
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(300)
+async def test_a_bench_told_to_stop_removes_everything_it_made(tmp_path: Path) -> None:
+    """SIGTERM (as `timeout` or a CI's cancel sends) in the middle of a run: the bench stops its
+    services, its PostgreSQL server, its vhost and users, as its own end does."""
+    process = await asyncio.create_subprocess_exec(
+        str(SILOFLOW),
+        *("bench", "--tenants", "2", "--hosts", "6", "--reports", "200000"),
+        *("--runs", "1", "--no-baseline", "--out", str(tmp_path / "bench.json")),
+        env={**os.environ, "SILOFLOW_LOG_LEVEL": "warning", "COLUMNS": "300"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    said: list[str] = []
+    try:
+        while not any("as fast as they are taken" in line for line in said):  # mid-run
+            line = await asyncio.wait_for(process.stdout.readline(), 240)
+            assert line, "the bench ended before its throughput phase:\n" + "".join(said)
+            said.append(line.decode(errors="replace"))
+        named = next(line for line in said if line.startswith("namespace "))
+        namespace = named.split()[1].rstrip(";")
+        port = next(
+            int(line.rsplit(" ", 1)[1]) for line in said if "of the bench's own on port" in line
+        )
+        assert processes_of(namespace), "its services should be running now"
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 180)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = "".join(said) + rest.decode(errors="replace")
+    assert process.returncode == 143, output[-3000:]
+    assert "stopped by SIGTERM" in output
+    assert processes_of(namespace) == [], "a service of the bench still runs"
+    assert not listening_inodes(port), "the bench's PostgreSQL server still runs"
+    async with httpx.AsyncClient(auth=MANAGEMENT_AUTH, timeout=10) as api:
+        vhost = await api.get(f"{MANAGEMENT}/api/vhosts/{namespace}")
+        users = (await api.get(f"{MANAGEMENT}/api/users")).json()
+    assert vhost.status_code == 404, "the bench's vhost is left"
+    assert [u["name"] for u in users if u["name"].startswith(namespace)] == []
+
+
+def processes_of(namespace: str) -> list[int]:
+    """Pids running with this namespace in their environment (the bench's services)."""
+    marker = f"SILOFLOW_NAMESPACE={namespace}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+    return found

@@ -203,7 +203,10 @@ async def test_allowed(env: Env, case: tuple[BrokerRole, str, Action]) -> None:
 
 async def test_the_status_user_reads_statistics_and_changes_nothing(env: Env) -> None:
     base = management_url(env.settings, BrokerRole.STATUS)
-    async with httpx.AsyncClient(base_url=f"{base}/api", timeout=30) as api:
+    # A connection each: the management API may close one after a 401, racing a reuse of it
+    # ("Server disconnected without sending a response", seen once in CI).
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=f"{base}/api", timeout=30, limits=fresh) as api:
         listed = await api.get(f"/queues/{env.settings.namespace}")
         assert listed.status_code == 200
         assert Names(env.settings.namespace).intake_queue in {q["name"] for q in listed.json()}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from services.catalog import store
@@ -22,6 +23,7 @@ from services.core.catalog.findings import evaluate
 from services.core.catalog.live import load_index
 from services.core.catalog.matcher import CatalogIndex, installed_of
 from services.core.catalog.versions import compare
+from tests.integration.apis import serving
 from tests.integration.pipeline import PG, Env, bound_host, drain, fetch, publish
 from tests.reports import DEBIAN_PACKAGES, packages, report, system_info
 from tests.support import invoke_cli
@@ -301,3 +303,55 @@ async def test_a_bad_feed_is_refused_by_name_and_the_revision_stays(
     assert says in refused.output, refused.output
     assert await store.revisions(env.settings) == before
     assert (await load_index(env.settings)) is not None
+
+
+async def test_the_api_serves_a_hosts_findings_from_its_tenants_silo(
+    env: Env, imported: CatalogIndex
+) -> None:
+    """GET /tenants/{slug}/findings, as a viewer of acme: every open finding of the real
+    snapshot against the real catalog, in pages; the CVE and urgency filters agree with the
+    catalog; a viewer of globex sees none of acme's."""
+    host = await reporting_host(env)
+    want = expected(imported, DEBIAN_PACKAGES["packages"])
+    tokens = {}
+    for name, slug in (("finder-a", env.a.slug), ("finder-b", env.b.slug)):
+        for args in (
+            ["operator", "add", name],
+            ["operator", "grant", name, "--tenant", slug, "--role", "viewer"],
+        ):
+            assert (await invoke_cli(args, env.settings)).exit_code == 0
+        issued = await invoke_cli(["operator", "token", "issue", name, "--json"], env.settings)
+        tokens[name] = json.loads(issued.stdout)["token"]
+    async with serving(env, {}) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+        async def pages(who: str, slug: str, query: str) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            after = None
+            while True:
+                more = f"&after={after}" if after is not None else ""
+                answer = await client.get(
+                    f"/api/v1/tenants/{slug}/findings?{query}&limit=25{more}",
+                    headers={"Authorization": f"Bearer {tokens[who]}"},
+                )
+                assert answer.status_code == 200, answer.text
+                found += answer.json()["findings"]
+                after = answer.json()["next"]
+                if after is None:
+                    return found
+
+        every = await pages("finder-a", env.a.slug, f"host_id={host}")
+        assert {(f["package"], f["cve_id"]) for f in every} == want
+        assert len(every) == len({f["id"] for f in every})  # no page repeats another's rows
+        cve = sorted(c for _, c in want)[0]
+        by_cve = await pages("finder-a", env.a.slug, f"host_id={host}&cve={cve}")
+        assert {(f["package"], f["cve_id"]) for f in by_cve} == {w for w in want if w[1] == cve}
+        urgency = every[0]["urgency"]
+        by_urgency = await pages("finder-a", env.a.slug, f"host_id={host}&urgency={urgency}")
+        assert {f["id"] for f in by_urgency} == {f["id"] for f in every if f["urgency"] == urgency}
+        # globex's viewer: acme is no tenant of theirs, and globex's own findings hold none of it.
+        other = await client.get(
+            f"/api/v1/tenants/{env.a.slug}/findings",
+            headers={"Authorization": f"Bearer {tokens['finder-b']}"},
+        )
+        assert other.status_code == 404
+        assert str(host) not in json.dumps(await pages("finder-b", env.b.slug, ""))

@@ -17,6 +17,7 @@ from services.bench import commits, matching_cost, procstat, scale, workload
 from services.bench.deployment import Options
 from services.bench.probes import RouterScrape, router_figures
 from services.bench.results import Phase, SystemResult, markdown, summarise
+from services.bench.runner import first_in
 from services.core.catalog.versions import compare
 
 
@@ -313,3 +314,38 @@ def test_the_matching_cost_is_the_median_of_pairs_and_void_when_a_side_did_not_m
     void = matching_cost.summarise("ns", Options(), lost)
     void.update(first_evaluation={}, reevaluation=[])
     assert "no ratios" in "\n".join(matching_cost.render(void))
+
+
+def test_pairs_alternate_which_system_runs_first() -> None:
+    assert [first_in(i) for i in range(4)] == ["siloflow", "baseline", "siloflow", "baseline"]
+
+
+def test_the_p99_is_the_median_of_the_runs_p99s_not_the_median_runs() -> None:
+    runs = [
+        (system("siloflow", 800, 2.0, 120), system("baseline", 1000, 1.0, 60)),  # median run
+        (system("siloflow", 900, 1.8, 300), system("baseline", 1000, 1.5, 50)),
+        (system("siloflow", 700, 3.0, 200), system("baseline", 1000, 2.0, 100)),
+    ]
+    document = summarise("bench1", Options(admin_dsn="postgresql://h/p"), runs)
+    assert document["median_run"] == 1
+    assert document["siloflow"]["steady"]["p99_s"] == pytest.approx(0.120)  # the median run's
+    assert document["p99"]["siloflow"]["median_s"] == pytest.approx(0.200)  # of 120, 300, 200
+    assert document["p99"]["siloflow"]["max_s"] == pytest.approx(0.300)
+    assert document["p99"]["baseline"]["median_s"] == pytest.approx(0.060)
+    assert document["targets"]["p99_under_250ms"] is True
+    assert document["targets"]["no_run_p99_over_400ms"] is True
+    worse = [*runs[:2], (system("siloflow", 700, 3.0, 450), system("baseline", 1000, 2.0, 100))]
+    document = summarise("bench1", Options(admin_dsn="postgresql://h/p"), worse)
+    assert document["targets"]["no_run_p99_over_400ms"] is False
+    assert "p99, median of the runs' p99s" in markdown(document)
+
+
+def test_a_run_that_lost_a_report_gives_no_ratios() -> None:
+    good = (system("siloflow", 900, 1.0, 100), system("baseline", 1000, 1.0, 50))
+    silo, base = system("siloflow", 500, 1.0, 100), system("baseline", 1000, 1.0, 50)
+    base.peak.unexpected = 1  # a doubled report on the baseline's side
+    document = summarise("bench1", Options(admin_dsn="postgresql://h/p"), [good, (silo, base)])
+    assert document["runs"][1]["ratios"] == dict.fromkeys(("throughput", "cpu_per_report", "p99"))
+    assert document["spread"]["throughput"]["runs"] == [pytest.approx(0.9), None]
+    # The bench compares nothing while any run is void.
+    assert document["targets"]["throughput_ratio_at_least_0_85"] is False
