@@ -424,7 +424,7 @@ def main() -> None:
     if not 0 <= args.share <= 1:
         parser.error("--share is between 0 and 1")
     if args.seconds < 5:
-        parser.error("--seconds must be at least 5 (autocannon counts whole seconds)")
+        parser.error("--seconds must be at least 5 (loadtest counts whole seconds)")
     asyncio.run(run(Options(**vars(args))))
 
 
