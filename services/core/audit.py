@@ -9,6 +9,7 @@ Who: an operator as `operator:<name>` (through the API), or the CLI's local user
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -72,6 +73,22 @@ class Recorded:
             "detail": self.entry.detail,
             "kept_in": str(self.where),
         }
+
+
+def read_back(row: Mapping[Any, Any], where: Where, tenant: str | None) -> Recorded:
+    """An entry as either trail's row holds it (the silo's has no tenant column: its own)."""
+    return Recorded(
+        at=row["at"],
+        entry=Entry(
+            id=row["id"],
+            actor=row["actor"],
+            action=row["action"],
+            outcome=Outcome(row["outcome"]),
+            tenant=tenant,
+            detail=row["detail"],
+        ),
+        where=where,
+    )
 
 
 # Acts that end a tenant's silo: their entry must outlive it, so it is kept in the registry.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.audit import Entry, Outcome, Recorded, Where
+from services.core.audit import Entry, Recorded, Where, read_back
 from services.core.registry.models import audit
 
 
@@ -20,18 +20,4 @@ async def entries(conn: AsyncConnection, *, tenant: str | None, limit: int) -> l
     if tenant is not None:
         query = query.where(audit.c.tenant == tenant)
     rows = (await conn.execute(query)).mappings().all()
-    return [
-        Recorded(
-            at=row["at"],
-            entry=Entry(
-                id=row["id"],
-                actor=row["actor"],
-                action=row["action"],
-                outcome=Outcome(row["outcome"]),
-                tenant=row["tenant"],
-                detail=row["detail"],
-            ),
-            where=Where.REGISTRY,
-        )
-        for row in rows
-    ]
+    return [read_back(row, Where.REGISTRY, row["tenant"]) for row in rows]

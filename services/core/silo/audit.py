@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.audit import Entry, Outcome, Recorded, Where
+from services.core.audit import Entry, Recorded, Where, read_back
 from services.core.silo.models import audit_log
 
 
@@ -23,18 +23,4 @@ async def entries(conn: AsyncConnection, tenant: str, *, limit: int) -> list[Rec
     """The tenant's newest entries."""
     query = select(audit_log).order_by(audit_log.c.at.desc(), audit_log.c.id.desc()).limit(limit)
     rows = (await conn.execute(query)).mappings().all()
-    return [
-        Recorded(
-            at=row["at"],
-            entry=Entry(
-                id=row["id"],
-                actor=row["actor"],
-                action=row["action"],
-                outcome=Outcome(row["outcome"]),
-                tenant=tenant,
-                detail=row["detail"],
-            ),
-            where=Where.SILO,
-        )
-        for row in rows
-    ]
+    return [read_back(row, Where.SILO, tenant) for row in rows]
