@@ -4,7 +4,7 @@ tenant logins, and the router's own metrics."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ class Commits:
     ids: set[str]
     latencies: list[float]
     last_commit: float
+    kinds: list[str] = field(default_factory=list)  # each latency's report kind, in order
 
 
 # Time to the end of the commit: PostgreSQL's commit timestamp of the transaction that wrote the
@@ -29,7 +30,8 @@ class Commits:
 _ROWS = """
     select message_id::text,
            extract(epoch from pg_xact_commit_timestamp(xmin) - sent_at),
-           extract(epoch from pg_xact_commit_timestamp(xmin))
+           extract(epoch from pg_xact_commit_timestamp(xmin)),
+           kind
     from {table} where committed_at >= $1
 """
 _COUNT = "select count(*) from {table} where committed_at >= $1"
@@ -114,6 +116,7 @@ class Probe:
                 seen.ids.add(row[0])
                 seen.latencies.append(float(row[1]))
                 seen.last_commit = max(seen.last_commit, float(row[2]))
+                seen.kinds.append(str(row[3]))
         return seen
 
     async def tenant_sessions(self, login_prefix: str) -> int:

@@ -21,6 +21,10 @@ TARGET_P99_S = 0.250  # the median of the runs' p99s
 TARGET_WORST_P99_S = 0.400  # any one run's
 
 
+def _quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
 @dataclass
 class Phase:
     """One phase of one system's run: what was published and committed, the time, CPU, latencies."""
@@ -37,6 +41,7 @@ class Phase:
     rate: float  # the publishing rate asked for (0: as fast as possible)
     peak_tenant_connections: int = 0  # sessions under tenant logins, sampled while it ran
     probe_cpu_s: float = 0.0  # what the bench's own sessions cost the server (not counted)
+    kinds: list[str] = field(default_factory=list, repr=False)  # each latency's report kind
 
     @property
     def throughput(self) -> float:
@@ -47,7 +52,21 @@ class Phase:
         """The latency quantile `q` (None with fewer than two reports)."""
         if len(self.latencies_s) < 2:
             return None
-        return statistics.quantiles(self.latencies_s, n=1000, method="inclusive")[int(q * 1000) - 1]
+        return _quantile(self.latencies_s, q)
+
+    def p99_by_kind(self) -> dict[str, float]:
+        """The p99 of each report kind's latencies (kinds with at least two reports): where a
+        tail comes from, when one kind (a 2,000-package snapshot) is slower than the rest."""
+        by_kind: dict[str, list[float]] = {}
+        if not self.kinds:  # not recorded (a phase built without them)
+            return {}
+        for kind, latency in zip(self.kinds, self.latencies_s, strict=True):
+            by_kind.setdefault(kind, []).append(latency)
+        return {
+            kind: _quantile(values, 0.99)
+            for kind, values in sorted(by_kind.items())
+            if len(values) >= 2
+        }
 
     def cpu_per_1000(self) -> dict[str, float]:
         """CPU seconds per 1,000 committed reports, by process group, and their total."""
@@ -64,12 +83,13 @@ class Phase:
 
     def as_json(self) -> dict[str, Any]:
         """The phase's figures for the JSON document."""
-        out = {k: v for k, v in asdict(self).items() if k != "latencies_s"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("latencies_s", "kinds")}
         out.update(
             throughput=self.throughput,
             p50_s=self.percentile(0.5),
             p95_s=self.percentile(0.95),
             p99_s=self.percentile(0.99),
+            p99_by_kind_s=self.p99_by_kind(),
             cpu_s_per_1000=self.cpu_per_1000(),
             exactly_once=self.exact,
         )
@@ -236,6 +256,12 @@ def figures(document: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _ratio(medians[0], medians[1]) if len(medians) == 2 else None,
         )
         row("p99, the highest run's", [_ms(document["p99"][s]["max_s"]) for s in systems])
+    kinds = sorted({k for s in systems for k in steady[s].get("p99_by_kind_s", {})})
+    for kind in kinds:
+        row(
+            f"p99 of {kind} reports",
+            [_ms(steady[s].get("p99_by_kind_s", {}).get(kind)) for s in systems],
+        )
     groups = sorted({g for s in systems for g in peak[s]["cpu_s_per_1000"]} - {"total"})
     for group in groups:
         row(

@@ -170,6 +170,7 @@ class Bench(Deployment):
             seconds=elapsed,
             first_sent=published["started"],
             latencies_s=seen.latencies,
+            kinds=seen.kinds,
             peak_tenant_connections=peak_connections,
             cpu_s=cpu,
             rate=rate,

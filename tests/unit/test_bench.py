@@ -96,6 +96,19 @@ def test_phase_figures() -> None:
     assert p.exact
 
 
+def test_the_tail_is_told_by_kind() -> None:
+    # 990 quick heartbeats and 10 slow snapshots: the whole p99 is the snapshots' tail
+    latencies = [0.01] * 990 + [0.3 + i / 100 for i in range(10)]
+    kinds = ["heartbeat"] * 990 + ["packages"] * 10
+    p = phase(latencies_s=latencies, kinds=kinds)
+    by_kind = p.p99_by_kind()
+    assert by_kind["heartbeat"] == pytest.approx(0.01)
+    assert by_kind["packages"] == pytest.approx(0.39, abs=0.001)
+    assert p.as_json()["p99_by_kind_s"] == by_kind
+    assert "kinds" not in p.as_json()
+    assert phase(latencies_s=[0.1, 0.2, 0.3], kinds=["a", "a", "b"]).p99_by_kind().keys() == {"a"}
+
+
 @pytest.mark.parametrize(
     "overrides", [{"missing": 1, "committed": 999}, {"unexpected": 2}, {"committed": 999}]
 )

@@ -40,13 +40,13 @@ _OPEN = """
            urgency, catalog_revision
     from findings where host_id = $1 and resolved_at is null
 """
-_OPEN_NEW = """
-    insert into findings (host_id, package, version, source, source_version, cve_id,
-                          fixed_version, advisory_status, urgency, catalog_revision, first_seen)
-    select $1::uuid, *, $10::int, $11::timestamptz
-    from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::text[])
-"""
+# New findings go in by COPY: a first evaluation opens hundreds of them, and asyncpg encodes
+# COPY's records at about half the CPU of the eight text arrays an `insert ... unnest` needs
+# (docs/performance.md, "Session 12").
+_OPEN_NEW_COLUMNS = (
+    "host_id", "package", "version", "source", "source_version", "cve_id", "fixed_version",
+    "advisory_status", "urgency", "catalog_revision", "first_seen",
+)  # fmt: skip
 _UPDATE = """
     update findings f set version = v.version, source_version = v.source_version,
         fixed_version = v.fixed_version, advisory_status = v.advisory_status,
@@ -180,7 +180,15 @@ async def evaluate(
         )
     ]
     if new:
-        await conn.execute(_OPEN_NEW, host_id, *_columns(new), index.revision, at)
+        await conn.copy_records_to_table(
+            "findings",
+            columns=_OPEN_NEW_COLUMNS,
+            records=[
+                (host_id, i.package, i.version, i.source, i.source_version, a.cve_id,
+                 a.fixed_version, a.status, a.urgency, index.revision, at)
+                for i, a in new
+            ],
+        )  # fmt: skip
     if changed:
         package, version, _source, source_version, cve, fixed, status, urgency = _columns(changed)
         await conn.execute(
