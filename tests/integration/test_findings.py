@@ -124,6 +124,36 @@ async def test_a_snapshot_is_matched_as_it_commits_and_only_in_its_tenants_silo(
     assert {f["status"] for f in document} == {"open"}
 
 
+async def test_a_package_listed_for_two_architectures_opens_each_finding_once(
+    env: Env, imported: CatalogIndex
+) -> None:
+    # A first evaluation writes its findings straight from the match; a multi-arch host lists
+    # a package name twice, and the open-finding index allows one per (package, CVE).
+    snapshot = packages()
+    affected = next(p for p in snapshot["packages"] if expected(imported, [p]))
+    snapshot["packages"].append({**affected, "arch": "i386"})
+    host = await bound_host(env, env.a)
+    await publish(
+        env.settings,
+        [
+            report("system_info", host, system_info(), sent_at=T0),
+            report("packages", host, snapshot, sent_at=T0 + timedelta(seconds=1)),
+        ],
+    )
+    await drain(env.settings, env.slugs)
+    rows = await fetch(
+        env.a.db_name,
+        "select package, cve_id, count(*) as n from findings where host_id = $1 "
+        "group by package, cve_id",
+        host,
+    )
+    assert {(r["package"], r["cve_id"]) for r in rows} == expected(
+        imported, DEBIAN_PACKAGES["packages"]
+    )
+    assert {r["n"] for r in rows} == {1}
+    assert any(r["package"] == affected["name"] for r in rows)
+
+
 async def test_an_upgrade_resolves_and_an_older_snapshot_never_reopens(
     env: Env, imported: CatalogIndex
 ) -> None:
