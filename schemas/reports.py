@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Literal, NotRequired
 
@@ -23,6 +24,21 @@ Mac = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]
 
 
 # -- heartbeat -----------------------------------------------------------------------------------
+
+
+class ReportKind(StrEnum):
+    """The kinds of protocol v1: a report's `schema` is `<kind>/v1`, and its AMQP type and
+    routing key (`report.<kind>`) name the kind."""
+
+    HEARTBEAT = "heartbeat"
+    SYSTEM_INFO = "system_info"
+    HARDWARE = "hardware"
+    PACKAGES = "packages"
+    COMPLIANCE = "compliance"
+
+
+# A compliance rule's result, as the tenant table's check constraint allows it.
+ComplianceStatus = Literal["pass", "fail", "error", "notapplicable"]
 
 
 class HeartbeatData(WireModel):
@@ -122,7 +138,7 @@ class RuleResult(TypedDict):
 
     __pydantic_config__ = ENTRY_CONFIG  # type: ignore[misc]
     rule_id: Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=NO_NUL)]
-    status: Literal["pass", "fail", "error", "notapplicable"]
+    status: ComplianceStatus
     severity: Literal["info", "low", "medium", "high", "critical", "unknown"]
 
 
@@ -179,11 +195,11 @@ class ComplianceReport(_Envelope):
 Report = HeartbeatReport | SystemInfoReport | HardwareReport | PackagesReport | ComplianceReport
 
 # The kinds of protocol v1 and their envelope models: the one list ingest validates against.
-REPORT_MODELS: dict[str, type[Report]] = {
-    "heartbeat": HeartbeatReport,
-    "system_info": SystemInfoReport,
-    "hardware": HardwareReport,
-    "packages": PackagesReport,
-    "compliance": ComplianceReport,
+REPORT_MODELS: dict[ReportKind, type[Report]] = {
+    ReportKind.HEARTBEAT: HeartbeatReport,
+    ReportKind.SYSTEM_INFO: SystemInfoReport,
+    ReportKind.HARDWARE: HardwareReport,
+    ReportKind.PACKAGES: PackagesReport,
+    ReportKind.COMPLIANCE: ComplianceReport,
 }
 KINDS = tuple(REPORT_MODELS)

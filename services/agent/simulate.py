@@ -11,24 +11,30 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 from rich.progress import Progress
 
+from schemas.reports import ReportKind
 from services.agent.client import AgentPublisher, Identity, build_report
 from services.agent.enroll import register_hosts
 from services.core.broker.users import agent_url
 from services.core.hostkeys import Keyring, load_keyring, sign
 from services.core.settings import Settings
-from services.ops import bindings as host_bindings
-from services.ops import tokens
 
 # Host ids derive from the tenant and an index, so a second run reuses the same fleet.
 _FLEET = uuid.UUID("5f1c0e4e-3f7b-4e0b-9c55-6a1d2b8f0c11")
-MIX = (("heartbeat", 90), ("system_info", 3), ("hardware", 2), ("compliance", 4), ("packages", 1))
+# A fleet's mix of report kinds, by weight: about 90% heartbeats, 5% system_info and hardware, 4%
+# compliance runs and 1% packages snapshots. The bench's workload draws from the same mix.
+MIX = (
+    (ReportKind.HEARTBEAT, 90),
+    (ReportKind.SYSTEM_INFO, 3),
+    (ReportKind.HARDWARE, 2),
+    (ReportKind.COMPLIANCE, 4),
+    (ReportKind.PACKAGES, 1),
+)
 
 
 @dataclass
@@ -59,7 +65,7 @@ def debian_packages() -> dict[str, Any]:
 
 def data_for(kind: str, rng: random.Random, index: int, packages: dict[str, Any]) -> dict[str, Any]:
     """Plausible data of each kind."""
-    if kind == "heartbeat":
+    if kind == ReportKind.HEARTBEAT:
         load = round(rng.uniform(0, 4), 2)
         return {
             "status": rng.choices(["ok", "degraded", "critical"], [96, 3, 1])[0],
@@ -69,7 +75,7 @@ def data_for(kind: str, rng: random.Random, index: int, packages: dict[str, Any]
             "load_5": round(load * 0.9, 2),
             "load_15": round(load * 0.8, 2),
         }
-    if kind == "system_info":
+    if kind == ReportKind.SYSTEM_INFO:
         name = f"host-{index:05d}"
         return {
             "hostname": name,
@@ -81,7 +87,7 @@ def data_for(kind: str, rng: random.Random, index: int, packages: dict[str, Any]
             "ipv4": [f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}"],
             "ipv6": [],
         }
-    if kind == "hardware":
+    if kind == ReportKind.HARDWARE:
         return {
             "cpu": {
                 "vendor": "GenuineIntel",
@@ -94,7 +100,7 @@ def data_for(kind: str, rng: random.Random, index: int, packages: dict[str, Any]
             "disks": [{"device": "/dev/nvme0n1", "size_gb": 953.9, "mount": "/", "fs": "ext4"}],
             "nics": [{"name": "eth0", "mac": "52:54:00:12:34:56", "addresses": []}],
         }
-    if kind == "compliance":
+    if kind == ReportKind.COMPLIANCE:
         return {
             "benchmark_id": "cis-debian12-l1",
             "results": [
@@ -112,7 +118,22 @@ def data_for(kind: str, rng: random.Random, index: int, packages: dict[str, Any]
 Fleet = list[tuple[str, Identity]]  # (tenant slug, a host's identity)
 
 
-async def bind_fleet(settings: Settings, tenants: list[str], hosts_per_tenant: int) -> Fleet:
+class Operator(Protocol):
+    """What a simulated fleet needs done on the operator's side (the agent package holds no
+    operator code: `services.ops.fleet.FleetOperator` is the real one)."""
+
+    async def bind(self, host_id: uuid.UUID, tenant: str) -> None:
+        """Bind a host to a tenant by hand (again: unchanged)."""
+        ...
+
+    async def issue(self, tenant: str, uses: int) -> str:
+        """An enrollment token of the tenant for `uses` hosts."""
+        ...
+
+
+async def bind_fleet(
+    settings: Settings, operator: Operator, tenants: list[str], hosts_per_tenant: int
+) -> Fleet:
     """Bind the simulated hosts by hand (ids derived from tenant and index, so a second run
     reuses the same fleet) and derive their keys: for a simulator on the machine that holds the
     host key secrets."""
@@ -120,13 +141,14 @@ async def bind_fleet(settings: Settings, tenants: list[str], hosts_per_tenant: i
     fleet: Fleet = []
     for slug in tenants:
         for index in range(hosts_per_tenant):
-            await host_bindings.bind(settings, host_id(slug, index), slug, move=False)
+            await operator.bind(host_id(slug, index), slug)
             fleet.append((slug, identity(keyring, host_id(slug, index))))
     return fleet
 
 
 async def enroll_fleet(
     settings: Settings,
+    operator: Operator,
     tenants: list[str],
     hosts_per_tenant: int,
     *,
@@ -134,16 +156,9 @@ async def enroll_fleet(
 ) -> Fleet:
     """Enroll the simulated hosts as real agents do: an operator issues each tenant a token for
     that many hosts, and each host registers with it (ingest must be running)."""
-    issued = {
-        slug: await tokens.issue(
-            settings, slug, ttl=timedelta(hours=1), uses=hosts_per_tenant, note="simulator"
-        )
-        for slug in tenants
-    }
+    issued = {slug: await operator.issue(slug, hosts_per_tenant) for slug in tenants}
     requests = [
-        (issued[slug].token, f"{slug}-host-{i:04d}")
-        for slug in tenants
-        for i in range(hosts_per_tenant)
+        (issued[slug], f"{slug}-host-{i:04d}") for slug in tenants for i in range(hosts_per_tenant)
     ]
     identities = await register_hosts(settings, requests, on_registered=on_registered)
     slugs = [slug for slug in tenants for _ in range(hosts_per_tenant)]

@@ -7,11 +7,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from services.agent.simulate import data_for, debian_packages
+from services.agent.simulate import MIX, data_for, debian_packages
 
-# The mix the issue names: about 90% heartbeats, 5% system_info/hardware, 4% compliance and 1%
-# packages snapshots of about 2,000 entries.
-MIX = (("heartbeat", 90), ("system_info", 3), ("hardware", 2), ("compliance", 4), ("packages", 1))
+# The fleet's mix (`simulate.MIX`), with packages snapshots of about 2,000 entries.
 PACKAGES_PER_SNAPSHOT = 2000
 # A packages snapshot that differs from the host's last one (an upgrade since): one in ten. The
 # rest are the same packages again, as an agent reporting daily mostly sends.

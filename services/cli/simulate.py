@@ -9,6 +9,7 @@ from services.agent.simulate import simulate as simulate_fleet
 from services.cli.common import AppContext, json_option, pass_app, print_json, run
 from services.core.errors import InvalidArgument, TenantNotFound
 from services.core.registry import queries as registry
+from services.ops.fleet import FleetOperator
 from services.ops.tenants import registry_connection
 
 
@@ -68,9 +69,13 @@ def simulate(
         if not chosen:
             raise InvalidArgument("no active tenant to simulate: create one first")
         if enroll:
-            fleet = await enroll_fleet(app.settings, chosen, hosts_per_tenant)
+            fleet = await enroll_fleet(
+                app.settings, FleetOperator(app.settings), chosen, hosts_per_tenant
+            )
         else:
-            fleet = await bind_fleet(app.settings, chosen, hosts_per_tenant)
+            fleet = await bind_fleet(
+                app.settings, FleetOperator(app.settings), chosen, hosts_per_tenant
+            )
         return await simulate_fleet(
             app.settings,
             fleet,

@@ -9,9 +9,9 @@ import click
 
 from services.cli.audit import audited
 from services.cli.common import AppContext, json_option, pass_app, print_json, print_table, run
+from services.core.domain import MoveStep, TenantStatus
 from services.core.errors import InvalidArgument, TenantNotFound
 from services.core.registry import queries as registry
-from services.core.registry.models import MoveStep, TenantStatus
 from services.core.registry.queries import TenantRecord
 from services.ops import backups, moves, placements, tenants
 

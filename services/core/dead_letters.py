@@ -65,7 +65,7 @@ _BROKER_REASONS = {
 class DeadLetter:
     """One message in a dead-letter queue, as an operator sees it."""
 
-    queue: str  # invalid | unrouted | failed
+    queue: DeadLetterQueue
     message_id: str | None
     host_id: str | None
     kind: str | None
@@ -128,7 +128,11 @@ def _shown(name: str, value: Any) -> Any:
 
 
 def read_letter(
-    queue: str, message_id: str | None, kind: str | None, headers: dict[str, Any], body: bytes
+    queue: DeadLetterQueue | str,
+    message_id: str | None,
+    kind: str | None,
+    headers: dict[str, Any],
+    body: bytes,
 ) -> DeadLetter:
     """What a dead letter says about itself (pure)."""
     text = wire.header_text
@@ -152,7 +156,7 @@ def read_letter(
     except (TypeError, ValueError):
         replays = 0
     return DeadLetter(
-        queue=queue,
+        queue=DeadLetterQueue(queue),
         message_id=message_id,
         host_id=text(headers.get(wire.HOST_ID)),
         kind=kind or text(headers.get(wire.KIND)),

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import uuid
 
+from services.core.domain import TenantStatus
+from services.core.outcomes import Reason
+
 
 class SiloflowError(Exception):
     """Base of every error siloflow raises on purpose."""
@@ -131,13 +134,14 @@ class ResolutionError(Permanent):
     under the worker, an operator's act that an operator may undo, so the reports wait in their
     queue (the worker stops consuming it at its next reconcile) instead of being dead-lettered."""
 
-    reason = "unresolvable"
+    # The dead letter it makes, if it ends in one (a move is waited out: no reason).
+    reason: Reason | None = None
 
 
 class TenantNotFound(ResolutionError):
     """Raised when no tenant has that slug or id."""
 
-    reason = "tenant-unknown"
+    reason = Reason.TENANT_UNKNOWN
 
     def __init__(self, tenant: str) -> None:
         super().__init__(f"no tenant {tenant!r}")
@@ -147,7 +151,7 @@ class TenantNotFound(ResolutionError):
 class TenantNotActive(ResolutionError):
     """Raised when the tenant exists but is not `active` (provisioning, suspended, deleting)."""
 
-    reason = "tenant-not-active"
+    reason = Reason.TENANT_NOT_ACTIVE
 
     def __init__(self, tenant: str, status: str) -> None:
         super().__init__(f"tenant {tenant!r} is {status}")
@@ -158,17 +162,17 @@ class TenantNotActive(ResolutionError):
 class TenantSuspended(TenantNotActive):
     """Raised when the tenant is suspended by an operator."""
 
-    reason = "tenant-suspended"
+    reason = Reason.TENANT_SUSPENDED
 
     def __init__(self, tenant: str) -> None:
-        super().__init__(tenant, "suspended")
+        super().__init__(tenant, TenantStatus.SUSPENDED)
 
 
 class TenantMoving(ResolutionError):
     """Raised when the tenant is being moved to another placement and its reports wait in its
     queue until the move switches it (`siloflow tenant move`)."""
 
-    reason = "tenant-moving"
+    reason = None
 
     def __init__(self, tenant: str, step: str) -> None:
         super().__init__(f"tenant {tenant!r} is moving ({step}); its reports wait in its queue")
@@ -179,7 +183,7 @@ class TenantMoving(ResolutionError):
 class NoPlacement(ResolutionError):
     """Raised when the tenant has no placement (no recorded server for its database)."""
 
-    reason = "tenant-no-placement"
+    reason = Reason.TENANT_NO_PLACEMENT
 
     def __init__(self, tenant: str) -> None:
         super().__init__(f"tenant {tenant!r} has no placement")
@@ -189,7 +193,7 @@ class NoPlacement(ResolutionError):
 class HostNotBound(ResolutionError):
     """Raised when a host id has no binding to any tenant."""
 
-    reason = "no-tenant-binding"
+    reason = Reason.NO_TENANT_BINDING
 
     def __init__(self, host_id: uuid.UUID) -> None:
         super().__init__(f"host {host_id} is bound to no tenant")

@@ -33,6 +33,7 @@ from services.core.settings import Settings
 from services.demo.view import Snapshot, render
 from services.ops import migrate
 from services.ops.bootstrap import bootstrap, teardown
+from services.ops.fleet import FleetOperator
 from services.ops.management import Management
 from services.ops.tenants import create_tenant, registry_connection
 
@@ -223,7 +224,11 @@ async def demo(
     async def fleet_runs() -> Outcome:
         await wait_consuming(settings, Names(settings.namespace).register_queue)
         fleet = await enroll_fleet(
-            settings, list(options.tenants), options.hosts_per_tenant, on_registered=on_registered
+            settings,
+            FleetOperator(settings),
+            list(options.tenants),
+            options.hosts_per_tenant,
+            on_registered=on_registered,
         )
         progress.phase = f"{len(fleet)} hosts reporting ({options.rate_per_s:g} reports/s)"
         outcome = await simulate(

@@ -17,7 +17,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import text
 
-from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
+from schemas.register import (
+    RegisterAccepted,
+    RegisterRejected,
+    RegisterRequest,
+    RejectionReason,
+)
 from services.core.hostkeys import Keyring
 from services.core.registry import queries as registry
 from services.core.registry import tokens
@@ -67,7 +72,7 @@ class Registrar:
         if done is None:
             outcome = await self._register_new(message_id, request)
             if isinstance(outcome, str):
-                return RegisterRejected(reason=outcome)  # type: ignore[arg-type]
+                return RegisterRejected(reason=outcome)
             done = outcome
         if not same_token(done, request.enrollment_token):
             # Someone replays a registration's message_id with another token (or none that
@@ -109,7 +114,7 @@ class Registrar:
 
     async def _register_new(
         self, message_id: uuid.UUID, request: RegisterRequest
-    ) -> Registered | str:
+    ) -> Registered | RejectionReason:
         host_id = uuid.uuid4()
         version = self._keyring.current
         async with self._engine.begin() as conn:

@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.audit import Entry, Recorded, Where, merged, where_kept
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
+from services.core.domain import TenantStatus
 from services.core.names import Names
 from services.core.pgadmin import set_role
 from services.core.registry import audit as registry_audit
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.settings import Settings
 from services.core.silo import audit as silo_audit
 from services.ops.tenants import registry_connection

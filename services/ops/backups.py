@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
+from services.core.domain import TenantStatus
 from services.core.errors import InvalidArgument, ProvisioningError, TenantNotFound
 from services.core.names import DEFAULT_PLACEMENT, Names, validate_slug
 from services.core.pgadmin import (
@@ -32,7 +33,6 @@ from services.core.pgadmin import (
     set_role,
 )
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.settings import Settings
 from services.ops import chains as migrator
 from services.ops import dumps, records

@@ -7,9 +7,9 @@ import uuid
 
 import structlog
 
+from services.core.domain import TenantStatus
 from services.core.errors import HostAlreadyBound, InvalidArgument, TenantNotFound
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.settings import Settings
 from services.ops import records
 from services.ops.tenants import registry_connection

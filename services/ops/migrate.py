@@ -12,11 +12,11 @@ from sqlalchemy import URL
 from services.core.broker.connection import connect
 from services.core.broker.users import BrokerRole
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url, server_of
+from services.core.domain import TenantStatus
 from services.core.errors import DatabaseUnavailable
 from services.core.names import DEFAULT_PLACEMENT, Names
 from services.core.pgadmin import set_role
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.settings import Settings
 from services.ops import chains as migrator
 from services.ops import records, topology
@@ -160,9 +160,9 @@ async def _run(settings: Settings, *, apply: bool) -> MigrationReport:
         target = Target("tenant", f"tenant {tenant.slug}", tenant.db_name)
         report.targets.append(target)
         if tenant.status not in MIGRATABLE_STATUSES:
+            finish = "create" if tenant.status == TenantStatus.PROVISIONING else "delete"
             target.skipped = (
-                f"{tenant.status}: finish it with `siloflow tenant "
-                f"{'create' if tenant.status == 'provisioning' else 'delete'} {tenant.slug}`"
+                f"{tenant.status}: finish it with `siloflow tenant {finish} {tenant.slug}`"
             )
             continue
         if tenant.move is not None and tenant.move.step.paused:

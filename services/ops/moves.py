@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core.broker.users import BrokerRole, management_url
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
 from services.core.diagnosis import explain
+from services.core.domain import MoveStep, TenantStatus
 from services.core.errors import (
     InvalidArgument,
     ManagementError,
@@ -39,7 +40,7 @@ from services.core.pgadmin import (
     set_role,
 )
 from services.core.registry import queries as registry
-from services.core.registry.models import MoveStep, TenantStatus, tenant_moves, tenants
+from services.core.registry.models import tenant_moves, tenants
 from services.core.settings import Settings
 from services.ops import dumps, records
 from services.ops.credentials import credential_admin

@@ -15,15 +15,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.access import Role
+from services.core.domain import OperatorStatus
 from services.core.errors import InvalidArgument, TenantNotFound
 from services.core.registry import queries as registry
-from services.core.registry.models import (
-    OperatorStatus,
-    operator_grants,
-    operator_tokens,
-    operators,
-    tenants,
-)
+from services.core.registry.models import operator_grants, operator_tokens, operators, tenants
 from services.core.registry.operators import OPERATOR_TOKEN_PREFIX
 from services.core.registry.tokens import hash_token, new_token
 from services.core.settings import Settings

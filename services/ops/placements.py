@@ -12,10 +12,10 @@ from sqlalchemy import text
 
 from services.core import placing
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
+from services.core.domain import TenantStatus
 from services.core.errors import InvalidArgument, ProvisioningError
 from services.core.pgadmin import MAINTENANCE_DATABASE
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.settings import Settings
 from services.ops import moves, records
 from services.ops.tenants import registry_connection

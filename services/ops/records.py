@@ -13,13 +13,8 @@ from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.registry.models import (
-    TenantStatus,
-    host_tenant,
-    placements,
-    tenant_schema,
-    tenants,
-)
+from services.core.domain import TenantStatus
+from services.core.registry.models import host_tenant, placements, tenant_schema, tenants
 from services.core.registry.queries import Placement
 
 

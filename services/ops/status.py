@@ -16,9 +16,10 @@ from sqlalchemy import func, select, text
 from services.core import dead_letters as dlq
 from services.core.broker.users import BrokerRole, management_url
 from services.core.db import registry_engine
+from services.core.domain import TenantStatus
 from services.core.names import Names
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus, host_tenant
+from services.core.registry.models import host_tenant
 from services.core.settings import Settings
 from services.core.silo.databases import RegistryDirectory, TenantDatabases
 from services.ops.management import Management

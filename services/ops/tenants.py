@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core.broker.connection import connect
 from services.core.broker.users import BrokerRole
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
+from services.core.domain import TenantStatus
 from services.core.errors import (
     InvalidArgument,
     NotInSingleTenantMode,
@@ -35,7 +36,6 @@ from services.core.pgadmin import (
     set_role,
 )
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.settings import Settings
 from services.core.silo.models import audit_log
 from services.ops import chains as migrator

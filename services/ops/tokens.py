@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from services.core.domain import TenantStatus
 from services.core.errors import InvalidArgument, TenantNotFound
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.registry.tokens import (
     Issued,
     TokenInfo,

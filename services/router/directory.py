@@ -14,10 +14,10 @@ import asyncpg
 import structlog
 
 from services.core import metrics
+from services.core.domain import TenantStatus
 from services.core.errors import DatabaseUnavailable
 from services.core.failures import CONNECT_REFUSALS, CONNECTION_ERRORS
 from services.core.names import Names
-from services.core.registry.models import TenantStatus
 from services.core.registry.notices import NoticeListener
 from services.core.settings import Settings
 from services.router.bindings import BindingCache

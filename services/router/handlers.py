@@ -14,18 +14,19 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from schemas.reports import REPORT_MODELS
+from schemas.reports import REPORT_MODELS, ReportKind
 from services.core import wire
+from services.core.domain import TenantStatus
 from services.core.hostkeys import Keyring
 from services.core.outcomes import Reason
-from services.core.registry.models import TenantStatus
 
 MAX_ERRORS_SHOWN = 5
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """What ingest looks at in an AMQP delivery (built by the consumer from aio-pika's message)."""
+    """What the router looks at in an AMQP delivery (built by its consumer from aio-pika's
+    message)."""
 
     routing_key: str
     message_id: str | None
@@ -48,7 +49,7 @@ class Limits:
 class Accepted:
     """A valid report: what routing needs of it."""
 
-    kind: str
+    kind: ReportKind
     host_id: uuid.UUID
     message_id: uuid.UUID
     sent_at: datetime
@@ -129,15 +130,17 @@ def validate(
             Reason.UNKNOWN_ROUTING_KEY,
             f"routing key {delivery.routing_key!r} is not report.<kind>",
         )
-    kind = delivery.routing_key[len(wire.REPORT_PREFIX) :]
-    model = REPORT_MODELS.get(kind)
-    if model is None:
+    named = delivery.routing_key[len(wire.REPORT_PREFIX) :]
+    try:
+        kind = ReportKind(named)
+    except ValueError:
         return Rejected(
-            Reason.UNKNOWN_KIND, f"unknown kind {kind!r}; known: {', '.join(REPORT_MODELS)}"
+            Reason.UNKNOWN_KIND, f"unknown kind {named!r}; known: {', '.join(REPORT_MODELS)}"
         )
+    model = REPORT_MODELS[kind]
     if delivery.type is not None and delivery.type != kind:
         return Rejected(
-            Reason.KIND_MISMATCH, f"type property {delivery.type!r} but routing key says {kind!r}"
+            Reason.KIND_MISMATCH, f"type property {delivery.type!r} but routing key says {named!r}"
         )
     if delivery.content_type is not None and delivery.content_type != wire.CONTENT_TYPE:
         return Rejected(

@@ -19,12 +19,12 @@ from services.core.broker.users import BrokerRole
 from services.core.catalog.live import LiveCatalog
 from services.core.db import registry_engine
 from services.core.diagnosis import Outage
+from services.core.domain import TenantStatus
 from services.core.errors import DatabaseUnavailable
 from services.core.lifespan import broker, first_of, health, stop_on_signals, wait_drained
 from services.core.names import Names
 from services.core.outcomes import Stage
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.registry.notices import NoticeListener
 from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings

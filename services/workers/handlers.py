@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.reports import ReportKind
 from services.core import wire
 from services.core.errors import UnreadableReport
 
@@ -31,7 +32,7 @@ class Report:
     def state_key(self) -> str:
         """What a newer report of the same host replaces: per kind, and per benchmark for
         compliance (two benchmarks' runs do not replace each other)."""
-        if self.kind == "compliance":
+        if self.kind == ReportKind.COMPLIANCE:
             return f"compliance:{self.data['benchmark_id']}"
         return self.kind
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from schemas.reports import ReportKind
 from services.core.catalog import findings
 from services.core.catalog.matcher import CatalogIndex, installed_of
 from services.workers.handlers import (
@@ -183,7 +184,7 @@ def _record_arguments(reports: Sequence[Report]) -> list[list[Any]]:
 
 # Kinds whose winning report re-evaluates its host's findings: a packages snapshot always, a
 # system_info when it changes the host's release.
-EVALUATED = frozenset({"packages", "system_info"})
+EVALUATED = frozenset({ReportKind.PACKAGES, ReportKind.SYSTEM_INFO})
 
 
 def _needs_transaction(reports: list[Report], catalog: CatalogIndex | None) -> bool:
@@ -224,7 +225,7 @@ async def _commit(
             await writer.replace(conn, runs)
     if catalog is not None:
         for r in winners:
-            if r.kind == "packages":
+            if r.kind == ReportKind.PACKAGES:
                 installed = installed_of(r.data["packages"])
                 await findings.evaluate(
                     conn,
@@ -235,7 +236,7 @@ async def _commit(
                     revision_left_to_sweeper=True,
                 )
         for r in winners:
-            if r.kind == "system_info":
+            if r.kind == ReportKind.SYSTEM_INFO:
                 await findings.evaluate(
                     conn, catalog, r.host_id, r.sent_at, only_if_release_changed=True
                 )
@@ -328,9 +329,9 @@ class Writer:
 # tests/unit/test_kinds.py fails for a kind of `schemas` missing here, in the migrations, in the
 # simulator or in docs/protocol.md.
 WRITERS: dict[str, Writer] = {
-    "heartbeat": Writer("hosts", group=0, columns=lambda r: heartbeat_row(r)[1:]),
-    "system_info": Writer("hosts", group=1, columns=_system_info_columns),
-    "hardware": Writer("host_hardware", group=2, columns=lambda r: hardware_row(r)[1:9]),
-    "packages": Writer("host_packages", replace=_replace_packages),
-    "compliance": Writer("compliance_results", replace=_replace_compliance),
+    ReportKind.HEARTBEAT: Writer("hosts", group=0, columns=lambda r: heartbeat_row(r)[1:]),
+    ReportKind.SYSTEM_INFO: Writer("hosts", group=1, columns=_system_info_columns),
+    ReportKind.HARDWARE: Writer("host_hardware", group=2, columns=lambda r: hardware_row(r)[1:9]),
+    ReportKind.PACKAGES: Writer("host_packages", replace=_replace_packages),
+    ReportKind.COMPLIANCE: Writer("compliance_results", replace=_replace_compliance),
 }

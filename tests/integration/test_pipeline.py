@@ -15,6 +15,7 @@ from services.agent.client import AgentPublisher
 from services.agent.simulate import bind_fleet, simulate
 from services.core.broker.users import agent_url
 from services.core.wire import AGENT_ROUTING_KEYS
+from services.ops.fleet import FleetOperator
 from services.ops.tenants import create_tenant, set_tenant_status
 from tests.integration.pipeline import (
     Env,
@@ -324,7 +325,7 @@ async def test_host_binding_commands(env: Env) -> None:
 async def test_the_simulated_fleet_lands_exactly_and_its_misbehaviour_is_dead_lettered(
     env: Env,
 ) -> None:
-    fleet = await bind_fleet(env.settings, [env.a.slug, env.b.slug], 5)
+    fleet = await bind_fleet(env.settings, FleetOperator(env.settings), [env.a.slug, env.b.slug], 5)
     outcome = await simulate(
         env.settings,
         fleet,
@@ -334,7 +335,9 @@ async def test_the_simulated_fleet_lands_exactly_and_its_misbehaviour_is_dead_le
     )
     before = {t.slug: len(await committed_ids(t.db_name)) for t in (env.a, env.b)}
     invalid_before = len(await dead_letters(env.settings, "invalid"))
-    await bind_fleet(env.settings, [env.a.slug, env.b.slug], 5)  # bound again: unchanged
+    await bind_fleet(
+        env.settings, FleetOperator(env.settings), [env.a.slug, env.b.slug], 5
+    )  # bound again: unchanged
     await drain(env.settings, env.slugs)
     for tenant in (env.a, env.b):
         landed = len(await committed_ids(tenant.db_name)) - before[tenant.slug]

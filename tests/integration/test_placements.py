@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from services.core.db import ServerAddress, at_server, one_connection, provisioner_url
+from services.core.domain import TenantStatus
 from services.core.names import Names
 from services.core.pgadmin import set_role
-from services.core.registry.models import TenantStatus
 from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
 from services.ops import bindings, migrate, records

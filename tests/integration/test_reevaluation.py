@@ -20,7 +20,7 @@ from services.catalog import store
 from services.core.catalog.findings import catch_up
 from services.core.catalog.live import changed_sources, load_index
 from services.core.catalog.matcher import CatalogIndex, installed_of
-from services.core.registry.models import TenantStatus
+from services.core.domain import TenantStatus
 from services.ops.tenants import set_tenant_status
 from services.sweeper import app as sweeper
 from tests.integration.pipeline import Env, bound_host, drain, fetch, publish

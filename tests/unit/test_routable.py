@@ -7,14 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.core.domain import MOVE_STEPS, MoveStep
 from services.core.errors import (
     NoPlacement,
+    ResolutionError,
     TenantMoving,
     TenantNotActive,
     TenantNotFound,
     TenantSuspended,
 )
-from services.core.registry.models import MOVE_STEPS, MoveStep
+from services.core.outcomes import DeadLetterQueue, Reason
 from services.core.registry.queries import Move, Placement, TenantRecord
 from services.core.silo.databases import routable
 
@@ -44,24 +46,24 @@ def record(
 @pytest.mark.parametrize(
     ("tenant", "error", "reason"),
     [
-        (None, TenantNotFound, "tenant-unknown"),
-        (record("suspended"), TenantSuspended, "tenant-suspended"),
-        (record("provisioning"), TenantNotActive, "tenant-not-active"),
-        (record("deleting"), TenantNotActive, "tenant-not-active"),
-        (record(placement=None), NoPlacement, "tenant-no-placement"),
+        (None, TenantNotFound, Reason.TENANT_UNKNOWN),
+        (record("suspended"), TenantSuspended, Reason.TENANT_SUSPENDED),
+        (record("provisioning"), TenantNotActive, Reason.TENANT_NOT_ACTIVE),
+        (record("deleting"), TenantNotActive, Reason.TENANT_NOT_ACTIVE),
+        (record(placement=None), NoPlacement, Reason.TENANT_NO_PLACEMENT),
         *(
-            (record(move=step), TenantMoving, "tenant-moving")
+            (record(move=step), TenantMoving, None)  # waited out: no dead letter
             for step in MoveStep
             if step is not MoveStep.SWITCHED
         ),
     ],
 )
 def test_unroutable_tenants_raise_a_named_error(
-    tenant: TenantRecord | None, error: type[Exception], reason: str
+    tenant: TenantRecord | None, error: type[Exception], reason: Reason | None
 ) -> None:
     with pytest.raises(error) as info:
         routable(tenant, "acme")
-    assert info.value.reason == reason  # type: ignore[attr-defined]
+    assert info.value.reason is reason  # type: ignore[attr-defined]
 
 
 def test_an_active_placed_tenant_is_routable() -> None:
@@ -84,3 +86,26 @@ def test_the_migration_allows_exactly_the_move_steps() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert tuple(step.value for step in MOVE_STEPS) == module.STEPS
+
+
+def _resolution_errors() -> list[type[ResolutionError]]:
+    found: list[type[ResolutionError]] = []
+    pending = [ResolutionError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            found.append(sub)
+            pending.append(sub)
+    return found
+
+
+@pytest.mark.parametrize("error", _resolution_errors(), ids=lambda e: e.__name__)
+def test_every_resolution_error_names_its_dead_letter_reason(
+    error: type[ResolutionError],
+) -> None:
+    # A refusal that ends in a dead letter says which, as the router's and the API's words;
+    # a move is waited out and ends in none.
+    if error is TenantMoving:
+        assert error.reason is None
+    else:
+        assert isinstance(error.reason, Reason)
+        assert error.reason.dlq is DeadLetterQueue.UNROUTED

@@ -8,7 +8,7 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core.registry.models import TenantStatus
+from services.core.domain import TenantStatus
 from services.router.bindings import UNBOUND, BindingCache, Cached
 from services.router.handlers import HostBinding, TenantState
 

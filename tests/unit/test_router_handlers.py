@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
+from services.core.domain import TenantStatus
 from services.core.outcomes import DeadLetterQueue, Reason
-from services.core.registry.models import TenantStatus
 from services.router.handlers import HostBinding, Route, TenantState, Unroutable, decide
 
 HOST = uuid.uuid4()

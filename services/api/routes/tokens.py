@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.api.deps import Audit, Registry, permitted
 from services.api.errors import ApiError, not_found
 from services.core.access import Action
+from services.core.domain import TenantStatus
 from services.core.errors import InvalidArgument
 from services.core.registry import tokens
 from services.core.registry.queries import TenantRecord
@@ -70,7 +71,7 @@ async def issue(
 ) -> IssuedToken:
     """Issue an enrollment token for the tenant."""
     async with audit.act("token.issue", tenant, **request.model_dump()) as detail:
-        if tenant.status not in ("active", "suspended"):
+        if tenant.status not in (TenantStatus.ACTIVE, TenantStatus.SUSPENDED):
             raise ApiError(409, "conflict", f"the tenant is {tenant.status}")
         try:
             async with engine.begin() as conn:

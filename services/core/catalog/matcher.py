@@ -18,6 +18,7 @@ from datetime import datetime
 from itertools import repeat
 
 from services.core.catalog import versions
+from services.core.domain import ADVISORY_STATUSES
 
 # Debian's releases by number, for `os_version` values such as "12" or "12.5".
 RELEASE_NUMBERS = {
@@ -33,7 +34,7 @@ RELEASE_NUMBERS = {
 # Every codename the tracker uses (a release outside it is refused by the importers).
 RELEASES = frozenset({*RELEASE_NUMBERS.values(), "wheezy", "squeeze", "lenny", "sid"})
 NEVER_AFFECTED = "0"
-STATUSES = ("resolved", "open", "undetermined")
+STATUSES = ADVISORY_STATUSES
 UNFIXED = frozenset({"open", "undetermined"})
 _CODENAME = re.compile(r"\(([a-z]+)\)")
 _NUMBER = re.compile(r"^\s*(\d+)")

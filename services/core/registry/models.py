@@ -3,8 +3,6 @@ tenant, and enrollment tokens. Foreign keys stay inside this partition."""
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
@@ -25,45 +23,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from services.core.access import Role
 from services.core.audit import Outcome
+from services.core.domain import (
+    MOVE_STEPS,
+    TENANT_STATUSES,
+    OperatorStatus,
+    one_of,
+)
 
 metadata = MetaData()
-
-
-class TenantStatus(StrEnum):
-    """Where a tenant is in its life; the registry's check constraint allows these and no other."""
-
-    PROVISIONING = "provisioning"  # being created (`tenant create` resumes it)
-    ACTIVE = "active"  # routed to and committed for
-    SUSPENDED = "suspended"  # by an operator: its reports are dead-lettered, its data kept
-    DELETING = "deleting"  # being deleted (`tenant delete` finishes it)
-
-
-TENANT_STATUSES = tuple(TenantStatus)
-
-
-class MoveStep(StrEnum):
-    """Where a tenant's move between placements is (`siloflow tenant move`): the step it does
-    next, each one safe to run again. Until `switched` the tenant's reports wait in its queue
-    and its source database is fenced; from `switched` on it commits on the target."""
-
-    FENCING = "fencing"  # workers told to stop; close the source database to its logins
-    COPYING = "copying"  # the source is fenced: copy it to the target (again, from scratch)
-    VERIFYING = "verifying"  # compare every table's row count and the ledger's message ids
-    SWITCHING = "switching"  # point the tenant at the target placement, in one transaction
-    SWITCHED = "switched"  # committing on the target; drop (or keep) the fenced source
-
-    @property
-    def paused(self) -> bool:
-        """Whether the tenant's reports wait (nothing may commit anywhere yet)."""
-        return self is not MoveStep.SWITCHED
-
-
-MOVE_STEPS = tuple(MoveStep)
-
-
-def one_of(column: str, values: tuple[StrEnum, ...]) -> str:
-    """A check constraint's condition allowing exactly these values of a closed set."""
-    return f"{column} in ({', '.join(repr(v.value) for v in values)})"
 
 
 placements = Table(
@@ -92,10 +59,7 @@ tenants = Table(
     Column("db_name", Text, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint(
-        "status in ('provisioning', 'active', 'suspended', 'deleting')",
-        name="registry_tenants_status_known",
-    ),
+    CheckConstraint(one_of("status", TENANT_STATUSES), name="registry_tenants_status_known"),
 )
 
 tenant_schema = Table(
@@ -194,13 +158,6 @@ tenant_moves = Table(
     CheckConstraint(one_of("step", MOVE_STEPS), name="registry_tenant_moves_step_known"),
     CheckConstraint("source <> target", name="registry_tenant_moves_elsewhere"),
 )
-
-
-class OperatorStatus(StrEnum):
-    """Whether an operator may act (a disabled one's tokens are refused)."""
-
-    ACTIVE = "active"
-    DISABLED = "disabled"
 
 
 operators = Table(

@@ -12,12 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.functions import now
 
 from services.core.access import Grant, Role
-from services.core.registry.models import (
-    OperatorStatus,
-    operator_grants,
-    operator_tokens,
-    operators,
-)
+from services.core.domain import OperatorStatus
+from services.core.registry.models import operator_grants, operator_tokens, operators
 from services.core.registry.tokens import hash_token
 
 OPERATOR_TOKEN_PREFIX = "sfo_"

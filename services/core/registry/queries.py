@@ -11,9 +11,8 @@ from typing import Any
 from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.core.domain import MoveStep, TenantStatus
 from services.core.registry.models import (
-    MoveStep,
-    TenantStatus,
     host_tenant,
     placements,
     tenant_moves,

@@ -16,8 +16,10 @@ from typing import Any
 from sqlalchemy import Select, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from schemas.register import RejectionReason
+from services.core.domain import TenantStatus
 from services.core.errors import InvalidArgument
-from services.core.registry.models import TenantStatus, enrollment_tokens, tenants
+from services.core.registry.models import enrollment_tokens, tenants
 
 TOKEN_PREFIX = "sfe_"
 TOKEN_BYTES = 32  # 256 bits of randomness
@@ -163,7 +165,7 @@ _SPEND = """
     from registry_tenants r
     where t.token_hash = :hash and r.id = t.tenant_id
       and t.uses_left > 0 and t.revoked_at is null and t.expires_at > now()
-      and r.status = 'active'
+      and r.status = :active
     returning t.id, t.tenant_id
 """
 _WHY_NOT = """
@@ -174,10 +176,12 @@ _WHY_NOT = """
 """
 
 
-async def spend(conn: AsyncConnection, token: str) -> tuple[uuid.UUID, uuid.UUID] | str:
+async def spend(conn: AsyncConnection, token: str) -> tuple[uuid.UUID, uuid.UUID] | RejectionReason:
     """Spend one use: (token id, tenant id), or the rejection code saying why not."""
     digest = hash_token(token)
-    row = (await conn.execute(text(_SPEND), {"hash": digest})).first()
+    row = (
+        await conn.execute(text(_SPEND), {"hash": digest, "active": TenantStatus.ACTIVE.value})
+    ).first()
     if row is not None:
         return row[0], row[1]
     # Why not (read only for the answer: nothing is granted from here).

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.db import make_engine
+from services.core.domain import TenantStatus
 from services.core.errors import (
     DatabaseUnavailable,
     HostNotBound,
@@ -29,7 +30,6 @@ from services.core.errors import (
 from services.core.failures import CONNECTION_ERRORS, root_cause
 from services.core.pgadmin import ident
 from services.core.registry import queries as registry
-from services.core.registry.models import TenantStatus
 from services.core.registry.queries import TenantRecord
 from services.core.settings import Settings
 from services.core.silo.credentials.issuers import credential_source

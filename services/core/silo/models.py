@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -24,8 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from schemas.reports import ComplianceStatus
 from services.core.audit import Outcome
-from services.core.registry.models import one_of
+from services.core.domain import ADVISORY_STATUSES, one_of
 
 metadata = MetaData()
 TS = DateTime(timezone=True)
@@ -120,7 +123,7 @@ compliance_results = Table(
     Column("sent_at", TS, nullable=False),
     PrimaryKeyConstraint("host_id", "benchmark_id", "rule_id"),
     CheckConstraint(
-        "status in ('pass', 'fail', 'error', 'notapplicable')",
+        one_of("status", get_args(ComplianceStatus)),
         name="compliance_results_status_known",
     ),
 )
@@ -144,9 +147,7 @@ findings = Table(
     Column("catalog_revision", Integer, nullable=False),
     Column("first_seen", TS, nullable=False),
     Column("resolved_at", TS, nullable=True),
-    CheckConstraint(
-        "advisory_status in ('resolved', 'open', 'undetermined')", name="findings_advisory_status"
-    ),
+    CheckConstraint(one_of("advisory_status", ADVISORY_STATUSES), name="findings_advisory_status"),
     Index(
         "findings_open",
         "host_id",
