@@ -225,6 +225,41 @@ class Broker:
 T = TypeVar("T")
 
 
+class Stopped:
+    """What `retried_until_stopped` returns when told to stop before its attempt succeeded."""
+
+
+STOPPED = Stopped()
+
+
+async def retried_until_stopped(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    retryable: Callable[[BaseException], bool],
+    outage: Outage,
+    stop: asyncio.Event,
+    retry_max_s: float,
+) -> T | Stopped:
+    """`attempt`, until it succeeds: a failure `retryable` accepts is said through `outage`
+    (once loudly, then quietly) and tried again on the one back-off (`backoff.delays`); any
+    other failure is raised. `STOPPED` if `stop` is set while waiting to try again. The one
+    retry loop of the services: waiting for the broker or the registry at start, the router's
+    lookups, ingest's registrations."""
+    for delay in backoff.delays(retry_max_s):
+        try:
+            result = await attempt()
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+            outage.failed(exc, retry_in_s=delay)
+            if await stopped_within(stop, delay):
+                return STOPPED
+            continue
+        outage.recovered()
+        return result
+    raise AssertionError("unreachable: the delays never end")
+
+
 async def _waited_for(
     attempt: Callable[[], Awaitable[T]],
     failures: tuple[type[BaseException], ...],
@@ -233,22 +268,20 @@ async def _waited_for(
     settings: Settings,
     what: str,
 ) -> T:
-    """`attempt`, until it succeeds: each of `failures` said through `outage` (once loudly,
-    then quietly) and retried with back-off, until `stop`, which raises `ServiceStopped`.
-    Without `stop`, the first failure raises."""
-    for delay in backoff.delays(settings.retry_max_s):
-        try:
-            result = await attempt()
-        except failures as exc:
-            if stop is None:
-                raise
-            outage.failed(exc, retry_in_s=delay)
-            if await stopped_within(stop, delay):
-                raise ServiceStopped(f"stopped while waiting for {what}") from exc
-            continue
-        outage.recovered()
-        return result
-    raise AssertionError("unreachable: the delays never end")
+    """`attempt`, waited for until `stop` (`retried_until_stopped`), which raises
+    `ServiceStopped`. Without `stop`, the first failure raises."""
+    if stop is None:
+        return await attempt()
+    result = await retried_until_stopped(
+        attempt,
+        retryable=lambda exc: isinstance(exc, failures),
+        outage=outage,
+        stop=stop,
+        retry_max_s=settings.retry_max_s,
+    )
+    if isinstance(result, Stopped):
+        raise ServiceStopped(f"stopped while waiting for {what}")
+    return result
 
 
 async def registry_answers(

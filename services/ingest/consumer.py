@@ -20,11 +20,11 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 
 from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
-from services.core import backoff, metrics, wire
+from services.core import metrics, wire
 from services.core.broker.publish import DeadLetters, never_raises, settle
 from services.core.diagnosis import Outage
 from services.core.failures import classify
-from services.core.lifespan import InFlight, stopped_within
+from services.core.lifespan import InFlight, Stopped, retried_until_stopped
 from services.core.logs import bounded
 from services.core.outcomes import Failure, Reason
 from services.core.throttle import Throttle, ThrottleLimits
@@ -164,19 +164,14 @@ class RegistrationConsumer:
     async def _register(
         self, message_id: uuid.UUID, request: RegisterRequest
     ) -> RegisterAccepted | RegisterRejected | None:
-        for delay in backoff.delays(self._retry_max_s):
-            try:
-                answer = await self._registrar.register(message_id, request)
-            except Exception as exc:
-                if classify(exc) is not Failure.TRANSIENT:
-                    raise
-                self._outage.failed(exc, retry_in_s=delay)
-            else:
-                self._outage.recovered()
-                return answer
-            if await stopped_within(self._stop, delay):
-                return None
-        raise AssertionError("unreachable: the delays never end")
+        answer = await retried_until_stopped(
+            lambda: self._registrar.register(message_id, request),
+            retryable=lambda exc: classify(exc) is Failure.TRANSIENT,
+            outage=self._outage,
+            stop=self._stop,
+            retry_max_s=self._retry_max_s,
+        )
+        return None if isinstance(answer, Stopped) else answer
 
     async def _reply(
         self, request: AbstractIncomingMessage, answer: RegisterAccepted | RegisterRejected

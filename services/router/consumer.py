@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.core import backoff, metrics, wire
+from services.core import metrics, wire
 from services.core.broker.publish import (
     DeadLetters,
     Publisher,
+    dead_letter_and_settle,
     forward,
     never_raises,
     now_ms,
@@ -26,7 +27,7 @@ from services.core.broker.publish import (
 )
 from services.core.diagnosis import Outage
 from services.core.errors import DatabaseUnavailable, Unroutable
-from services.core.lifespan import InFlight, stopped_within
+from services.core.lifespan import InFlight, Stopped, retried_until_stopped
 from services.core.names import Names
 from services.core.outcomes import Reason
 from services.router.directory import RouterDirectory
@@ -172,25 +173,16 @@ class RouterConsumer:
         self, host_id: uuid.UUID
     ) -> tuple[HostBinding | None, TenantState | None] | None:
         """The registry's answer, waiting out registry outages; None if told to stop first."""
-        for delay in backoff.delays(self._retry_max_s):
-            try:
-                found = await self._directory.lookup(host_id)
-            except DatabaseUnavailable as exc:
-                self._registry_outage.failed(exc, retry_in_s=delay)
-            else:
-                self._registry_outage.recovered()
-                return found
-            if await stopped_within(self._stop, delay):
-                return None
-        raise AssertionError("unreachable: the delays never end")
+        found = await retried_until_stopped(
+            lambda: self._directory.lookup(host_id),
+            retryable=lambda exc: isinstance(exc, DatabaseUnavailable),
+            outage=self._registry_outage,
+            stop=self._stop,
+            retry_max_s=self._retry_max_s,
+        )
+        return None if isinstance(found, Stopped) else found
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, reason: Reason, detail: str, **context: object
     ) -> None:
-        try:
-            await self._dead.send(message, reason, detail, **context)
-        except Exception:
-            log.exception("router.dead_letter_failed", message_id=message.message_id)
-            await settle(message, requeue=True)
-            return
-        await settle(message)
+        await dead_letter_and_settle(self._dead, message, reason, detail, **context)

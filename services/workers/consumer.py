@@ -16,7 +16,13 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import backoff, metrics
-from services.core.broker.publish import DeadLetters, observe_lag, settle, settle_all
+from services.core.broker.publish import (
+    DeadLetters,
+    dead_letter_and_settle,
+    observe_lag,
+    settle,
+    settle_all,
+)
 from services.core.broker.topology import consumable, tenant_queue
 from services.core.catalog.live import LiveCatalog
 from services.core.errors import UnreadableReport
@@ -248,10 +254,4 @@ class TenantConsumer:
     async def _dead_letter(
         self, message: AbstractIncomingMessage, reason: Reason, detail: str
     ) -> None:
-        try:
-            await self._dead.send(message, reason, detail, tenant=self.tenant.slug)
-        except Exception:
-            log.exception("worker.dead_letter_failed", message_id=message.message_id)
-            await settle(message, requeue=True)
-            return
-        await settle(message)
+        await dead_letter_and_settle(self._dead, message, reason, detail, tenant=self.tenant.slug)

@@ -272,3 +272,21 @@ def observe_lag(message: AbstractIncomingMessage, stage: str, tenant: str = "") 
 def now_ms() -> int:
     """The time now, in epoch milliseconds (the received-at header)."""
     return int(time.time() * 1000)
+
+
+async def dead_letter_and_settle(
+    dead: DeadLetters,
+    message: AbstractIncomingMessage,
+    reason: Reason,
+    detail: str,
+    **context: Any,
+) -> None:
+    """Dead-letter the message, then ack it; if the dead letter cannot be published, hand the
+    message back instead (nack with requeue): it is never acked without its next home."""
+    try:
+        await dead.send(message, reason, detail, **context)
+    except Exception:
+        log.exception("report.dead_letter_failed", message_id=message.message_id, **context)
+        await settle(message, requeue=True)
+        return
+    await settle(message)
