@@ -1,7 +1,7 @@
 """The workers' decisions, with no I/O: read a routed report, name the state it replaces, and
 turn reports into table rows (which report wins is decided by the commit's statement, in
-`store`). Ingest validated every body, so reading it again here is plain JSON, not a second
-validation."""
+`store`, which builds its statements from the row types here). The router validated every
+body, so reading it again here is plain JSON, not a second validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.reports import ReportKind
 from services.core import wire
@@ -68,12 +68,79 @@ def fill_wait_s(*, buffered: int, batch_max: int, batch_wait_s: float, quiet_s: 
 
 
 # -- rows per kind -------------------------------------------------------------------------------
+# One named row type per table a report writes; the store's statements and COPY columns are
+# built from their fields, never from positions.
 
 
-def heartbeat_row(r: Report) -> tuple[Any, ...]:
+class HeartbeatRow(NamedTuple):
+    """A heartbeat's part of its host's row."""
+
+    host_id: uuid.UUID
+    status: str
+    agent_version: str
+    uptime_s: int
+    load_1: float
+    load_5: float
+    load_15: float
+
+
+class SystemInfoRow(NamedTuple):
+    """A system_info's part of its host's row."""
+
+    host_id: uuid.UUID
+    hostname: str
+    fqdn: str
+    os_name: str
+    os_version: str
+    kernel: str
+    arch: str
+    ipv4: list[str]
+    ipv6: list[str]
+
+
+class HardwareRow(NamedTuple):
+    """A host's `host_hardware` row."""
+
+    host_id: uuid.UUID
+    cpu_vendor: str
+    cpu_model: str
+    cpu_cores: int
+    cpu_threads: int
+    cpu_mhz: float
+    memory_mb: int
+    disks: str  # JSON
+    nics: str  # JSON
+    sent_at: datetime
+
+
+class PackageRow(NamedTuple):
+    """A `host_packages` row."""
+
+    host_id: uuid.UUID
+    manager: str
+    name: str
+    arch: str
+    version: str
+    sent_at: datetime
+    source: str | None  # only where it differs from the binary's name
+    source_version: str | None  # only where it differs from the binary's version
+
+
+class ComplianceRow(NamedTuple):
+    """A `compliance_results` row."""
+
+    host_id: uuid.UUID
+    benchmark_id: str
+    rule_id: str
+    status: str
+    severity: str
+    sent_at: datetime
+
+
+def heartbeat_row(r: Report) -> HeartbeatRow:
     """A heartbeat's host row: status, agent version, uptime, load."""
     d = r.data
-    return (
+    return HeartbeatRow(
         r.host_id,
         d["status"],
         d["agent_version"],
@@ -84,10 +151,10 @@ def heartbeat_row(r: Report) -> tuple[Any, ...]:
     )
 
 
-def system_info_row(r: Report) -> tuple[Any, ...]:
+def system_info_row(r: Report) -> SystemInfoRow:
     """A system_info's host row: names, OS, kernel, architecture, addresses."""
     d = r.data
-    return (
+    return SystemInfoRow(
         r.host_id,
         d["hostname"],
         d["fqdn"],
@@ -100,11 +167,11 @@ def system_info_row(r: Report) -> tuple[Any, ...]:
     )
 
 
-def hardware_row(r: Report) -> tuple[Any, ...]:
+def hardware_row(r: Report) -> HardwareRow:
     """A hardware report's row: CPU, memory, disks and NICs."""
     d = r.data
     cpu = d["cpu"]
-    return (
+    return HardwareRow(
         r.host_id,
         cpu["vendor"],
         cpu["model"],
@@ -118,7 +185,7 @@ def hardware_row(r: Report) -> tuple[Any, ...]:
     )
 
 
-def package_rows(r: Report) -> list[tuple[Any, ...]]:
+def package_rows(r: Report) -> list[PackageRow]:
     """One row per distinct (name, arch, version): a snapshot listing one twice stores it once
     (the last entry's source wins). Its source and source version are kept only where they differ
     from the binary's own (absent means the same, as the protocol says)."""
@@ -132,16 +199,18 @@ def package_rows(r: Report) -> list[tuple[Any, ...]]:
             source_version if source_version not in (None, p["version"]) else None,
         )
     return [
-        (r.host_id, manager, name, arch, version, r.sent_at, *unique[(name, arch, version)])
+        PackageRow(
+            r.host_id, manager, name, arch, version, r.sent_at, *unique[(name, arch, version)]
+        )
         for name, arch, version in sorted(unique)
     ]
 
 
-def compliance_rows(r: Report) -> list[tuple[Any, ...]]:
+def compliance_rows(r: Report) -> list[ComplianceRow]:
     """One row per rule (the last result for a rule listed twice)."""
     benchmark = r.data["benchmark_id"]
     by_rule = {res["rule_id"]: res for res in r.data["results"]}
     return [
-        (r.host_id, benchmark, rule, res["status"], res["severity"], r.sent_at)
+        ComplianceRow(r.host_id, benchmark, rule, res["status"], res["severity"], r.sent_at)
         for rule, res in sorted(by_rule.items())
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,11 @@ from schemas.reports import ReportKind
 from services.core.catalog import findings
 from services.core.catalog.matcher import CatalogIndex, installed_of
 from services.workers.handlers import (
+    ComplianceRow,
+    HardwareRow,
+    HeartbeatRow,
     Report,
+    SystemInfoRow,
     compliance_rows,
     hardware_row,
     heartbeat_row,
@@ -129,10 +134,22 @@ _RECORD = """
     select coalesce((select array_agg(message_id) from fresh), '{}') as fresh,
            coalesce((select array_agg(message_id) from won), '{}') as won
 """
-# The statement's column groups after the ledger's six (heartbeat, system_info, hardware): how
-# many columns each has. A report fills its kind's group; the others travel as nulls.
-GROUP_WIDTHS = (6, 8, 8)
-_COMPLIANCE_COLUMNS = ("host_id", "benchmark_id", "rule_id", "status", "severity", "sent_at")
+
+
+# The statement's column groups after the ledger's six (heartbeat, system_info, hardware): each
+# kind's row but its host (and hardware's sent_at, which the ledger's column carries). A report
+# fills its kind's group; the others travel as nulls.
+def _state_fields(fields: tuple[str, ...], *but: str) -> tuple[str, ...]:
+    return tuple(f for f in fields if f not in ("host_id", *but))
+
+
+_HEARTBEAT_STATE = _state_fields(HeartbeatRow._fields)
+_SYSTEM_INFO_STATE = _state_fields(SystemInfoRow._fields)
+_HARDWARE_STATE = _state_fields(HardwareRow._fields, "sent_at")
+GROUP_WIDTHS = (len(_HEARTBEAT_STATE), len(_SYSTEM_INFO_STATE), len(_HARDWARE_STATE))
+_heartbeat_state = attrgetter(*_HEARTBEAT_STATE)
+_hardware_state = attrgetter(*_HARDWARE_STATE)
+_COMPLIANCE_COLUMNS = ComplianceRow._fields
 
 # Session settings of the connections that commit batches. The statements above are fixed bulk
 # statements over arrays: their plan does not depend on the values, so planning each of the
@@ -161,7 +178,8 @@ def _system_info_columns(r: Report) -> tuple[Any, ...]:
     # unnest cannot take an array of arrays of different lengths: addresses travel as one
     # space-separated text each (an address never contains a space), split in SQL.
     row = system_info_row(r)
-    return (*row[1:7], " ".join(row[7]), " ".join(row[8]))
+    addresses = {"ipv4": " ".join(row.ipv4), "ipv6": " ".join(row.ipv6)}
+    return tuple(addresses.get(f, getattr(row, f)) for f in _SYSTEM_INFO_STATE)
 
 
 def _state_columns(r: Report) -> tuple[Any, ...]:
@@ -297,18 +315,17 @@ async def _replace_packages(conn: asyncpg.Connection, snapshots: list[Report]) -
     """One statement per snapshot (at most one per host in a batch): the host, its manager and
     sent_at once, and the listed packages as three arrays."""
     for snapshot in snapshots:
-        # (host_id, manager, name, arch, version, sent_at, source, source_version)
         rows = package_rows(snapshot)
         await conn.execute(
             _PACKAGES,
             snapshot.host_id,
             str(snapshot.data["manager"]),
             snapshot.sent_at,
-            [row[2] for row in rows],
-            [row[3] for row in rows],
-            [row[4] for row in rows],
-            [row[6] for row in rows],
-            [row[7] for row in rows],
+            [row.name for row in rows],
+            [row.arch for row in rows],
+            [row.version for row in rows],
+            [row.source for row in rows],
+            [row.source_version for row in rows],
         )
 
 
@@ -329,9 +346,13 @@ class Writer:
 # tests/unit/test_kinds.py fails for a kind of `schemas` missing here, in the migrations, in the
 # simulator or in docs/protocol.md.
 WRITERS: dict[str, Writer] = {
-    ReportKind.HEARTBEAT: Writer("hosts", group=0, columns=lambda r: heartbeat_row(r)[1:]),
+    ReportKind.HEARTBEAT: Writer(
+        "hosts", group=0, columns=lambda r: _heartbeat_state(heartbeat_row(r))
+    ),
     ReportKind.SYSTEM_INFO: Writer("hosts", group=1, columns=_system_info_columns),
-    ReportKind.HARDWARE: Writer("host_hardware", group=2, columns=lambda r: hardware_row(r)[1:9]),
+    ReportKind.HARDWARE: Writer(
+        "host_hardware", group=2, columns=lambda r: _hardware_state(hardware_row(r))
+    ),
     ReportKind.PACKAGES: Writer("host_packages", replace=_replace_packages),
     ReportKind.COMPLIANCE: Writer("compliance_results", replace=_replace_compliance),
 }
