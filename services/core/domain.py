@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
+from services.core.outcomes import Reason
+
 
 class TenantStatus(StrEnum):
     """Where a tenant is in its life; the registry's check constraint allows these and no other."""
@@ -57,3 +59,16 @@ class OperatorStatus(StrEnum):
 
 # An advisory's status in the catalog and in a host's findings (the Debian tracker's words).
 ADVISORY_STATUSES = ("resolved", "open", "undetermined")
+
+
+def refusal(status: TenantStatus) -> Reason | None:
+    """Why a tenant in this status takes no reports, or None if it takes them (it is active):
+    the one rule the router (into the tenant's queue) and the silo's seam (into its database)
+    both read. A move is not a status: the seam waits it out on its own."""
+    if status is TenantStatus.ACTIVE:
+        return None
+    if status is TenantStatus.SUSPENDED:
+        return Reason.TENANT_SUSPENDED
+    if status is TenantStatus.DELETING:
+        return Reason.TENANT_DELETED
+    return Reason.TENANT_NOT_ACTIVE

@@ -168,6 +168,15 @@ class TenantSuspended(TenantNotActive):
         super().__init__(tenant, TenantStatus.SUSPENDED)
 
 
+class TenantDeleting(TenantNotActive):
+    """Raised when the tenant is being deleted (`tenant delete` finishes it)."""
+
+    reason = Reason.TENANT_DELETED
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(tenant, TenantStatus.DELETING)
+
+
 class TenantMoving(ResolutionError):
     """Raised when the tenant is being moved to another placement and its reports wait in its
     queue until the move switches it (`siloflow tenant move`)."""

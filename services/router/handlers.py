@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from schemas.reports import REPORT_MODELS, ReportKind
 from services.core import wire
-from services.core.domain import TenantStatus
+from services.core.domain import TenantStatus, refusal
 from services.core.hostkeys import Keyring
 from services.core.outcomes import Reason
 
@@ -237,10 +237,7 @@ def decide(
             f"host {host_id} is bound to tenant {binding.tenant_id}, "
             "which the registry does not know",
         )
-    if tenant.status == TenantStatus.SUSPENDED:
-        return Unroutable(Reason.TENANT_SUSPENDED, f"tenant {tenant.slug!r} is suspended")
-    if tenant.status == TenantStatus.DELETING:
-        return Unroutable(Reason.TENANT_DELETED, f"tenant {tenant.slug!r} is being deleted")
-    if tenant.status != TenantStatus.ACTIVE:
-        return Unroutable(Reason.TENANT_NOT_ACTIVE, f"tenant {tenant.slug!r} is {tenant.status}")
+    refused = refusal(tenant.status)
+    if refused is not None:
+        return Unroutable(refused, f"tenant {tenant.slug!r} is {tenant.status}")
     return Route(tenant.slug)

@@ -11,6 +11,7 @@ from services.core.domain import MOVE_STEPS, MoveStep
 from services.core.errors import (
     NoPlacement,
     ResolutionError,
+    TenantDeleting,
     TenantMoving,
     TenantNotActive,
     TenantNotFound,
@@ -49,7 +50,7 @@ def record(
         (None, TenantNotFound, Reason.TENANT_UNKNOWN),
         (record("suspended"), TenantSuspended, Reason.TENANT_SUSPENDED),
         (record("provisioning"), TenantNotActive, Reason.TENANT_NOT_ACTIVE),
-        (record("deleting"), TenantNotActive, Reason.TENANT_NOT_ACTIVE),
+        (record("deleting"), TenantDeleting, Reason.TENANT_DELETED),
         (record(placement=None), NoPlacement, Reason.TENANT_NO_PLACEMENT),
         *(
             (record(move=step), TenantMoving, None)  # waited out: no dead letter

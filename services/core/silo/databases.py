@@ -17,17 +17,19 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.db import make_engine
-from services.core.domain import TenantStatus
+from services.core.domain import refusal
 from services.core.errors import (
     DatabaseUnavailable,
     HostNotBound,
     NoPlacement,
+    TenantDeleting,
     TenantMoving,
     TenantNotActive,
     TenantNotFound,
     TenantSuspended,
 )
 from services.core.failures import CONNECTION_ERRORS, root_cause
+from services.core.outcomes import Reason
 from services.core.pgadmin import ident
 from services.core.registry import queries as registry
 from services.core.registry.queries import TenantRecord
@@ -73,9 +75,12 @@ def routable(record: TenantRecord | None, wanted: str) -> TenantRecord:
     """The tenant if reports may be committed to it now; otherwise the error that says why."""
     if record is None:
         raise TenantNotFound(wanted)
-    if record.status == TenantStatus.SUSPENDED:
+    refused = refusal(record.status)
+    if refused is Reason.TENANT_SUSPENDED:
         raise TenantSuspended(record.slug)
-    if record.status != TenantStatus.ACTIVE:
+    if refused is Reason.TENANT_DELETED:
+        raise TenantDeleting(record.slug)
+    if refused is not None:
         raise TenantNotActive(record.slug, record.status)
     if record.placement is None:
         raise NoPlacement(record.slug)
