@@ -78,7 +78,6 @@ class TenantConsumer:
         self._channel = consume_channel
         self._dead = dead_letters
         self._buffer: list[AbstractIncomingMessage] = []
-        self._arrived_at: list[float] = []  # loop time each buffered message came in
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -117,7 +116,6 @@ class TenantConsumer:
         self.in_flight.started()  # finished by the batch loop once the message is settled
         observe_lag(message, "worker", self.tenant.slug)
         self._buffer.append(message)
-        self._arrived_at.append(asyncio.get_running_loop().time())
         self._arrived.set()
 
     async def _batches(self) -> None:
@@ -137,13 +135,11 @@ class TenantConsumer:
                 batch_max=self._settings.batch_max,
                 batch_wait_s=self._settings.batch_wait_s,
                 quiet_s=loop.time() - self._last_batch_at,
-                oldest_s=loop.time() - self._arrived_at[0],
             )
             if wait_s:
                 await stopped_within(self._stopping, wait_s)  # stopping cuts the wait short
             batch = self._buffer[: self._settings.batch_max]
             del self._buffer[: len(batch)]
-            del self._arrived_at[: len(batch)]
             try:
                 await self._settle_batch(batch)
             except Exception:

@@ -57,19 +57,14 @@ def read_report(message_id: str | None, headers: Mapping[str, Any], body: bytes)
         raise UnreadableReport(f"unreadable report: {type(exc).__name__}: {exc}") from None
 
 
-def fill_wait_s(
-    *, buffered: int, batch_max: int, batch_wait_s: float, quiet_s: float, oldest_s: float
-) -> float:
+def fill_wait_s(*, buffered: int, batch_max: int, batch_wait_s: float, quiet_s: float) -> float:
     """How long a tenant's batch waits to fill before it is committed. A busy tenant (its last
-    batch settled under batch_wait_s ago) gathers its reports until the oldest of them has
-    waited batch_wait_s, so they go together in fewer transactions; a report at a quiet moment
-    goes at once, and so does a full batch. (Nagle's rule, for commits: the wait is paid only
-    where there is something to gather.) The wait counts from the oldest report's arrival
-    (`oldest_s` ago), not from now: reports that piled up behind a slow commit have waited
-    already, and waiting the whole batch_wait_s again was most of the latency tail."""
+    batch settled under batch_wait_s ago) waits batch_wait_s, so its reports go together in fewer
+    transactions; a report at a quiet moment goes at once, and so does a full batch. (Nagle's
+    rule, for commits: the wait is paid only where there is something to gather.)"""
     if buffered >= batch_max or quiet_s >= batch_wait_s:
         return 0.0
-    return max(batch_wait_s - oldest_s, 0.0)
+    return batch_wait_s
 
 
 # -- rows per kind -------------------------------------------------------------------------------

@@ -72,31 +72,27 @@ def test_the_state_a_report_replaces(kind: str, data: dict[str, object], state: 
 
 
 @pytest.mark.parametrize(
-    ("buffered", "quiet_s", "oldest_s", "wait_s"),
+    ("buffered", "quiet_s", "wait_s"),
     [
-        (1, float("inf"), 0.0, 0.0),  # the tenant's first report: at once
-        (1, 0.2, 0.0, 0.0),  # quiet for longer than the wait: at once
-        (1, 0.05, 0.0, 0.0),  # quiet for exactly the wait: at once
-        (1, 0.01, 0.0, 0.05),  # busy, a report just in: wait for the batch to fill
-        (199, 0.0, 0.0, 0.05),
-        (200, 0.0, 0.0, 0.0),  # full: at once
-        (250, 0.0, 0.0, 0.0),
-        (3, 0.0, 0.03, 0.02),  # busy, the oldest in for 30 ms: the rest of the 50
-        (3, 0.0, 0.05, 0.0),  # busy, the oldest waited the whole wait (behind a slow commit)
-        (3, 0.0, 0.4, 0.0),
+        (1, float("inf"), 0.0),  # the tenant's first report: at once
+        (1, 0.2, 0.0),  # quiet for longer than the wait: at once
+        (1, 0.05, 0.0),  # quiet for exactly the wait: at once
+        (1, 0.01, 0.05),  # busy: wait for the batch to fill
+        (199, 0.0, 0.05),
+        (200, 0.0, 0.0),  # full: at once
+        (250, 0.0, 0.0),
     ],
 )
-def test_only_a_busy_tenants_batch_waits_to_fill_and_never_past_its_oldest_report(
-    buffered: int, quiet_s: float, oldest_s: float, wait_s: float
+def test_only_a_busy_tenants_batch_waits_to_fill(
+    buffered: int, quiet_s: float, wait_s: float
 ) -> None:
-    waited = fill_wait_s(
-        buffered=buffered, batch_max=200, batch_wait_s=0.05, quiet_s=quiet_s, oldest_s=oldest_s
+    assert (
+        fill_wait_s(buffered=buffered, batch_max=200, batch_wait_s=0.05, quiet_s=quiet_s) == wait_s
     )
-    assert waited == pytest.approx(wait_s)
 
 
 def test_no_batch_waits_when_the_wait_is_zero() -> None:
-    assert fill_wait_s(buffered=1, batch_max=200, batch_wait_s=0.0, quiet_s=0.0, oldest_s=0) == 0
+    assert fill_wait_s(buffered=1, batch_max=200, batch_wait_s=0.0, quiet_s=0.0) == 0.0
 
 
 def test_package_rows_store_a_repeated_entry_once() -> None:
