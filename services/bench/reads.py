@@ -51,6 +51,7 @@ from services.agent.client import Identity
 from services.bench import procstat, publisher, workload
 from services.bench.processes import free_port
 from services.bench.stage import (
+    commits,
     host_port,
     namespace,
     pg_server,
@@ -176,26 +177,13 @@ class Pipeline:
         while True:
             found: dict[str, tuple[float, float]] = {}
             for dsn in self.dsns.values():
-                found |= await _latencies(dsn)
+                found |= await commits(dsn)
             missing = ids - found.keys()
             if not missing:
                 return {m: found[m] for m in ids}
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{len(missing)} of {len(ids)} reports were never committed")
             await asyncio.sleep(0.5)
-
-
-async def _latencies(dsn: str) -> dict[str, tuple[float, float]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "select message_id::text as id, "
-            "extract(epoch from pg_xact_commit_timestamp(xmin) - sent_at)::float8 as latency, "
-            "extract(epoch from pg_xact_commit_timestamp(xmin))::float8 as at from agent_messages"
-        )
-    finally:
-        await conn.close()
-    return {r["id"]: (r["latency"], r["at"]) for r in rows}
 
 
 def _p99(values: list[float]) -> float:

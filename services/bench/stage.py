@@ -145,14 +145,21 @@ def host_port(dsn: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def commit_times(dsn: str) -> dict[str, float]:
-    """Each committed report's commit time (epoch seconds), by message id."""
+async def commits(dsn: str) -> dict[str, tuple[float, float]]:
+    """Each committed report's latency (sent_at to the end of its commit) and commit time
+    (epoch seconds), by message id."""
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
             "select message_id::text as id, "
+            "extract(epoch from pg_xact_commit_timestamp(xmin) - sent_at)::float8 as latency, "
             "extract(epoch from pg_xact_commit_timestamp(xmin))::float8 as at from agent_messages"
         )
     finally:
         await conn.close()
-    return {r["id"]: r["at"] for r in rows}
+    return {r["id"]: (r["latency"], r["at"]) for r in rows}
+
+
+async def commit_times(dsn: str) -> dict[str, float]:
+    """Each committed report's commit time (epoch seconds), by message id."""
+    return {m: at for m, (_, at) in (await commits(dsn)).items()}
