@@ -35,12 +35,8 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from services.core import wire
 from services.core.broker.connection import connect
-from services.core.broker.publish import (
-    forward,
-    publish,
-    publishing_channel,
-    settle_all,
-)
+from services.core.broker.publish import forward, publish, publishing_channel
+from services.core.broker.settle import settle_all
 from services.core.broker.users import BrokerRole
 from services.core.db import registry_engine
 from services.core.errors import Unroutable

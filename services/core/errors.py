@@ -209,6 +209,16 @@ class HostNotBound(ResolutionError):
         self.host_id = host_id
 
 
+class HostRevoked(ResolutionError):
+    """Raised when a host's binding was revoked (`siloflow host revoke`)."""
+
+    reason = Reason.HOST_REVOKED
+
+    def __init__(self, host_id: uuid.UUID) -> None:
+        super().__init__(f"host {host_id} was revoked")
+        self.host_id = host_id
+
+
 # -- provisioning --------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
@@ -232,24 +232,37 @@ class Stopped:
 STOPPED = Stopped()
 
 
+class Said(Protocol):
+    """How a retry loop's failures and recovery are said (`diagnosis.Outage`: the first failure
+    loudly, the rest quietly; the workers' commits: every try, with its class)."""
+
+    def failed(self, exc: BaseException, *, retry_in_s: float) -> None:
+        """An attempt failed and is tried again in `retry_in_s`."""
+        ...
+
+    def recovered(self) -> None:
+        """An attempt succeeded."""
+        ...
+
+
 async def retried_until_stopped(
     attempt: Callable[[], Awaitable[T]],
     *,
-    retryable: Callable[[BaseException], bool],
-    outage: Outage,
+    retryable: Callable[[BaseException, int], bool],
+    outage: Said,
     stop: asyncio.Event,
     retry_max_s: float,
 ) -> T | Stopped:
-    """`attempt`, until it succeeds: a failure `retryable` accepts is said through `outage`
-    (once loudly, then quietly) and tried again on the one back-off (`backoff.delays`); any
-    other failure is raised. `STOPPED` if `stop` is set while waiting to try again. The one
-    retry loop of the services: waiting for the broker or the registry at start, the router's
-    lookups, ingest's registrations."""
-    for delay in backoff.delays(retry_max_s):
+    """`attempt`, until it succeeds: a failure `retryable` accepts (given the failure and how
+    many tries it makes, from 1) is said through `outage` and tried again on the one back-off
+    (`backoff.delays`); any other failure is raised. `STOPPED` if `stop` is set while waiting
+    to try again. The one retry loop of the services: waiting for the broker or the registry at
+    start, the router's lookups, ingest's registrations, the workers' commits."""
+    for tries, delay in enumerate(backoff.delays(retry_max_s), start=1):
         try:
             result = await attempt()
         except Exception as exc:
-            if not retryable(exc):
+            if not retryable(exc, tries):
                 raise
             outage.failed(exc, retry_in_s=delay)
             if await stopped_within(stop, delay):
@@ -274,7 +287,7 @@ async def _waited_for(
         return await attempt()
     result = await retried_until_stopped(
         attempt,
-        retryable=lambda exc: isinstance(exc, failures),
+        retryable=lambda exc, _: isinstance(exc, failures),
         outage=outage,
         stop=stop,
         retry_max_s=settings.retry_max_s,

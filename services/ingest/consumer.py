@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from schemas.register import RegisterAccepted, RegisterRejected, RegisterRequest
 from services.core import metrics, wire
-from services.core.broker.publish import DeadLetters, never_raises, settle
+from services.core.broker.publish import DeadLetters
+from services.core.broker.settle import ACK, REQUEUE, Settlement, ToDeadLetters, settles
 from services.core.diagnosis import Outage
 from services.core.failures import classify
 from services.core.lifespan import InFlight, Stopped, retried_until_stopped
@@ -59,7 +60,7 @@ class RegistrationConsumer:
         self._throttle = Throttle(throttle or ThrottleLimits(), time.monotonic())
         self._channel = publish_channel
         self._registrar = registrar
-        self._dead = dead_letters
+        self.dead_letters = dead_letters
         self._stop = stop
         self._retry_max_s = retry_max_s
         self._outage = outage
@@ -67,69 +68,55 @@ class RegistrationConsumer:
         self.in_flight = InFlight()
 
     # A registration's message_id is never logged: with its token it is a claim to a host key.
-    @never_raises("registrar", identify=False)
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    @settles("registrar", identify=False)
+    async def on_message(self, message: AbstractIncomingMessage) -> Settlement:
         """Answer one registration request (or dead-letter one that cannot be answered)."""
-        with self.in_flight:
-            undecodable = (message.headers or {}).get(wire.UNDECODABLE)
-            if undecodable is not None:
-                metrics.labelled(metrics.REGISTRATIONS_UNANSWERED, "undecodable").inc()
-                await self._dead.send(
-                    message,
-                    Reason.UNDECODABLE,
-                    "registration request whose AMQP properties could not be decoded "
-                    f"({wire.header_text(undecodable)})",
-                )
-                await settle(message)
-                return
-            if not message.reply_to:
-                await self._dead.send(
-                    message,
-                    Reason.BAD_REGISTRATION,
-                    "registration request without reply_to: nobody to answer",
-                )
-                await settle(message)
-                return
-            source = reply_source(message.reply_to)
-            if source is None:
-                self._answered_nowhere(message.reply_to)
-                await settle(message)
-                return
-            wait_s = self._throttle.wait_s(source, time.monotonic())
-            if wait_s > 0:
-                retry_after_s = math.ceil(wait_s * 10) / 10  # never "retry after 0"
-                await self._reply(
-                    message, RegisterRejected(reason="rate-limited", retry_after_s=retry_after_s)
-                )
-                await settle(message)
-                log.warning("registration.rate_limited", source=source, retry_after_s=wait_s)
-                return
-            try:
-                message_id = uuid.UUID(message.message_id or "")
-                if len(message.body) > MAX_REQUEST_BYTES:
-                    raise ValueError("request too large")
-                request = RegisterRequest.model_validate_json(message.body)
-            except (ValueError, ValidationError) as exc:
-                log.warning("registration.invalid", error=str(exc).splitlines()[0])
-                await self._reply(message, RegisterRejected(reason="invalid"))
-                await settle(message)
-                self._count(source, "invalid")
-                return
-            answer = await self._register(message_id, request)
-            if answer is None:  # stopping while the databases are down: hand it back
-                await settle(message, requeue=True)
-                return
-            await self._reply(message, answer)
-            await settle(message)
-            self._count(source, answer.reason if isinstance(answer, RegisterRejected) else None)
-            if isinstance(answer, RegisterAccepted):
-                log.info(
-                    "registration.accepted", host_id=str(answer.host_id), hostname=request.hostname
-                )
-            else:
-                log.warning(
-                    "registration.rejected", reason=answer.reason, hostname=request.hostname
-                )
+        undecodable = (message.headers or {}).get(wire.UNDECODABLE)
+        if undecodable is not None:
+            metrics.labelled(metrics.REGISTRATIONS_UNANSWERED, "undecodable").inc()
+            return ToDeadLetters(
+                Reason.UNDECODABLE,
+                "registration request whose AMQP properties could not be decoded "
+                f"({wire.header_text(undecodable)})",
+            )
+        if not message.reply_to:
+            return ToDeadLetters(
+                Reason.BAD_REGISTRATION, "registration request without reply_to: nobody to answer"
+            )
+        source = reply_source(message.reply_to)
+        if source is None:
+            self._answered_nowhere(message.reply_to)
+            return ACK
+        wait_s = self._throttle.wait_s(source, time.monotonic())
+        if wait_s > 0:
+            retry_after_s = math.ceil(wait_s * 10) / 10  # never "retry after 0"
+            await self._reply(
+                message, RegisterRejected(reason="rate-limited", retry_after_s=retry_after_s)
+            )
+            log.warning("registration.rate_limited", source=source, retry_after_s=wait_s)
+            return ACK
+        try:
+            message_id = uuid.UUID(message.message_id or "")
+            if len(message.body) > MAX_REQUEST_BYTES:
+                raise ValueError("request too large")
+            request = RegisterRequest.model_validate_json(message.body)
+        except (ValueError, ValidationError) as exc:
+            log.warning("registration.invalid", error=str(exc).splitlines()[0])
+            await self._reply(message, RegisterRejected(reason="invalid"))
+            self._count(source, "invalid")
+            return ACK
+        answer = await self._register(message_id, request)
+        if answer is None:  # stopping while the databases are down: hand it back
+            return REQUEUE
+        await self._reply(message, answer)
+        self._count(source, answer.reason if isinstance(answer, RegisterRejected) else None)
+        if isinstance(answer, RegisterAccepted):
+            log.info(
+                "registration.accepted", host_id=str(answer.host_id), hostname=request.hostname
+            )
+        else:
+            log.warning("registration.rejected", reason=answer.reason, hostname=request.hostname)
+        return ACK
 
     def _answered_nowhere(self, reply_to: str) -> None:
         """Count a request whose reply_to is not a direct reply-to address; log each such
@@ -166,7 +153,7 @@ class RegistrationConsumer:
     ) -> RegisterAccepted | RegisterRejected | None:
         answer = await retried_until_stopped(
             lambda: self._registrar.register(message_id, request),
-            retryable=lambda exc: classify(exc) is Failure.TRANSIENT,
+            retryable=lambda exc, _: classify(exc) is Failure.TRANSIENT,
             outage=self._outage,
             stop=self._stop,
             retry_max_s=self._retry_max_s,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from services.router.handlers import HostBinding, TenantState
+from services.core.routing import Binding, TenantState
 
 _UNBOUND = -1  # the code of a host the registry binds to no tenant
 
@@ -29,7 +29,7 @@ class Cached:
     """What the cache knows of a host: its binding (None: bound to no tenant) and its tenant's
     state (None when unbound)."""
 
-    binding: HostBinding | None
+    binding: Binding | None
     tenant: TenantState | None
 
 
@@ -75,12 +75,12 @@ class BindingCache:
         state = self._states[index]
         if state is None:
             return None
-        return Cached(HostBinding(host_id, self._tenant_ids[index], bool(revoked)), state)
+        return Cached(Binding(host_id, self._tenant_ids[index], bool(revoked)), state)
 
     def put(
         self,
         host_id: uuid.UUID,
-        binding: HostBinding | None,
+        binding: Binding | None,
         tenant: TenantState | None,
         now: float,
     ) -> None:

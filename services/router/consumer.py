@@ -1,6 +1,7 @@
 """The router's consumer, the one service between agents and tenant queues: decode -> validate
 (size, routing key, properties, headers, signature, body) -> resolve the host -> publish to the
-tenant's queue (mandatory, confirmed) or dead-letter -> ack, every outcome decided here. A
+tenant's queue (mandatory, confirmed) or dead-letter -> ack: each handler returns its
+message's settlement and `settle.settles` carries it out. A
 publish that is not confirmed leaves the delivery unacked, so the broker redelivers it: nothing
 is acked before its next home has it. A registry that cannot be reached is a wait, never a dead
 letter."""
@@ -15,33 +16,16 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.core import metrics, wire
-from services.core.broker.publish import (
-    DeadLetters,
-    Publisher,
-    dead_letter_and_settle,
-    forward,
-    never_raises,
-    now_ms,
-    publish,
-    settle,
-)
+from services.core.broker.publish import DeadLetters, Publisher, forward, now_ms, publish
+from services.core.broker.settle import ACK, REQUEUE, Settlement, ToDeadLetters, settles
 from services.core.diagnosis import Outage
 from services.core.errors import DatabaseUnavailable, Unroutable
 from services.core.lifespan import InFlight, Stopped, retried_until_stopped
 from services.core.names import Names
 from services.core.outcomes import Reason
+from services.core.routing import Binding, Route, TenantState, resolve
 from services.router.directory import RouterDirectory
-from services.router.handlers import (
-    Accepted,
-    Delivery,
-    HostBinding,
-    Limits,
-    Route,
-    TenantState,
-    Verifier,
-    decide,
-    validate,
-)
+from services.router.handlers import Accepted, Delivery, Limits, Verifier, validate
 
 log = structlog.get_logger(__name__)
 
@@ -79,53 +63,49 @@ class RouterConsumer:
         self._limits = limits
         self._verifier = verifier
         self._directory = directory
-        self._dead = dead_letters
+        self.dead_letters = dead_letters
         self._stop = stop
         self._retry_max_s = retry_max_s
         self._registry_outage = registry_outage
         self.in_flight = InFlight()
         self.routed = 0
 
-    @never_raises("router")
-    async def on_report(self, message: AbstractIncomingMessage) -> None:
+    @settles("router")
+    async def on_report(self, message: AbstractIncomingMessage) -> Settlement:
         """A report as an agent published it (or as a replay sends it back)."""
-        with self.in_flight:
-            delivery = Delivery(
-                routing_key=original_routing_key(message),
-                message_id=message.message_id,
-                content_type=message.content_type,
-                type=message.type,
-                headers=message.headers or {},
-                body=message.body,
-            )
-            outcome = validate(
-                delivery, now=datetime.now(UTC), limits=self._limits, verifier=self._verifier
-            )
-            if not isinstance(outcome, Accepted):
-                await self._dead_letter(message, outcome.reason, outcome.detail)
-                return
-            metrics.labelled(metrics.REPORTS, "router", "accepted").inc()
-            headers = {
-                wire.HOST_ID: str(outcome.host_id),
-                wire.KIND: outcome.kind,
-                wire.RECEIVED_AT: now_ms(),
-            }
-            await self._route(
-                message, outcome.host_id, headers, str(outcome.message_id), outcome.kind
-            )
+        delivery = Delivery(
+            routing_key=original_routing_key(message),
+            message_id=message.message_id,
+            content_type=message.content_type,
+            type=message.type,
+            headers=message.headers or {},
+            body=message.body,
+        )
+        outcome = validate(
+            delivery, now=datetime.now(UTC), limits=self._limits, verifier=self._verifier
+        )
+        if not isinstance(outcome, Accepted):
+            return ToDeadLetters(outcome.reason, outcome.detail)
+        metrics.labelled(metrics.REPORTS, "router", "accepted").inc()
+        headers = {
+            wire.HOST_ID: str(outcome.host_id),
+            wire.KIND: outcome.kind,
+            wire.RECEIVED_AT: now_ms(),
+        }
+        return await self._route(
+            message, outcome.host_id, headers, str(outcome.message_id), outcome.kind
+        )
 
-    @never_raises("router")
-    async def on_validated(self, message: AbstractIncomingMessage) -> None:
+    @settles("router")
+    async def on_validated(self, message: AbstractIncomingMessage) -> Settlement:
         """A report the ingest of a three-hop deployment validated and left in `<ns>.router`
         (its headers say whose it is): resolve and forward, as that version's router did."""
-        with self.in_flight:
-            raw = wire.header_text((message.headers or {}).get(wire.HOST_ID))
-            try:
-                host_id = uuid.UUID(raw or "")
-            except ValueError:
-                await self._dead_letter(message, Reason.BAD_HOST_ID, f"header host_id {raw!r}")
-                return
-            await self._route(message, host_id, {}, None, None)
+        raw = wire.header_text((message.headers or {}).get(wire.HOST_ID))
+        try:
+            host_id = uuid.UUID(raw or "")
+        except ValueError:
+            return ToDeadLetters(Reason.BAD_HOST_ID, f"header host_id {raw!r}")
+        return await self._route(message, host_id, {}, None, None)
 
     async def _route(
         self,
@@ -134,15 +114,13 @@ class RouterConsumer:
         headers: dict[str, object],
         message_id: str | None,
         kind: str | None,
-    ) -> None:
+    ) -> Settlement:
         looked_up = await self._lookup(host_id)
         if looked_up is None:  # stopping while the registry is down: hand it back
-            await settle(message, requeue=True)
-            return
-        decision = decide(host_id, *looked_up)
+            return REQUEUE
+        decision = resolve(host_id, *looked_up)
         if not isinstance(decision, Route):
-            await self._dead_letter(message, decision.reason, decision.detail)
-            return
+            return ToDeadLetters(decision.reason, decision.detail)
         outgoing = forward(
             message,
             headers={**headers, wire.TENANT: decision.slug},
@@ -153,36 +131,26 @@ class RouterConsumer:
             await publish(self._channel, self._names.tenants_exchange, decision.slug, outgoing)
         except Unroutable:
             queue = self._names.tenant_queue(decision.slug)
-            await self._dead_letter(
-                message,
+            return ToDeadLetters(
                 Reason.TENANT_QUEUE_MISSING,
                 f"tenant {decision.slug!r} has no queue {queue!r}",
-                tenant=decision.slug,
+                {"tenant": decision.slug},
             )
-            return
         except Exception:
             # Not confirmed: hand it back (or, on a closed channel, the broker will).
             log.exception("router.publish_failed", message_id=message.message_id)
-            await settle(message, requeue=True)
-            return
+            return REQUEUE
         self.routed += 1
         metrics.labelled(metrics.REPORTS, "router", "routed").inc()
-        await settle(message)
+        return ACK
 
-    async def _lookup(
-        self, host_id: uuid.UUID
-    ) -> tuple[HostBinding | None, TenantState | None] | None:
+    async def _lookup(self, host_id: uuid.UUID) -> tuple[Binding | None, TenantState | None] | None:
         """The registry's answer, waiting out registry outages; None if told to stop first."""
         found = await retried_until_stopped(
             lambda: self._directory.lookup(host_id),
-            retryable=lambda exc: isinstance(exc, DatabaseUnavailable),
+            retryable=lambda exc, _: isinstance(exc, DatabaseUnavailable),
             outage=self._registry_outage,
             stop=self._stop,
             retry_max_s=self._retry_max_s,
         )
         return None if isinstance(found, Stopped) else found
-
-    async def _dead_letter(
-        self, message: AbstractIncomingMessage, reason: Reason, detail: str, **context: object
-    ) -> None:
-        await dead_letter_and_settle(self._dead, message, reason, detail, **context)

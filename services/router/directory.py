@@ -19,9 +19,9 @@ from services.core.errors import DatabaseUnavailable
 from services.core.failures import CONNECT_REFUSALS, CONNECTION_ERRORS
 from services.core.names import Names
 from services.core.registry.notices import NoticeListener
+from services.core.routing import Binding, TenantState
 from services.core.settings import Settings
 from services.router.bindings import BindingCache
-from services.router.handlers import HostBinding, TenantState
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,7 @@ class RouterDirectory:
 
     # -- lookups ---------------------------------------------------------------------------------
 
-    async def lookup(self, host_id: uuid.UUID) -> tuple[HostBinding | None, TenantState | None]:
+    async def lookup(self, host_id: uuid.UUID) -> tuple[Binding | None, TenantState | None]:
         """The host's binding and its tenant's state (None, None when unbound). Raises
         `DatabaseUnavailable` when the registry cannot be asked."""
         started, misses = time.perf_counter(), self.misses
@@ -91,7 +91,7 @@ class RouterDirectory:
                 time.perf_counter() - started
             )
 
-    async def _lookup(self, host_id: uuid.UUID) -> tuple[HostBinding | None, TenantState | None]:
+    async def _lookup(self, host_id: uuid.UUID) -> tuple[Binding | None, TenantState | None]:
         cached = self._cache.get(host_id, time.monotonic())
         if cached is not None:
             self.hits += 1
@@ -104,7 +104,7 @@ class RouterDirectory:
         if row is None:
             self._remember(epoch, host_id, None, None)
             return None, None
-        binding = HostBinding(host_id, row["tenant_id"], row["revoked"])
+        binding = Binding(host_id, row["tenant_id"], row["revoked"])
         tenant = (
             None
             if row["slug"] is None
@@ -117,7 +117,7 @@ class RouterDirectory:
         self,
         epoch: int,
         host_id: uuid.UUID,
-        binding: HostBinding | None,
+        binding: Binding | None,
         tenant: TenantState | None,
     ) -> None:
         # Only while notices arrive, and only if no notice came while the registry was asked.

@@ -1,8 +1,7 @@
 """The router's decisions, with no I/O: is this delivery a valid protocol-v1 report from the
 host it names (`validate`: `Accepted`, or `Rejected` with a stable reason and a human detail;
-cheap checks first, the body parsed only when everything else holds), and, given what the
-registry says about that host and its tenant, which tenant's queue takes it (`decide`: `Route`,
-or `Unroutable` with its reason). Never a default tenant, never a guess."""
+cheap checks first, the body parsed only when everything else holds). Which tenant's queue then
+takes it is the one rule of `services.core.routing.resolve`, which the silo's seam reads too."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from pydantic import ValidationError
 
 from schemas.reports import REPORT_MODELS, ReportKind
 from services.core import wire
-from services.core.domain import TenantStatus, refusal
 from services.core.hostkeys import Keyring
 from services.core.outcomes import Reason
 
@@ -185,59 +183,3 @@ def validate(
             f"sent_at {report.sent_at.isoformat()} is older than {limits.max_age}",
         )
     return Accepted(kind=kind, host_id=host_id, message_id=message_id, sent_at=report.sent_at)
-
-
-# -- routing ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TenantState:
-    """A tenant as the router sees it: id, slug, status."""
-
-    id: uuid.UUID
-    slug: str
-    status: TenantStatus
-
-
-@dataclass(frozen=True)
-class HostBinding:
-    """A host's binding as the router sees it."""
-
-    host_id: uuid.UUID
-    tenant_id: uuid.UUID
-    revoked: bool
-
-
-@dataclass(frozen=True)
-class Route:
-    """Send the report to this tenant's queue."""
-
-    slug: str
-
-
-@dataclass(frozen=True)
-class Unroutable:
-    """No tenant can take the report: the reason code and the detail."""
-
-    reason: Reason
-    detail: str
-
-
-def decide(
-    host_id: uuid.UUID, binding: HostBinding | None, tenant: TenantState | None
-) -> Route | Unroutable:
-    """Route the report to its host's tenant, or say why it cannot go anywhere."""
-    if binding is None:
-        return Unroutable(Reason.NO_TENANT_BINDING, f"host {host_id} is bound to no tenant")
-    if binding.revoked:
-        return Unroutable(Reason.HOST_REVOKED, f"host {host_id} was revoked")
-    if tenant is None:
-        return Unroutable(
-            Reason.TENANT_UNKNOWN,
-            f"host {host_id} is bound to tenant {binding.tenant_id}, "
-            "which the registry does not know",
-        )
-    refused = refusal(tenant.status)
-    if refused is not None:
-        return Unroutable(refused, f"tenant {tenant.slug!r} is {tenant.status}")
-    return Route(tenant.slug)

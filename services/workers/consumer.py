@@ -1,7 +1,8 @@
 """One tenant's consumer in a worker process: collects deliveries into batches, commits each
-batch in one transaction, then acks. Every outcome is decided in `_settle_batch`: a transient
-failure (database down) holds the batch and retries with backoff, never dead-letters; a batch that
-fails for a permanent reason is retried report by report so only the bad one is dead-lettered."""
+batch in one transaction, then acks. Every outcome is decided in `_settlements` and carried out
+by `settle.settled_all`: a transient failure (database down) holds the batch and retries on the
+one back-off (`lifespan.retried_until_stopped`), never dead-letters; a batch that fails for a
+permanent reason is retried report by report so only the bad one is dead-lettered."""
 
 from __future__ import annotations
 
@@ -15,19 +16,21 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from services.core import backoff, metrics
-from services.core.broker.publish import (
-    DeadLetters,
-    dead_letter_and_settle,
+from services.core import metrics
+from services.core.broker.publish import DeadLetters
+from services.core.broker.settle import (
+    ACK,
+    REQUEUE,
+    Settlement,
+    ToDeadLetters,
     observe_lag,
-    settle,
-    settle_all,
+    settled_all,
 )
 from services.core.broker.topology import consumable, tenant_queue
 from services.core.catalog.live import LiveCatalog
 from services.core.errors import UnreadableReport
 from services.core.failures import classify
-from services.core.lifespan import InFlight, stopped_within
+from services.core.lifespan import InFlight, Stopped, retried_until_stopped, stopped_within
 from services.core.names import Names
 from services.core.outcomes import Failure, Reason
 from services.core.registry.queries import TenantRecord
@@ -57,6 +60,40 @@ class Refused:
     detail: str
 
 
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:800]
+
+
+class CommitFailures:
+    """How one commit's failed tries are said: every try a line, by its class (operators and
+    the tests count a tenant's tries; a database that is down is not a bug)."""
+
+    def __init__(self, tenant: str) -> None:
+        self._tenant = tenant
+        self._tries = 0
+
+    def failed(self, exc: BaseException, *, retry_in_s: float) -> None:
+        """A try failed and is made again in `retry_in_s`."""
+        self._tries += 1
+        if classify(exc) is Failure.UNKNOWN:
+            log.warning(
+                "worker.commit_failed",
+                tenant=self._tenant,
+                error=_first_line(exc),
+                attempt=self._tries,
+            )
+        else:
+            log.warning(
+                "worker.database_unavailable",
+                tenant=self._tenant,
+                error=_first_line(exc),
+                retry_in_s=retry_in_s,
+            )
+
+    def recovered(self) -> None:
+        """The commit went through (nothing more to say: `worker.committed` says it)."""
+
+
 class TenantConsumer:
     """One tenant's consumer: batches in, one commit each, acks out."""
 
@@ -76,7 +113,7 @@ class TenantConsumer:
         self._names = Names(settings.namespace)
         self._databases = databases
         self._channel = consume_channel
-        self._dead = dead_letters
+        self.dead_letters = dead_letters
         self._buffer: list[AbstractIncomingMessage] = []
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -141,7 +178,7 @@ class TenantConsumer:
             batch = self._buffer[: self._settings.batch_max]
             del self._buffer[: len(batch)]
             try:
-                await self._settle_batch(batch)
+                settlements = await self._settlements(batch)
             except Exception:
                 # A bug, not a verdict on the reports: hand them back (the delivery limit ends a
                 # loop) and keep this tenant's batch loop alive.
@@ -150,14 +187,20 @@ class TenantConsumer:
                     tenant=self.tenant.slug,
                     message_ids=[m.message_id for m in batch],
                 )
-                for message in batch:
-                    await settle(message, requeue=True)
+                settlements = [(message, REQUEUE) for message in batch]
+            try:
+                await settled_all(self.dead_letters, settlements)
             finally:
                 self._last_batch_at = loop.time()
                 for _ in batch:
                     self.in_flight.finished()
 
-    async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _settlements(
+        self, batch: list[AbstractIncomingMessage]
+    ) -> list[tuple[AbstractIncomingMessage, Settlement]]:
+        """What becomes of each message of the batch, once its reports are committed (or
+        found uncommittable, or held while the database is down and the worker stops)."""
+        settlements: list[tuple[AbstractIncomingMessage, Settlement]] = []
         readable: list[tuple[AbstractIncomingMessage, Report]] = []
         for message in batch:
             try:
@@ -168,63 +211,52 @@ class TenantConsumer:
                         "(replay it once a siloflow that knows the kind runs)"
                     )
             except UnreadableReport as exc:
-                await self._dead_letter(message, Reason.COMMIT_REJECTED, str(exc))
+                settlements.append((message, self._dead_letter(str(exc))))
                 continue
             readable.append((message, report))
         if not readable:
-            return
+            return settlements
         outcome = await self._commit_with_retry([r for _, r in readable])
-        if outcome is Attempt.STOPPED:  # stopping while the database is down: hand them back
-            for message, _ in readable:
-                await settle(message, requeue=True)
-            return
-        if outcome is Attempt.COMMITTED:
-            await settle_all([message for message, _ in readable])
-            return
+        if not isinstance(outcome, Refused):
+            # Committed: ack them all; stopped while the database is down: hand them back.
+            settled = ACK if outcome is Attempt.COMMITTED else REQUEUE
+            return settlements + [(message, settled) for message, _ in readable]
         # One or more reports cannot be committed: find them, one at a time.
         for message, report in readable:
             single = await self._commit_with_retry([report], tries=SINGLE_REPORT_TRIES)
-            if single is Attempt.STOPPED:
-                await settle(message, requeue=True)
-            elif single is Attempt.COMMITTED:
-                await settle(message)
+            if isinstance(single, Refused):
+                settlements.append((message, self._dead_letter(single.detail)))
             else:
-                await self._dead_letter(message, Reason.COMMIT_REJECTED, single.detail)
+                settlements.append((message, ACK if single is Attempt.COMMITTED else REQUEUE))
+        return settlements
 
     async def _commit_with_retry(self, reports: list[Report], tries: int = 1) -> Attempt | Refused:
         """Committed, or refused (the error of a permanent failure), or stopped (told to stop
         while the database stays unreachable). Connection failures are retried until they
         heal; a failure of an unknown kind `tries` times."""
-        for attempt, delay in enumerate(backoff.delays(self._settings.retry_max_s), start=1):
-            try:
-                await self._commit(reports)
-                return Attempt.COMMITTED
-            except Exception as exc:
-                kind = classify(exc)
-                text = f"{type(exc).__name__}: {exc}".splitlines()[0][:800]
-                if kind is Failure.REJECTED or (kind is Failure.UNKNOWN and attempt >= tries):
-                    if len(reports) == 1:
-                        log.warning(
-                            "worker.report_rejected",
-                            tenant=self.tenant.slug,
-                            message_id=str(reports[0].message_id),
-                            error=text,
-                        )
-                    return Refused(text)
-                if kind is Failure.UNKNOWN:
-                    log.warning(
-                        "worker.commit_failed", tenant=self.tenant.slug, error=text, attempt=attempt
-                    )
-                else:
-                    log.warning(
-                        "worker.database_unavailable",
-                        tenant=self.tenant.slug,
-                        error=text,
-                        retry_in_s=delay,
-                    )
-            if await stopped_within(self._stopping, delay):
-                return Attempt.STOPPED
-        raise AssertionError("unreachable: the delays never end")
+
+        def retryable(exc: BaseException, tried: int) -> bool:
+            kind = classify(exc)
+            return kind is Failure.TRANSIENT or (kind is Failure.UNKNOWN and tried < tries)
+
+        try:
+            done = await retried_until_stopped(
+                lambda: self._commit(reports),
+                retryable=retryable,
+                outage=CommitFailures(self.tenant.slug),
+                stop=self._stopping,
+                retry_max_s=self._settings.retry_max_s,
+            )
+        except Exception as exc:  # refused for good, or unknown `tries` times
+            if len(reports) == 1:
+                log.warning(
+                    "worker.report_rejected",
+                    tenant=self.tenant.slug,
+                    message_id=str(reports[0].message_id),
+                    error=_first_line(exc),
+                )
+            return Refused(_first_line(exc))
+        return Attempt.STOPPED if isinstance(done, Stopped) else Attempt.COMMITTED
 
     async def _commit(self, reports: list[Report]) -> None:
         # Not getting a connection (server down, database closed to connections, login refused
@@ -251,7 +283,5 @@ class TenantConsumer:
             applied=result.applied,
         )
 
-    async def _dead_letter(
-        self, message: AbstractIncomingMessage, reason: Reason, detail: str
-    ) -> None:
-        await dead_letter_and_settle(self._dead, message, reason, detail, tenant=self.tenant.slug)
+    def _dead_letter(self, detail: str) -> ToDeadLetters:
+        return ToDeadLetters(Reason.COMMIT_REJECTED, detail, {"tenant": self.tenant.slug})

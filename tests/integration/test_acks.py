@@ -12,7 +12,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.core.broker.acks import acker
-from services.core.broker.publish import settle
+from services.core.broker.settle import settle
 from services.core.settings import Settings
 
 COUNT = 400

@@ -9,11 +9,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import insert, text, update
+from sqlalchemy import func, insert, text, update
 
 from services.core.db import registry_engine
 from services.core.errors import (
     HostNotBound,
+    HostRevoked,
     NoPlacement,
     TenantNotActive,
     TenantNotFound,
@@ -82,6 +83,15 @@ async def test_a_host_resolves_through_its_binding(
     with pytest.raises(HostNotBound) as info:
         await seam.engine_for_host(uuid.uuid4())
     assert info.value.reason == "no-tenant-binding"
+    # A revoked binding is refused as revoked (the router's reason), not taken for none.
+    async with registry_connection(deployment) as conn:
+        await conn.execute(
+            update(host_tenant).where(host_tenant.c.host_id == host_b).values(revoked_at=func.now())
+        )
+        await conn.commit()
+    with pytest.raises(HostRevoked) as revoked:
+        await seam.engine_for_host(host_b)
+    assert revoked.value.reason == "host-revoked"
 
 
 async def test_unroutable_tenants_raise_and_never_fall_back(

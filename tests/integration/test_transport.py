@@ -8,7 +8,8 @@ import asyncio
 import aio_pika
 
 from services.core.broker.connection import connect
-from services.core.broker.publish import ChannelPool, publish, publishing_channel, settle
+from services.core.broker.publish import ChannelPool, publish, publishing_channel
+from services.core.broker.settle import settle
 from services.core.broker.transport import CoalescingTransportFactory
 from services.core.settings import Settings
 

@@ -9,16 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.core.domain import TenantStatus
+from services.core.routing import Binding, TenantState
 from services.router.bindings import UNBOUND, BindingCache, Cached
-from services.router.handlers import HostBinding, TenantState
 
 ACME = TenantState(uuid.UUID(int=1), "acme", TenantStatus.ACTIVE)
 GLOBEX = TenantState(uuid.UUID(int=2), "globex", TenantStatus.ACTIVE)
 TTL = 300.0
 
 
-def bound(host: uuid.UUID, tenant: TenantState, revoked: bool = False) -> HostBinding:
-    return HostBinding(host, tenant.id, revoked)
+def bound(host: uuid.UUID, tenant: TenantState, revoked: bool = False) -> Binding:
+    return Binding(host, tenant.id, revoked)
 
 
 def test_it_answers_what_it_was_told() -> None:
@@ -137,12 +137,12 @@ def test_it_never_answers_other_than_the_registry_last_did(
     last about that host and that tenant, with no notice since, within the ttl."""
     cache = BindingCache(bound_hosts, TTL, now=0)
     now = 0.0
-    told: dict[uuid.UUID, tuple[HostBinding | None, float]] = {}  # host -> answer, when
+    told: dict[uuid.UUID, tuple[Binding | None, float]] = {}  # host -> answer, when
     states: dict[uuid.UUID, tuple[TenantState, float]] = {}  # tenant -> state, when
     for op in ops:
         if op[0] == "put":
             _, host, tenant, revoked, status = op
-            binding = None if tenant is None else HostBinding(host, tenant.id, revoked)
+            binding = None if tenant is None else Binding(host, tenant.id, revoked)
             state = None if tenant is None else TenantState(tenant.id, tenant.slug, status)
             cache.put(host, binding, state, now)
             told[host] = (binding, now)

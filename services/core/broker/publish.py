@@ -4,10 +4,7 @@ message_id, properties and body. Dead letters are published here, in one place."
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -19,9 +16,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aiormq import spec
 
 from services.core import metrics, wire
-from services.core.broker import acks
 from services.core.errors import Unroutable
-from services.core.logs import MESSAGE
 from services.core.names import Names
 from services.core.outcomes import Reason, Stage
 
@@ -180,113 +175,6 @@ class DeadLetters:
         )
 
 
-async def settle(message: AbstractIncomingMessage, *, requeue: bool | None = None) -> bool:
-    """Ack (default) or, with `requeue`, nack the message. Acks go with the others finished in
-    the same loop turn (`acks.Acker`); every settle of a process goes through here, so the
-    ledger of each channel sees every delivery. On a channel that is already gone this does
-    nothing: the broker returns unacked messages by itself. Returns whether it was settled."""
-    try:
-        if requeue is None:
-            return await acks.acker().ack(message)
-        await message.nack(requeue=requeue)
-        acks.acker().rejected(message)
-    except (
-        aiormq.exceptions.AMQPError,
-        aio_pika.exceptions.ChannelInvalidStateError,
-        ConnectionError,
-        RuntimeError,
-    ) as exc:
-        log.warning("amqp.settle_failed", message_id=message.message_id, error=str(exc))
-        return False
-    return True
-
-
-async def settle_all(messages: list[AbstractIncomingMessage]) -> None:
-    """Ack a batch together (one frame where their delivery tags run unbroken)."""
-    await asyncio.gather(*(settle(message) for message in messages))
-
-
-def never_raises(
-    stage: str, *, identify: bool = True
-) -> Callable[
-    [Callable[[Any, AbstractIncomingMessage], Awaitable[None]]],
-    Callable[[Any, AbstractIncomingMessage], Awaitable[None]],
-]:
-    """For consumer callbacks: an unexpected error is logged with the message's identity and the
-    message handed back to its queue (its delivery limit ends a poison loop), never left
-    unacknowledged with the error swallowed by the client library. With `identify`, every line
-    logged meanwhile names the message (its message_id and host_id)."""
-
-    def wrap(
-        handler: Callable[[Any, AbstractIncomingMessage], Awaitable[None]],
-    ) -> Callable[[Any, AbstractIncomingMessage], Awaitable[None]]:
-        @functools.wraps(handler)
-        async def guarded(self: Any, message: AbstractIncomingMessage) -> None:
-            observe_lag(message, stage)
-            # Every line logged while handling this message says which message it is about.
-            identity: tuple[str | None, str | None, str] = (
-                (
-                    message.message_id,
-                    wire.header_text((message.headers or {}).get(wire.HOST_ID)),
-                    stage,
-                )
-                if identify
-                else (None, None, stage)
-            )
-            token = MESSAGE.set(identity)
-            try:
-                await handler(self, message)
-            except Exception:
-                log.exception(f"{stage}.unexpected_error")
-                await settle(message, requeue=True)
-            finally:
-                MESSAGE.reset(token)
-
-        return guarded
-
-    return wrap
-
-
-# The lag gauge is a sample: set at most this often per (stage, tenant), not on every message.
-LAG_SAMPLE_S = 0.5
-_lag_sampled: dict[tuple[str, str], float] = {}
-
-
-def observe_lag(message: AbstractIncomingMessage, stage: str, tenant: str = "") -> None:
-    """How long the message waited, by the timestamp its publisher set (agents set it; every
-    forward keeps it). A gauge is read every scrape, so one message each half second says as
-    much as all of them, for a fraction of the work."""
-    now = time.monotonic()
-    if now - _lag_sampled.get((stage, tenant), -LAG_SAMPLE_S) < LAG_SAMPLE_S:
-        return
-    _lag_sampled[(stage, tenant)] = now
-    if message.timestamp is None:
-        return
-    sent = message.timestamp
-    if sent.tzinfo is None:
-        sent = sent.replace(tzinfo=UTC)
-    waited = max((datetime.now(UTC) - sent).total_seconds(), 0.0)
-    metrics.labelled(metrics.QUEUE_LAG, stage, tenant).set(waited)
-
-
 def now_ms() -> int:
     """The time now, in epoch milliseconds (the received-at header)."""
     return int(time.time() * 1000)
-
-
-async def dead_letter_and_settle(
-    dead: DeadLetters,
-    message: AbstractIncomingMessage,
-    reason: Reason,
-    detail: str,
-    **context: Any,
-) -> None:
-    """Dead-letter the message, then ack it; if the dead letter cannot be published, hand the
-    message back instead (nack with requeue): it is never acked without its next home."""
-    try:
-        await dead.send(message, reason, detail, **context)
-    except Exception:
-        log.exception("report.dead_letter_failed", message_id=message.message_id, **context)
-        await settle(message, requeue=True)
-        return
-    await settle(message)

@@ -19,6 +19,7 @@ from services.core.registry.models import (
     tenant_schema,
     tenants,
 )
+from services.core.routing import Binding
 
 
 @dataclass(frozen=True)
@@ -198,15 +199,19 @@ async def committable_tenants(conn: AsyncConnection) -> list[TenantRecord]:
     return [t for t in await active_tenants(conn) if not t.paused]
 
 
-async def tenant_of_host(conn: AsyncConnection, host_id: uuid.UUID) -> TenantRecord | None:
-    """The tenant a host is bound to (revoked bindings count as none)."""
-    query = (
-        _tenant_query()
-        .join(host_tenant, host_tenant.c.tenant_id == tenants.c.id)
-        .where(host_tenant.c.host_id == host_id, host_tenant.c.revoked_at.is_(None))
-    )
+async def binding_of(
+    conn: AsyncConnection, host_id: uuid.UUID
+) -> tuple[Binding | None, TenantRecord | None]:
+    """A host's binding (a revoked one too: the rule says why it takes nothing) and the tenant
+    it names (None for either that does not exist)."""
+    query = select(
+        host_tenant.c.tenant_id, host_tenant.c.revoked_at.is_not(None).label("revoked")
+    ).where(host_tenant.c.host_id == host_id)
     row = (await conn.execute(query)).first()
-    return None if row is None else _record(row)
+    if row is None:
+        return None, None
+    binding = Binding(host_id, row.tenant_id, row.revoked)
+    return binding, await get_tenant_by_id(conn, row.tenant_id)
 
 
 # -- host bindings -------------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.db import make_engine
-from services.core.domain import refusal
 from services.core.errors import (
     DatabaseUnavailable,
     HostNotBound,
+    HostRevoked,
     NoPlacement,
+    ResolutionError,
     TenantDeleting,
     TenantMoving,
     TenantNotActive,
@@ -33,6 +34,7 @@ from services.core.outcomes import Reason
 from services.core.pgadmin import ident
 from services.core.registry import queries as registry
 from services.core.registry.queries import TenantRecord
+from services.core.routing import Binding, Unroutable, admits, resolve
 from services.core.settings import Settings
 from services.core.silo.credentials.issuers import credential_source
 from services.core.silo.credentials.seam import CredentialSource, TenantLogin
@@ -71,22 +73,52 @@ def _server_of(tenant: str | TenantRecord) -> tuple[str, int] | None:
     return None
 
 
-def routable(record: TenantRecord | None, wanted: str) -> TenantRecord:
-    """The tenant if reports may be committed to it now; otherwise the error that says why."""
+def _refusal(
+    decision: Unroutable, record: TenantRecord | None, wanted: str, host_id: uuid.UUID | None
+) -> ResolutionError:
+    """The named error of the one rule's answer (`routing`), carrying the same reason."""
+    reason = decision.reason
+    if reason is Reason.NO_TENANT_BINDING or reason is Reason.HOST_REVOKED:
+        assert host_id is not None  # only a host's resolution meets its binding
+        return HostNotBound(host_id) if reason is Reason.NO_TENANT_BINDING else HostRevoked(host_id)
     if record is None:
-        raise TenantNotFound(wanted)
-    refused = refusal(record.status)
-    if refused is Reason.TENANT_SUSPENDED:
-        raise TenantSuspended(record.slug)
-    if refused is Reason.TENANT_DELETED:
-        raise TenantDeleting(record.slug)
-    if refused is not None:
-        raise TenantNotActive(record.slug, record.status)
+        return TenantNotFound(wanted)
+    if reason is Reason.TENANT_SUSPENDED:
+        return TenantSuspended(record.slug)
+    if reason is Reason.TENANT_DELETED:
+        return TenantDeleting(record.slug)
+    return TenantNotActive(record.slug, record.status)
+
+
+def _committable(record: TenantRecord) -> TenantRecord:
+    """A tenant the rule admits, if its database may be written now: what a database needs
+    beyond the rule (a placement; no move holding its reports)."""
     if record.placement is None:
         raise NoPlacement(record.slug)
     if record.move is not None and record.move.step.paused:
         raise TenantMoving(record.slug, record.move.step)
     return record
+
+
+def routable(record: TenantRecord | None, wanted: str) -> TenantRecord:
+    """The tenant if reports may be committed to it now; otherwise the error that says why."""
+    decision = admits(record, wanted)
+    if isinstance(decision, Unroutable):
+        raise _refusal(decision, record, wanted, None)
+    assert record is not None
+    return _committable(record)
+
+
+def routable_host(
+    host_id: uuid.UUID, binding: Binding | None, record: TenantRecord | None
+) -> TenantRecord:
+    """The host's tenant if its reports may be committed to it now (the router's rule, then
+    the database's needs); otherwise the error that says why."""
+    decision = resolve(host_id, binding, record)
+    if isinstance(decision, Unroutable):
+        raise _refusal(decision, record, str(host_id), host_id)
+    assert record is not None
+    return _committable(record)
 
 
 class TenantDirectory(Protocol):
@@ -96,8 +128,8 @@ class TenantDirectory(Protocol):
         """The tenant of this slug, if any."""
         ...
 
-    async def tenant_of_host(self, host_id: uuid.UUID) -> TenantRecord | None:
-        """The tenant this host is bound to, if any."""
+    async def binding_of(self, host_id: uuid.UUID) -> tuple[Binding | None, TenantRecord | None]:
+        """The host's binding (revoked ones too) and its tenant, as far as they exist."""
         ...
 
 
@@ -120,10 +152,10 @@ class RegistryDirectory:
         async with self._connect() as conn:
             return await registry.get_tenant(conn, slug)
 
-    async def tenant_of_host(self, host_id: uuid.UUID) -> TenantRecord | None:
-        """The tenant this host is bound to, from the registry."""
+    async def binding_of(self, host_id: uuid.UUID) -> tuple[Binding | None, TenantRecord | None]:
+        """The host's binding and its tenant, from the registry."""
         async with self._connect() as conn:
-            return await registry.tenant_of_host(conn, host_id)
+            return await registry.binding_of(conn, host_id)
 
 
 class TenantDatabases:
@@ -169,10 +201,7 @@ class TenantDatabases:
 
     async def resolve_host(self, host_id: uuid.UUID) -> TenantRecord:
         """The tenant this host is bound to, if it may be reached; else the error saying why not."""
-        record = await self._directory.tenant_of_host(host_id)
-        if record is None:
-            raise HostNotBound(host_id)
-        return routable(record, record.slug)
+        return routable_host(host_id, *await self._directory.binding_of(host_id))
 
     async def engine(self, tenant: str | TenantRecord) -> AsyncEngine:
         """The engine of an active tenant's database (looked up again if given a slug)."""
