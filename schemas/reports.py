@@ -41,10 +41,15 @@ class ReportKind(StrEnum):
 ComplianceStatus = Literal["pass", "fail", "error", "notapplicable"]
 
 
+# A host's health as its agent says it in a heartbeat (the silo's `HostStatus` holds these and
+# what the pipeline adds: unknown, down, up).
+HeartbeatStatus = Literal["ok", "degraded", "critical"]
+
+
 class HeartbeatData(WireModel):
     """A heartbeat: the agent is alive, its host's status and load."""
 
-    status: Literal["ok", "degraded", "critical"]
+    status: HeartbeatStatus
     agent_version: ShortText
     uptime_s: Count
     load_1: NonNegative

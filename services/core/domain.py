@@ -57,6 +57,22 @@ class OperatorStatus(StrEnum):
     DISABLED = "disabled"
 
 
+class HostStatus(StrEnum):
+    """A host's status in its tenant's silo: one column, one closed set, holding both what its
+    agent says of its health (the last heartbeat's `HeartbeatStatus`) and what the pipeline
+    knows of its liveness (no heartbeat yet; silent too long; back after that). Kept as one set
+    on purpose: a host answers one question, "how is it now", and the newest fact answers it
+    (a heartbeat after `down` says its health; a report of another kind after `down` says only
+    that it is `up`)."""
+
+    UNKNOWN = "unknown"  # reported, but never a heartbeat
+    OK = "ok"  # the last heartbeat's health
+    DEGRADED = "degraded"
+    CRITICAL = "critical"
+    DOWN = "down"  # silent for longer than the sweeper's `host_down_after_s`
+    UP = "up"  # reported again after `down`, its health not said since
+
+
 # An advisory's status in the catalog and in a host's findings (the Debian tracker's words).
 ADVISORY_STATUSES = ("resolved", "open", "undetermined")
 

@@ -8,9 +8,11 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-_MARK_DOWN = """
-    update hosts set status = 'down'
-    where status <> 'down'
+from services.core.domain import HostStatus
+
+_MARK_DOWN = f"""
+    update hosts set status = '{HostStatus.DOWN}'
+    where status <> '{HostStatus.DOWN}'
       and coalesce(last_seen_at, first_seen_at) < now() - cast(:silence as interval)
 """
 _PRUNE_BATCH = """

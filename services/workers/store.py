@@ -17,6 +17,7 @@ import asyncpg
 from schemas.reports import ReportKind
 from services.core.catalog import findings
 from services.core.catalog.matcher import CatalogIndex, installed_of
+from services.core.domain import HostStatus
 from services.workers.handlers import (
     ComplianceRow,
     HardwareRow,
@@ -38,7 +39,7 @@ from services.workers.handlers import (
 # hardware into its own. The parts share one snapshot and see each other only through the rows
 # they return; each row is written once (a second write of a row in one statement would be
 # lost), hosts in id order, as any other writer locks them.
-_RECORD = """
+_RECORD = f"""
     with batch as (
         select * from unnest(
             $1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[],
@@ -79,13 +80,13 @@ _RECORD = """
     seen as (
         insert into hosts (id, last_seen_at, status, agent_version, uptime_s, load_1, load_5,
                            load_15, hostname, fqdn, os_name, os_version, kernel, arch, ipv4, ipv6)
-        select h.host_id, h.last_seen_at, coalesce(hb.status, 'unknown'), hb.agent_version,
-               hb.uptime_s, hb.load_1, hb.load_5, hb.load_15, si.hostname, si.fqdn, si.os_name,
-               si.os_version, si.kernel, si.arch, string_to_array(si.ipv4, ' '),
-               string_to_array(si.ipv6, ' ')
+        select h.host_id, h.last_seen_at, coalesce(hb.status, '{HostStatus.UNKNOWN}'),
+               hb.agent_version, hb.uptime_s, hb.load_1, hb.load_5, hb.load_15, si.hostname,
+               si.fqdn, si.os_name, si.os_version, si.kernel, si.arch,
+               string_to_array(si.ipv4, ' '), string_to_array(si.ipv6, ' ')
         from (select host_id, max(sent_at) as last_seen_at from fresh_batch group by host_id) h
-        left join winners hb on hb.host_id = h.host_id and hb.kind = 'heartbeat'
-        left join winners si on si.host_id = h.host_id and si.kind = 'system_info'
+        left join winners hb on hb.host_id = h.host_id and hb.kind = '{ReportKind.HEARTBEAT}'
+        left join winners si on si.host_id = h.host_id and si.kind = '{ReportKind.SYSTEM_INFO}'
         order by h.host_id
         on conflict (id) do update
             -- A heartbeat always carries uptime_s and a system_info always os_name: each says
@@ -93,7 +94,8 @@ _RECORD = """
             set last_seen_at = greatest(hosts.last_seen_at, excluded.last_seen_at),
                 status = case when excluded.uptime_s is not null then excluded.status
                               -- a host the sweeper marked down is up again when it reports
-                              when hosts.status = 'down' then 'up' else hosts.status end,
+                              when hosts.status = '{HostStatus.DOWN}' then '{HostStatus.UP}'
+                              else hosts.status end,
                 agent_version = case when excluded.uptime_s is not null
                                      then excluded.agent_version else hosts.agent_version end,
                 uptime_s = coalesce(excluded.uptime_s, hosts.uptime_s),
@@ -124,15 +126,15 @@ _RECORD = """
                                    cpu_mhz, memory_mb, disks, nics, sent_at)
         select host_id, cpu_vendor, cpu_model, cpu_cores, cpu_threads, cpu_mhz, memory_mb,
                disks, nics, sent_at
-        from winners where kind = 'hardware' order by host_id
+        from winners where kind = '{ReportKind.HARDWARE}' order by host_id
         on conflict (host_id) do update set cpu_vendor = excluded.cpu_vendor,
             cpu_model = excluded.cpu_model, cpu_cores = excluded.cpu_cores,
             cpu_threads = excluded.cpu_threads, cpu_mhz = excluded.cpu_mhz,
             memory_mb = excluded.memory_mb, disks = excluded.disks, nics = excluded.nics,
             sent_at = excluded.sent_at
     )
-    select coalesce((select array_agg(message_id) from fresh), '{}') as fresh,
-           coalesce((select array_agg(message_id) from won), '{}') as won
+    select coalesce((select array_agg(message_id) from fresh), '{{}}') as fresh,
+           coalesce((select array_agg(message_id) from won), '{{}}') as won
 """
 
 

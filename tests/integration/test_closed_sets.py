@@ -11,10 +11,16 @@ from typing import get_args
 
 import pytest
 
-from schemas.reports import ComplianceStatus
+from schemas.reports import ComplianceStatus, HeartbeatStatus
 from services.core.access import Role
 from services.core.audit import Outcome
-from services.core.domain import ADVISORY_STATUSES, MoveStep, OperatorStatus, TenantStatus
+from services.core.domain import (
+    ADVISORY_STATUSES,
+    HostStatus,
+    MoveStep,
+    OperatorStatus,
+    TenantStatus,
+)
 from tests.integration.pipeline import Env, fetch
 
 # (database: "registry" or "silo", constraint) -> the code's closed set
@@ -27,6 +33,7 @@ CLOSED_SETS: dict[tuple[str, str], Iterable[str]] = {
     ("silo", "audit_log_outcome_known"): Outcome,
     ("silo", "compliance_results_status_known"): get_args(ComplianceStatus),
     ("silo", "findings_advisory_status"): ADVISORY_STATUSES,
+    ("silo", "hosts_status_known"): HostStatus,
 }
 
 # PostgreSQL keeps `col in ('a', 'b')` as `(col = ANY (ARRAY['a'::text, 'b'::text]))`.
@@ -72,3 +79,8 @@ def test_the_constraint_reader_reads_postgresqls_spelling(
     listed = _ANY_ARRAY.search(definition)
     assert listed is not None
     assert {v.replace("''", "'") for v in _LITERAL.findall(listed.group(1))} == values
+
+
+def test_a_heartbeats_status_is_a_host_status() -> None:
+    # The silo's column holds what the last heartbeat said: the wire's set is within the host's.
+    assert set(get_args(HeartbeatStatus)) <= {str(s) for s in HostStatus}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from services.api.deps import Silo
 from services.api.errors import not_found
 from services.api.responses import as_json
+from services.core.domain import HostStatus
 from services.core.silo import reads
 
 router = APIRouter(prefix="/tenants/{slug}/hosts", tags=["hosts"])
@@ -26,7 +27,7 @@ class Host(BaseModel):
 
     host_id: uuid.UUID
     hostname: str | None
-    status: str
+    status: HostStatus
     last_seen_at: datetime | None
 
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from services.api.deps import Authenticated, Registry, permitted
 from services.core.access import Action, sees
+from services.core.domain import TenantStatus
 from services.core.registry import queries as registry
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
@@ -19,7 +20,7 @@ class Tenant(BaseModel):
 
     slug: str
     name: str
-    status: str
+    status: TenantStatus
     placement: str | None
     moving: bool
 

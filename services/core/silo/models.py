@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from schemas.reports import ComplianceStatus
 from services.core.audit import Outcome
-from services.core.domain import ADVISORY_STATUSES, one_of
+from services.core.domain import ADVISORY_STATUSES, HostStatus, one_of
 
 metadata = MetaData()
 TS = DateTime(timezone=True)
@@ -43,7 +43,7 @@ hosts = Table(
     Column("os_version", Text, nullable=True),
     Column("kernel", Text, nullable=True),
     Column("arch", Text, nullable=True),
-    Column("status", Text, nullable=False, server_default="unknown"),
+    Column("status", Text, nullable=False, server_default=HostStatus.UNKNOWN.value),
     Column("first_seen_at", TS, nullable=False, server_default=func.now()),
     Column("last_seen_at", TS, nullable=True),
     Column("ipv4", ARRAY(Text), nullable=True),
@@ -53,6 +53,7 @@ hosts = Table(
     Column("load_1", Float, nullable=True),
     Column("load_5", Float, nullable=True),
     Column("load_15", Float, nullable=True),
+    CheckConstraint(one_of("status", HostStatus), name="hosts_status_known"),
 )
 
 # One row per committed report: its message_id primary key is what makes redelivery harmless.
