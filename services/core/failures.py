@@ -4,7 +4,7 @@ database write may fail (workers, the registrar)."""
 from __future__ import annotations
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, EmulatedDBAPIException
 
 from services.core.errors import ResolutionError, Transient
 from services.core.outcomes import Failure
@@ -30,9 +30,13 @@ CONNECT_REFUSALS: tuple[type[BaseException], ...] = (
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The driver's own error under SQLAlchemy's wrappers (or the error itself)."""
+    """The driver's own error under SQLAlchemy's wrappers (or the error itself): a statement's
+    (`DBAPIError`) or a pool's (the dialect's emulated DBAPI error, raised when a pooled
+    connection cannot be opened)."""
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         return exc.orig.__cause__ or exc.orig
+    if isinstance(exc, EmulatedDBAPIException) and exc.__cause__ is not None:
+        return exc.__cause__
     return exc
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum, auto
 
-import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
@@ -262,9 +261,7 @@ class TenantConsumer:
         # Not getting a connection (server down, database closed to connections, login refused
         # or not issued, even a bug in getting one) raises DatabaseUnavailable: it says nothing
         # about the reports, so they wait for the database and are never dead-lettered.
-        async with self._databases.session(self.tenant) as conn:
-            raw = await conn.get_raw_connection()
-            pg: asyncpg.Connection = raw.driver_connection
+        async with self._databases.driver(self.tenant) as pg:
             index = self._catalog.index if self._catalog is not None else None
             # Atomic: one statement or a transaction (with the findings it derives).
             result = await commit_batch(pg, reports, index)

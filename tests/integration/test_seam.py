@@ -237,3 +237,32 @@ async def test_session_settings_reach_every_tenant_connection(
         await tuned.close()
         await plain.close()
         await reg.dispose()
+
+
+async def test_the_driver_connection_is_the_tenants_own_and_recovers_like_a_session(
+    deployment: Settings, seam: TenantDatabases, slug: str
+) -> None:
+    """`driver` (the workers' way in: asyncpg alone) lands in the tenant's database as its
+    owner, passes over a pooled connection the server ended, and drops one that dies in use."""
+    tenant = (await create_tenant(deployment, slug)).tenant
+    async with seam.driver(tenant) as pg:
+        database, user, first = await pg.fetchrow(
+            "select current_database(), current_user, pg_backend_pid()"
+        )
+        goodbye = asyncio.Event()
+        pg.add_termination_listener(lambda _connection: goodbye.set())
+    assert database == tenant.db_name
+    assert user.endswith(f"_owner_{slug.replace('-', '_')}")
+    await admin_fetch("select pg_terminate_backend($1)", first)
+    await asyncio.wait_for(goodbye.wait(), 10)  # the client has read the server's goodbye
+    async with seam.driver(tenant) as pg:
+        second = await pg.fetchval("select pg_backend_pid()")
+    assert second != first
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever asyncpg raises for a lost link
+        async with seam.driver(tenant) as pg:
+            await admin_fetch("select pg_terminate_backend($1)", second)
+            await pg.execute("select pg_sleep(0.5)")
+    async with seam.driver(tenant) as pg:
+        third = await pg.fetchval("select pg_backend_pid()")
+    assert third not in (first, second)

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import structlog
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from services.core.db import make_engine
 from services.core.errors import (
@@ -41,6 +43,7 @@ from services.core.silo.credentials.seam import CredentialSource, TenantLogin
 from services.core.silo.engines import EngineCache
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 async def _live_connection(engine: AsyncEngine) -> AsyncConnection:
@@ -55,6 +58,18 @@ async def _live_connection(engine: AsyncEngine) -> AsyncConnection:
         await conn.invalidate()
         await conn.close()
     return await engine.connect().start()
+
+
+async def _live_driver(engine: AsyncEngine) -> PoolProxiedConnection:
+    """A pooled driver connection, passing over any whose socket the server closed (as
+    `_live_connection`, without a SQLAlchemy connection around it)."""
+    for _ in range(engine.pool.size() + 1):  # type: ignore[attr-defined]
+        pooled = await engine.raw_connection()
+        if pooled.driver_connection is not None and not pooled.driver_connection.is_closed():
+            return pooled
+        await greenlet_spawn(pooled.invalidate)
+        await greenlet_spawn(pooled.close)
+    return await engine.raw_connection()
 
 
 async def _drop_if_dead(conn: AsyncConnection, exc: BaseException) -> None:
@@ -222,14 +237,21 @@ class TenantDatabases:
     async def connect(self, tenant: str | TenantRecord) -> AsyncConnection:
         """A started connection to the tenant's database (the caller closes it). A login the
         server refuses (expired, revoked) is evicted and a new one tried, once."""
+        return await self._checked_out(tenant, _live_connection)
+
+    async def _checked_out(
+        self, tenant: str | TenantRecord, take: Callable[[AsyncEngine], Awaitable[T]]
+    ) -> T:
+        """What `take` gets of the tenant's engine; a login the server refuses is evicted and a
+        new one tried, once."""
         record = (
             await self.resolve(tenant) if isinstance(tenant, str) else routable(tenant, tenant.slug)
         )
         for attempt in (1, 2):
             engine, login = await self._engine(record)
             try:
-                return await _live_connection(engine)
-            except DBAPIError as exc:
+                return await take(engine)
+            except Exception as exc:
                 if attempt == 2 or not _login_refused(exc):
                     raise
                 log.warning(
@@ -292,6 +314,32 @@ class TenantDatabases:
                 if conn is not None:
                     await conn.close()
 
+    @asynccontextmanager
+    async def driver(self, tenant: TenantRecord) -> AsyncIterator[asyncpg.Connection]:
+        """The driver's own connection to the tenant's database, for work that is all asyncpg
+        calls (the workers' commits): from the same pool, checked the same way, and under the
+        same bound as `session`, without a SQLAlchemy connection around it (half the cost of
+        a checkout). Not getting one raises DatabaseUnavailable; a connection that fails for
+        being dead leaves the pool."""
+        async with self._in_use:
+            try:
+                pooled = await self._checked_out(tenant, _live_driver)
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                raise DatabaseUnavailable(
+                    f"tenant {tenant.slug}'s database", detail, server=_server_of(tenant)
+                ) from exc
+            try:
+                yield pooled.driver_connection
+            except BaseException as exc:
+                if isinstance(root_cause(exc), CONNECTION_ERRORS):
+                    await greenlet_spawn(pooled.invalidate)
+                raise
+            finally:
+                await greenlet_spawn(pooled.close)  # back to the pool (or closed, if invalid)
+
     async def sweep(self) -> int:
         """Close retired and idle engines; returns how many were closed."""
         await self._reap()
@@ -352,7 +400,7 @@ class TenantDatabases:
         return engine
 
 
-def _login_refused(exc: DBAPIError) -> bool:
+def _login_refused(exc: BaseException) -> bool:
     """The server refused the login itself (bad or expired password, no such role, no CONNECT),
     as opposed to being unreachable."""
     return isinstance(
