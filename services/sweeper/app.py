@@ -84,15 +84,9 @@ async def sweep_once(
                 report.marked_down[tenant.slug] = await mark_down(engine, silence)
                 report.pruned[tenant.slug] = await prune(engine, age, PRUNE_BATCH)
                 if index is not None:
-                    async with engine.connect() as session:
-                        raw = await session.get_raw_connection()
-                        done = await catch_up(
-                            raw.driver_connection,
-                            index,
-                            changes,
-                            duty=settings.reevaluation_duty,
-                        )
-                        behind, by_urgency = await summary(raw.driver_connection, index.revision)
+                    async with databases.driver(tenant) as pg:
+                        done = await catch_up(pg, index, changes, duty=settings.reevaluation_duty)
+                        behind, by_urgency = await summary(pg, index.revision)
                     report.caught_up[tenant.slug] = done
                     _export(tenant.slug, done, behind, by_urgency)
             except Exception as exc:  # one tenant's failure never stops the others
