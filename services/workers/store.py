@@ -13,11 +13,14 @@ from operator import attrgetter
 from typing import Any
 
 import asyncpg
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql
 
 from schemas.reports import ReportKind
 from services.core.catalog import findings
 from services.core.catalog.matcher import CatalogIndex, installed_of
 from services.core.domain import HostStatus
+from services.core.silo import models as silo
 from services.workers.handlers import (
     ComplianceRow,
     HardwareRow,
@@ -31,6 +34,73 @@ from services.workers.handlers import (
     system_info_row,
 )
 
+
+# The statement's column groups after the ledger's six (heartbeat, system_info, hardware): each
+# kind's row but its host (and hardware's sent_at, which the ledger's column carries). A report
+# fills its kind's group; the others travel as nulls.
+def _state_fields(fields: tuple[str, ...], *but: str) -> tuple[str, ...]:
+    return tuple(f for f in fields if f not in ("host_id", *but))
+
+
+_HEARTBEAT_STATE = _state_fields(HeartbeatRow._fields)
+_SYSTEM_INFO_STATE = _state_fields(SystemInfoRow._fields)
+_HARDWARE_STATE = _state_fields(HardwareRow._fields, "sent_at")
+GROUP_WIDTHS = (len(_HEARTBEAT_STATE), len(_SYSTEM_INFO_STATE), len(_HARDWARE_STATE))
+_heartbeat_state = attrgetter(*_HEARTBEAT_STATE)
+_hardware_state = attrgetter(*_HARDWARE_STATE)
+# unnest cannot take an array of arrays of different lengths: a host's addresses travel as one
+# space-separated text each (an address never contains a space), split in SQL.
+_SPACE_JOINED = ("ipv4", "ipv6")
+
+_LEDGER = (
+    ("message_id", "uuid"),
+    ("host_id", "uuid"),
+    ("kind", "text"),
+    ("sent_at", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("state", "text"),
+)
+
+
+# SQLAlchemy's dialect classes carry no annotations.
+_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _sql_type(table: Table, column: str) -> str:
+    """A state column's type as the statement's argument carries it: its table's."""
+    if column in _SPACE_JOINED:
+        return "text"
+    return str(table.c[column].type.compile(dialect=_POSTGRESQL)).lower()
+
+
+_ARGUMENTS = (
+    *_LEDGER,
+    *((c, _sql_type(silo.hosts, c)) for c in _HEARTBEAT_STATE + _SYSTEM_INFO_STATE),
+    *((c, _sql_type(silo.host_hardware, c)) for c in _HARDWARE_STATE),
+)
+
+
+def _taken_if(reported: str, columns: tuple[str, ...]) -> str:
+    """Each column's new value if this batch has the kind's newest report for the host (its
+    `reported` column is never null in such a report), the stored one otherwise."""
+    return ",\n                ".join(
+        f"{c} = case when excluded.{reported} is not null then excluded.{c} else hosts.{c} end"
+        for c in columns
+    )
+
+
+def _selected(prefix: str, columns: tuple[str, ...]) -> str:
+    return ", ".join(
+        f"string_to_array({prefix}.{c}, ' ')" if c in _SPACE_JOINED else f"{prefix}.{c}"
+        for c in columns
+    )
+
+
+_HOST_COLUMNS = _HEARTBEAT_STATE + _SYSTEM_INFO_STATE
+_HEARTBEAT_SELECTED = _selected("hb", _HEARTBEAT_STATE).replace(
+    "hb.status", f"coalesce(hb.status, '{HostStatus.UNKNOWN}')"
+)
+
 # What every batch does, in one statement: record the messages (the primary key drops those
 # already committed: `fresh` is the rest), take the newest-report guard (it wins only if newer
 # than what is stored, so a late, older report never overwrites newer state; within the batch the
@@ -38,22 +108,13 @@ from services.workers.handlers import (
 # last-seen time on and write the winners' state: heartbeat and system_info into the host's row,
 # hardware into its own. The parts share one snapshot and see each other only through the rows
 # they return; each row is written once (a second write of a row in one statement would be
-# lost), hosts in id order, as any other writer locks them.
+# lost), hosts in id order, as any other writer locks them. Its columns are the rows' fields
+# (`HeartbeatRow`, ...) and their types the silo tables'.
 _RECORD = f"""
     with batch as (
         select * from unnest(
-            $1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[],
-            $7::text[], $8::text[], $9::bigint[], $10::float8[], $11::float8[], $12::float8[],
-            $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-            $19::text[], $20::text[],
-            $21::text[], $22::text[], $23::int[], $24::int[], $25::float8[], $26::bigint[],
-            $27::jsonb[], $28::jsonb[]
-        ) with ordinality as b(
-            message_id, host_id, kind, sent_at, received_at, state,
-            status, agent_version, uptime_s, load_1, load_5, load_15,
-            hostname, fqdn, os_name, os_version, kernel, arch, ipv4, ipv6,
-            cpu_vendor, cpu_model, cpu_cores, cpu_threads, cpu_mhz, memory_mb, disks, nics,
-            position)
+            {", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_ARGUMENTS, start=1))}
+        ) with ordinality as b({", ".join(name for name, _ in _ARGUMENTS)}, position)
     ),
     fresh as (
         insert into agent_messages (message_id, host_id, kind, sent_at, received_at)
@@ -78,12 +139,9 @@ _RECORD = f"""
         select fresh_batch.* from fresh_batch join won using (message_id)
     ),
     seen as (
-        insert into hosts (id, last_seen_at, status, agent_version, uptime_s, load_1, load_5,
-                           load_15, hostname, fqdn, os_name, os_version, kernel, arch, ipv4, ipv6)
-        select h.host_id, h.last_seen_at, coalesce(hb.status, '{HostStatus.UNKNOWN}'),
-               hb.agent_version, hb.uptime_s, hb.load_1, hb.load_5, hb.load_15, si.hostname,
-               si.fqdn, si.os_name, si.os_version, si.kernel, si.arch,
-               string_to_array(si.ipv4, ' '), string_to_array(si.ipv6, ' ')
+        insert into hosts (id, last_seen_at, {", ".join(_HOST_COLUMNS)})
+        select h.host_id, h.last_seen_at, {_HEARTBEAT_SELECTED},
+               {_selected("si", _SYSTEM_INFO_STATE)}
         from (select host_id, max(sent_at) as last_seen_at from fresh_batch group by host_id) h
         left join winners hb on hb.host_id = h.host_id and hb.kind = '{ReportKind.HEARTBEAT}'
         left join winners si on si.host_id = h.host_id and si.kind = '{ReportKind.SYSTEM_INFO}'
@@ -96,61 +154,20 @@ _RECORD = f"""
                               -- a host the sweeper marked down is up again when it reports
                               when hosts.status = '{HostStatus.DOWN}' then '{HostStatus.UP}'
                               else hosts.status end,
-                agent_version = case when excluded.uptime_s is not null
-                                     then excluded.agent_version else hosts.agent_version end,
-                uptime_s = coalesce(excluded.uptime_s, hosts.uptime_s),
-                load_1 = case when excluded.uptime_s is not null
-                              then excluded.load_1 else hosts.load_1 end,
-                load_5 = case when excluded.uptime_s is not null
-                              then excluded.load_5 else hosts.load_5 end,
-                load_15 = case when excluded.uptime_s is not null
-                               then excluded.load_15 else hosts.load_15 end,
-                hostname = case when excluded.os_name is not null
-                                then excluded.hostname else hosts.hostname end,
-                fqdn = case when excluded.os_name is not null
-                            then excluded.fqdn else hosts.fqdn end,
-                os_name = coalesce(excluded.os_name, hosts.os_name),
-                os_version = case when excluded.os_name is not null
-                                  then excluded.os_version else hosts.os_version end,
-                kernel = case when excluded.os_name is not null
-                              then excluded.kernel else hosts.kernel end,
-                arch = case when excluded.os_name is not null
-                            then excluded.arch else hosts.arch end,
-                ipv4 = case when excluded.os_name is not null
-                            then excluded.ipv4 else hosts.ipv4 end,
-                ipv6 = case when excluded.os_name is not null
-                            then excluded.ipv6 else hosts.ipv6 end
+                {_taken_if("uptime_s", tuple(c for c in _HEARTBEAT_STATE if c != "status"))},
+                {_taken_if("os_name", _SYSTEM_INFO_STATE)}
     ),
     hardware as (
-        insert into host_hardware (host_id, cpu_vendor, cpu_model, cpu_cores, cpu_threads,
-                                   cpu_mhz, memory_mb, disks, nics, sent_at)
-        select host_id, cpu_vendor, cpu_model, cpu_cores, cpu_threads, cpu_mhz, memory_mb,
-               disks, nics, sent_at
+        insert into host_hardware (host_id, {", ".join(_HARDWARE_STATE)}, sent_at)
+        select host_id, {", ".join(_HARDWARE_STATE)}, sent_at
         from winners where kind = '{ReportKind.HARDWARE}' order by host_id
-        on conflict (host_id) do update set cpu_vendor = excluded.cpu_vendor,
-            cpu_model = excluded.cpu_model, cpu_cores = excluded.cpu_cores,
-            cpu_threads = excluded.cpu_threads, cpu_mhz = excluded.cpu_mhz,
-            memory_mb = excluded.memory_mb, disks = excluded.disks, nics = excluded.nics,
-            sent_at = excluded.sent_at
+        on conflict (host_id) do update
+            set {", ".join(f"{c} = excluded.{c}" for c in (*_HARDWARE_STATE, "sent_at"))}
     )
     select coalesce((select array_agg(message_id) from fresh), '{{}}') as fresh,
            coalesce((select array_agg(message_id) from won), '{{}}') as won
 """
 
-
-# The statement's column groups after the ledger's six (heartbeat, system_info, hardware): each
-# kind's row but its host (and hardware's sent_at, which the ledger's column carries). A report
-# fills its kind's group; the others travel as nulls.
-def _state_fields(fields: tuple[str, ...], *but: str) -> tuple[str, ...]:
-    return tuple(f for f in fields if f not in ("host_id", *but))
-
-
-_HEARTBEAT_STATE = _state_fields(HeartbeatRow._fields)
-_SYSTEM_INFO_STATE = _state_fields(SystemInfoRow._fields)
-_HARDWARE_STATE = _state_fields(HardwareRow._fields, "sent_at")
-GROUP_WIDTHS = (len(_HEARTBEAT_STATE), len(_SYSTEM_INFO_STATE), len(_HARDWARE_STATE))
-_heartbeat_state = attrgetter(*_HEARTBEAT_STATE)
-_hardware_state = attrgetter(*_HARDWARE_STATE)
 _COMPLIANCE_COLUMNS = ComplianceRow._fields
 
 # Session settings of the connections that commit batches. The statements above are fixed bulk
@@ -177,11 +194,11 @@ class Committed:
 
 
 def _system_info_columns(r: Report) -> tuple[Any, ...]:
-    # unnest cannot take an array of arrays of different lengths: addresses travel as one
-    # space-separated text each (an address never contains a space), split in SQL.
     row = system_info_row(r)
-    addresses = {"ipv4": " ".join(row.ipv4), "ipv6": " ".join(row.ipv6)}
-    return tuple(addresses.get(f, getattr(row, f)) for f in _SYSTEM_INFO_STATE)
+    return tuple(
+        " ".join(getattr(row, f)) if f in _SPACE_JOINED else getattr(row, f)
+        for f in _SYSTEM_INFO_STATE
+    )
 
 
 def _state_columns(r: Report) -> tuple[Any, ...]:
