@@ -139,22 +139,16 @@ class OpenBaoAdmin:
                 verify_connection=True,
                 mount_point=self._mount,
             )
-            c.secrets.database.create_role(
-                name=name,
-                db_name=name,
-                default_ttl=int(settings.credential_ttl_s),
-                max_ttl=int(settings.credential_max_ttl_s),
-                mount_point=self._mount,
-                **statements,
-            )
-            c.secrets.database.create_role(
-                name=reader_name,
-                db_name=name,
-                default_ttl=int(settings.credential_ttl_s),
-                max_ttl=int(settings.credential_max_ttl_s),
-                mount_point=self._mount,
-                **reader_statements,
-            )
+            # The writer's role and the reader's, on the same connection and lease times.
+            for role, role_sql in ((name, statements), (reader_name, reader_statements)):
+                c.secrets.database.create_role(
+                    name=role,
+                    db_name=name,
+                    default_ttl=int(settings.credential_ttl_s),
+                    max_ttl=int(settings.credential_max_ttl_s),
+                    mount_point=self._mount,
+                    **role_sql,
+                )
             c.secrets.database.rotate_root_credentials(name=name, mount_point=self._mount)
 
         bao = OpenBao(settings)

@@ -66,21 +66,7 @@ async def list_findings(
         conn, host_id=host_id, cve_id=cve, urgency=urgency, limit=limit + 1, after=after
     )
     more, rows = len(rows) > limit, rows[:limit]
-    page = [
-        Finding(
-            id=r.id,
-            host_id=r.host_id,
-            package=r.package,
-            version=r.version,
-            source=r.source,
-            cve_id=r.cve_id,
-            fixed_version=r.fixed_version,
-            advisory_status=r.advisory_status,
-            urgency=r.urgency,
-            first_seen=r.first_seen,
-        )
-        for r in rows
-    ]
+    page = [Finding.model_validate(r, from_attributes=True) for r in rows]
     return FindingPage(findings=page, next=page[-1].id if more else None)
 
 
@@ -93,14 +79,4 @@ async def list_compliance(
 ) -> list[ComplianceResult]:
     """The tenant's latest compliance results, filtered by host or status."""
     rows = await reads.compliance(conn, host_id=host_id, status=status, limit=limit)
-    return [
-        ComplianceResult(
-            host_id=r.host_id,
-            benchmark_id=r.benchmark_id,
-            rule_id=r.rule_id,
-            status=r.status,
-            severity=r.severity,
-            sent_at=r.sent_at,
-        )
-        for r in rows
-    ]
+    return [ComplianceResult.model_validate(r, from_attributes=True) for r in rows]

@@ -109,31 +109,8 @@ async def show_host(conn: Silo, host_id: uuid.UUID) -> HostDetail:
     if row is None:
         raise not_found("such host")
     hw = await reads.hardware(conn, host_id)
-    return HostDetail(
-        host_id=row.id,
-        hostname=row.hostname,
-        status=row.status,
-        last_seen_at=row.last_seen_at,
-        fqdn=row.fqdn,
-        os_name=row.os_name,
-        os_version=row.os_version,
-        kernel=row.kernel,
-        arch=row.arch,
-        agent_version=row.agent_version,
-        first_seen_at=row.first_seen_at,
-        hardware=None
-        if hw is None
-        else Hardware(
-            cpu_vendor=hw.cpu_vendor,
-            cpu_model=hw.cpu_model,
-            cpu_cores=hw.cpu_cores,
-            cpu_threads=hw.cpu_threads,
-            memory_mb=hw.memory_mb,
-            disks=hw.disks,
-            nics=hw.nics,
-            sent_at=hw.sent_at,
-        ),
-    )
+    hardware = None if hw is None else Hardware.model_validate(hw, from_attributes=True)
+    return HostDetail.model_validate({**row._mapping, "host_id": row.id, "hardware": hardware})
 
 
 @router.get("/{host_id}/packages", response_model=Packages)

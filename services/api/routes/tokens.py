@@ -47,16 +47,7 @@ class Token(BaseModel):
     @classmethod
     def of(cls, info: tokens.TokenInfo) -> Token:
         """The view of what the registry keeps."""
-        return cls(
-            id=info.id,
-            state=info.state,
-            uses_total=info.uses_total,
-            uses_left=info.uses_left,
-            expires_at=info.expires_at,
-            revoked_at=info.revoked_at,
-            note=info.note,
-            created_at=info.created_at,
-        )
+        return cls.model_validate(info, from_attributes=True)
 
 
 class IssuedToken(Token):
