@@ -264,6 +264,23 @@ class TenantDatabases:
                 await self._engines.discard(record.id)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _available(
+        self, tenant: str | TenantRecord, take: Callable[[AsyncEngine], Awaitable[T]]
+    ) -> T:
+        """`_checked_out`, where any failure to get a connection (server down, login refused or
+        not issued, the tenant no longer routable) is DatabaseUnavailable: it says nothing of
+        the work the caller meant to do with it."""
+        try:
+            return await self._checked_out(tenant, take)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            name = tenant if isinstance(tenant, str) else tenant.slug
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            raise DatabaseUnavailable(
+                f"tenant {name}'s database", detail, server=_server_of(tenant)
+            ) from exc
+
     async def engine_for_host(self, host_id: uuid.UUID) -> tuple[TenantRecord, AsyncEngine]:
         """The host's tenant and the engine of its database."""
         record = await self.resolve_host(host_id)
@@ -275,17 +292,8 @@ class TenantDatabases:
         connections in use. Not getting one (server down, login refused or not issued, the
         tenant no longer routable) raises DatabaseUnavailable: it says nothing of the work the
         caller meant to do with it."""
-        name = tenant if isinstance(tenant, str) else tenant.slug
         async with self._in_use:
-            try:
-                conn = await self.connect(tenant)
-            except DatabaseUnavailable:
-                raise
-            except Exception as exc:
-                detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                raise DatabaseUnavailable(
-                    f"tenant {name}'s database", detail, server=_server_of(tenant)
-                ) from exc
+            conn = await self._available(tenant, _live_connection)
             try:
                 yield conn
             except BaseException as exc:
@@ -322,15 +330,7 @@ class TenantDatabases:
         a checkout). Not getting one raises DatabaseUnavailable; a connection that fails for
         being dead leaves the pool."""
         async with self._in_use:
-            try:
-                pooled = await self._checked_out(tenant, _live_driver)
-            except DatabaseUnavailable:
-                raise
-            except Exception as exc:
-                detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                raise DatabaseUnavailable(
-                    f"tenant {tenant.slug}'s database", detail, server=_server_of(tenant)
-                ) from exc
+            pooled = await self._available(tenant, _live_driver)
             try:
                 yield pooled.driver_connection
             except BaseException as exc:
