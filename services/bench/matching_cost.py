@@ -24,9 +24,8 @@ import functools
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,10 +34,8 @@ import asyncpg
 from services.bench import servers
 from services.bench.deployment import check_broker
 from services.bench.matching import CATALOG
-from services.bench.probes import Probe
-from services.bench.processes import Running
 from services.bench.results import SystemResult
-from services.bench.runner import SERVICES, Bench, Options, Publish
+from services.bench.runner import SERVICES, Bench, Live, Options
 from services.catalog import store as catalog_store
 from services.core.catalog.live import load_index
 from services.core.catalog.matcher import Installed
@@ -94,39 +91,12 @@ def every_urgency_changed(current: int) -> dict[str, Any]:
     return document
 
 
-@dataclass
-class Live:
-    """The services of one phase, running: a publisher of signed reports and the probe."""
-
-    running: Running
-    publish: Publish
-    probe: Probe
-
-
-@asynccontextmanager
-async def services(
+def services(
     bench: Bench, names: tuple[str, ...], env: dict[str, str] | None = None
-) -> AsyncIterator[Live]:
+) -> AbstractAsyncContextManager[Live]:
     """Start the named services (matching on, as deployed; `env`: settings of them all) until
     the block ends."""
-    envs = {name: dict(env or {}) for name in names}
-    running = bench.start({name: ["run", name] for name in names}, envs=envs)
-    try:
-        queues = [bench.names.intake_queue] + [
-            bench.names.tenant_queue(f"t{i:04d}") for i in range(bench.options.tenants)
-        ]
-        await bench.wait_consumers(queues, timeout_s=120 + bench.options.tenants * 0.2)
-
-        async def publish(
-            count: int, rate: float, seed: int, warm_up: str | None = None
-        ) -> dict[str, Any]:
-            exchange = bench.names.agents_exchange
-            return await bench.publish(exchange, count, rate, seed, True, warm_up)
-
-        async with bench.probe(bench.tenant_dbs, "agent_messages") as probe:
-            yield Live(running, publish, probe)
-    finally:
-        running.stop()
+    return bench.live(names, {name: dict(env or {}) for name in names})
 
 
 async def _snapshots(bench: Bench, live: Live) -> float:

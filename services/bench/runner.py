@@ -20,7 +20,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -57,6 +58,16 @@ class Publish(Protocol):
     def __call__(
         self, count: int, rate: float, seed: int, warm_up: str | None = None
     ) -> Awaitable[dict[str, Any]]: ...
+
+
+@dataclasses.dataclass
+class Live:
+    """siloflow's services of one phase, running: a publisher of signed reports and the probe
+    of the tenants' ledgers."""
+
+    running: Running
+    publish: Publish
+    probe: Probe
 
 
 class Bench(Deployment):
@@ -227,6 +238,30 @@ class Bench(Deployment):
         """A probe of these databases and table."""
         return Probe(self.pg, databases, table, self.admin_dsn)
 
+    @asynccontextmanager
+    async def live(
+        self, names: tuple[str, ...], envs: dict[str, dict[str, str]]
+    ) -> AsyncIterator[Live]:
+        """siloflow's named services started (`envs`: each one's settings) and consuming every
+        queue of the bench's tenants, until the block ends."""
+        running = self.start({name: ["run", name] for name in names}, envs=envs)
+        try:
+            queues = [self.names.intake_queue] + [
+                self.names.tenant_queue(f"t{i:04d}") for i in range(self.options.tenants)
+            ]
+            await self.wait_consumers(queues, timeout_s=120 + self.options.tenants * 0.2)
+
+            async def publish(
+                count: int, rate: float, seed: int, warm_up: str | None = None
+            ) -> dict[str, Any]:
+                exchange = self.names.agents_exchange
+                return await self.publish(exchange, count, rate, seed, True, warm_up)
+
+            async with self.probe(self.tenant_dbs, "agent_messages") as probe:
+                yield Live(running, publish, probe)
+        finally:
+            running.stop()
+
     async def run_siloflow(
         self,
         progress: Callable[[str], None],
@@ -240,51 +275,35 @@ class Bench(Deployment):
         self.router_port = free_port()
         envs = {name: dict(env or {}) for name in SERVICES}
         envs["router"]["SILOFLOW_METRICS_PORT"] = str(self.router_port)
-        running = self.start({name: ["run", name] for name in SERVICES}, envs=envs)
-        try:
-            queues = [self.names.intake_queue] + [
-                self.names.tenant_queue(f"t{i:04d}") for i in range(self.options.tenants)
-            ]
-            await self.wait_consumers(queues, timeout_s=120 + self.options.tenants * 0.2)
-
-            async def publish(
-                count: int, rate: float, seed: int, warm_up: str | None = None
-            ) -> dict[str, Any]:
-                exchange = self.names.agents_exchange
-                return await self.publish(exchange, count, rate, seed, True, warm_up)
-
-            idle: dict[str, Any] = {}
-            async with self.probe(self.tenant_dbs, "agent_messages") as probe:
-                await self.warm_up(system, running, publish, probe, progress)
-                if self.options.idle_s:
-                    progress(f"{system}: idle for {self.options.idle_s:.0f} s, every tenant warm")
-                    idle = await self.idle_cost(running, probe)
-                progress(f"{system}: {self.options.reports:,} reports as fast as they are taken")
-                peak = await self.measure(
-                    system, running, publish, probe, self.options.reports, 0, 1
-                )
-                self.latency_rate = rate or max(peak.throughput / 2, 1.0)
-                count = int(self.latency_rate * self.options.latency_s)
-                progress(f"{system}: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
-                before_steady = await scrape_router(self.router_port)
-                steady = await self.measure(
-                    system, running, publish, probe, count, self.latency_rate, 2
-                )
+        idle: dict[str, Any] = {}
+        async with self.live(SERVICES, envs) as live:
+            running, publish, probe = live.running, live.publish, live.probe
+            await self.warm_up(system, running, publish, probe, progress)
+            if self.options.idle_s:
+                progress(f"{system}: idle for {self.options.idle_s:.0f} s, every tenant warm")
+                idle = await self.idle_cost(running, probe)
+            progress(f"{system}: {self.options.reports:,} reports as fast as they are taken")
+            peak = await self.measure(system, running, publish, probe, self.options.reports, 0, 1)
+            self.latency_rate = rate or max(peak.throughput / 2, 1.0)
+            count = int(self.latency_rate * self.options.latency_s)
+            progress(f"{system}: {count:,} reports at {self.latency_rate:,.0f}/s for latency")
+            before_steady = await scrape_router(self.router_port)
+            steady = await self.measure(
+                system, running, publish, probe, count, self.latency_rate, 2
+            )
             rss = peak_rss(running)
             lookups = router_figures(await scrape_router(self.router_port), before_steady)
-            lookups["registry_bindings"] = self.options.hosts + self.options.bindings
-            # What the settings allow: each worker process and ingest keep at most
-            # max_tenant_engines pools of tenant_pool_size connections, whatever the tenants.
-            processes = self.options.worker_processes or os.cpu_count() or 1
-            s = self.settings
-            lookups["tenant_connection_bound"] = (
-                (processes + 1) * s.max_tenant_engines * s.tenant_pool_size
-            )
-            lookups["provision_s_per_tenant"] = self.provision_s_per_tenant
-            if idle:
-                lookups["idle"] = idle
-        finally:
-            running.stop()
+        lookups["registry_bindings"] = self.options.hosts + self.options.bindings
+        # What the settings allow: each worker process and ingest keep at most
+        # max_tenant_engines pools of tenant_pool_size connections, whatever the tenants.
+        processes = self.options.worker_processes or os.cpu_count() or 1
+        s = self.settings
+        lookups["tenant_connection_bound"] = (
+            (processes + 1) * s.max_tenant_engines * s.tenant_pool_size
+        )
+        lookups["provision_s_per_tenant"] = self.provision_s_per_tenant
+        if idle:
+            lookups["idle"] = idle
         # With the services stopped and the cores idle: the lookup itself, not the scheduler.
         lookups.update(await self.directory_probe(progress))
         return SystemResult(
