@@ -3,9 +3,7 @@ login is reused, renewed or replaced, and what happens when the issuer fails."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import URL
@@ -15,6 +13,7 @@ from services.core.registry.queries import Placement, TenantRecord
 from services.core.settings import Settings, load_settings
 from services.core.silo.credentials.leases import Action, Lease, decide, retry_after_s
 from services.core.silo.credentials.seam import LeasedCredentials, TenantLogin
+from tests.unit.records import tenant_record
 
 TTL = 30.0
 
@@ -95,18 +94,7 @@ class FakeIssuer(LeasedCredentials):
         self.revoked.append(login.username)
 
 
-TENANT = TenantRecord(
-    id=uuid.uuid4(),
-    slug="acme",
-    name="acme",
-    status="active",
-    db_name="x_tenant_acme",
-    placement=Placement("default", "127.0.0.1", 5432),
-    schema_revision="t0001",
-    migrated_at=None,
-    last_error=None,
-    created_at=datetime.now(UTC),
-)
+TENANT = tenant_record()
 
 
 async def test_a_login_is_reused_then_renewed_then_replaced_at_its_max_ttl() -> None:

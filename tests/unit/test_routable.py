@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import pytest
 
 from services.core.domain import MOVE_STEPS, MoveStep
@@ -18,30 +15,15 @@ from services.core.errors import (
     TenantSuspended,
 )
 from services.core.outcomes import DeadLetterQueue, Reason
-from services.core.registry.queries import Move, Placement, TenantRecord
+from services.core.registry.queries import Placement, TenantRecord
 from services.core.silo.databases import routable
-
-PLACEMENT = Placement("default", "127.0.0.1", 5432)
+from tests.unit.records import PLACEMENT, tenant_record
 
 
 def record(
     status: str = "active", placement: Placement | None = PLACEMENT, move: MoveStep | None = None
 ) -> TenantRecord:
-    return TenantRecord(
-        id=uuid.uuid4(),
-        slug="acme",
-        name="acme",
-        status=status,
-        db_name="x_tenant_acme",
-        placement=placement,
-        schema_revision="t0001",
-        migrated_at=None,
-        last_error=None,
-        created_at=datetime.now(UTC),
-        move=None
-        if move is None
-        else Move("default", "second", move, False, None, datetime.now(UTC)),
-    )
+    return tenant_record(status, placement=placement, move=move)
 
 
 @pytest.mark.parametrize(

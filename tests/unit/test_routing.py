@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 
 from services.core.domain import TenantStatus
 from services.core.errors import ResolutionError
 from services.core.outcomes import DeadLetterQueue, Reason
-from services.core.registry.queries import Placement, TenantRecord
+from services.core.registry.queries import TenantRecord
 from services.core.routing import Binding, Route, TenantState, Unroutable, admits, resolve
 from services.core.silo.databases import routable, routable_host
+from tests.unit.records import tenant_record
 
 HOST = uuid.uuid4()
 TENANT = uuid.uuid4()
@@ -49,18 +49,7 @@ def test_an_active_tenant_gets_the_report() -> None:
 
 
 def record(status: TenantStatus) -> TenantRecord:
-    return TenantRecord(
-        id=TENANT,
-        slug="acme",
-        name="acme",
-        status=status,
-        db_name="x_tenant_acme",
-        placement=Placement("default", "127.0.0.1", 5432),
-        schema_revision="t0001",
-        migrated_at=None,
-        last_error=None,
-        created_at=datetime.now(UTC),
-    )
+    return tenant_record(status, tenant_id=TENANT)
 
 
 BINDINGS = [None, BOUND, Binding(HOST, TENANT, revoked=True)]
