@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from services.core.domain import TenantStatus
-from services.core.errors import ResolutionError
+from services.core.errors import ResolutionError, TenantNotFound
 from services.core.outcomes import DeadLetterQueue, Reason
 from services.core.registry.queries import TenantRecord
 from services.core.routing import Binding, Route, TenantState, Unroutable, admits, resolve
@@ -110,3 +110,9 @@ def test_every_reason_belongs_to_exactly_one_dead_letter_queue() -> None:
     values = [reason.value for reason in Reason]
     assert len(values) == len(set(values)), "two reasons share a code"
     assert {reason.dlq for reason in Reason} == set(DeadLetterQueue), "a queue no reason uses"
+
+
+def test_a_binding_to_a_tenant_the_registry_lost_names_that_tenant() -> None:
+    with pytest.raises(TenantNotFound) as info:
+        routable_host(HOST, BOUND, None)
+    assert info.value.tenant == str(TENANT)

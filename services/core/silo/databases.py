@@ -131,7 +131,9 @@ def routable_host(
     the database's needs); otherwise the error that says why."""
     decision = resolve(host_id, binding, record)
     if isinstance(decision, Unroutable):
-        raise _refusal(decision, record, str(host_id), host_id)
+        # A binding to a tenant the registry does not know names that tenant's id.
+        wanted = str(binding.tenant_id) if binding is not None else str(host_id)
+        raise _refusal(decision, record, wanted, host_id)
     assert record is not None
     return _committable(record)
 
