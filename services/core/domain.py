@@ -79,8 +79,9 @@ ADVISORY_STATUSES = ("resolved", "open", "undetermined")
 
 def refusal(status: TenantStatus | str) -> Reason | None:
     """Why a tenant in this status takes no reports, or None if it takes them (it is active):
-    the one rule the router (into the tenant's queue) and the silo's seam (into its database)
-    both read. A move is not a status: the seam waits it out on its own."""
+    the status part of `routing`'s one rule, which the router (into the tenant's queue) and the
+    silo's seam (into its database) both read. A move is not a status: the seam waits it out
+    on its own."""
     status = TenantStatus(status)  # a row's text, too
     if status is TenantStatus.ACTIVE:
         return None
